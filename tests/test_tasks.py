@@ -1,0 +1,143 @@
+"""Shared behaviour of every ground-truth env: API, determinism, obs modes, bad input, experts."""
+
+import warnings
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from gymnasium.utils.env_checker import check_env
+
+import wm_envs
+from wm_envs.tasks.grasp import GraspRandomization
+
+PHYS_IDS = sorted(env_id for env_id in gym.registry if env_id.startswith("Phys-"))
+
+
+def test_every_task_is_registered_on_import():
+    assert {f"Phys-{task.name}-v0" for task in wm_envs.TASKS.values()} == set(PHYS_IDS)
+    env = gym.make("wm_envs:Phys-Grasp-v0")
+    env.close()
+
+
+@pytest.mark.parametrize("env_id", PHYS_IDS)
+def test_check_env_passes_without_warnings(env_id):
+    env = gym.make(env_id, render_mode="rgb_array")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        check_env(env.unwrapped)
+    messages = [str(w.message) for w in caught if "infinity" not in str(w.message)]
+    assert messages == []
+    env.close()
+
+
+def rollout(env_id: str, seed: int, steps: int, **kwargs):
+    env = gym.make(env_id, **kwargs)
+    obs, info = env.reset(seed=seed)
+    env.action_space.seed(seed)
+    trace = [(obs, info)]
+    for _ in range(steps):
+        obs, reward, terminated, truncated, info = env.step(env.action_space.sample())
+        trace.append((obs, reward, terminated, truncated, info))
+        if terminated or truncated:
+            break
+    env.close()
+    return trace
+
+
+@pytest.mark.parametrize("env_id", PHYS_IDS)
+def test_same_seed_and_actions_give_identical_episodes(env_id):
+    first, second = rollout(env_id, 7, 15), rollout(env_id, 7, 15)
+    assert len(first) == len(second)
+    for a, b in zip(first, second, strict=True):
+        assert gym.utils.env_checker.data_equivalence(a, b, exact=True)
+    other = rollout(env_id, 8, 0)
+    assert not np.array_equal(first[0][0]["state"], other[0][0]["state"])
+
+
+@pytest.mark.parametrize("env_id", PHYS_IDS)
+@pytest.mark.parametrize("obs_mode", ["dict", "state", "pixels", "rgbd"])
+def test_observation_modes_match_their_spaces(env_id, obs_mode):
+    env = gym.make(env_id, obs_mode=obs_mode, image_size=48)
+    obs, _ = env.reset(seed=0)
+    assert obs in env.observation_space
+    obs, *_ = env.step(env.action_space.sample())
+    assert obs in env.observation_space
+    if obs_mode == "rgbd":
+        depth = obs["depth"]
+        assert depth.shape == (48, 48, 1) and 0.1 < depth.min() < depth.max() < 5.0
+    if obs_mode in ("dict", "pixels"):
+        image = obs["image"] if obs_mode == "dict" else obs
+        assert image.std() > 5  # a real picture, not a blank buffer
+    env.close()
+
+
+@pytest.mark.parametrize("env_id", PHYS_IDS)
+def test_bad_actions_raise_and_out_of_range_is_clipped(env_id):
+    env = gym.make(env_id, obs_mode="state")
+    env.reset(seed=0)
+    size = env.action_space.shape[0]
+    with pytest.raises(ValueError, match="shape"):
+        env.step(np.zeros(size + 1))
+    for bad in (np.nan, np.inf):
+        action = np.zeros(size)
+        action[0] = bad
+        with pytest.raises(ValueError, match="finite"):
+            env.step(action)
+    env.close()
+    clipped, unclipped = (gym.make(env_id, obs_mode="state") for _ in range(2))
+    clipped.reset(seed=3)
+    unclipped.reset(seed=3)
+    obs_a, *_ = clipped.step(np.ones(size))
+    obs_b, *_ = unclipped.step(np.full(size, 5.0))
+    np.testing.assert_array_equal(obs_a, obs_b)
+
+
+@pytest.mark.parametrize("env_id", PHYS_IDS)
+def test_reset_reports_the_realised_physics(env_id):
+    env = gym.make(env_id)
+    _, info = env.reset(seed=1)
+    assert isinstance(info["physics"], dict) and info["physics"]
+    assert info["is_success"] is False
+    env.close()
+
+
+def test_grasp_narrow_randomization_gives_a_fixed_world():
+    fixed = GraspRandomization(
+        shapes=("box",),
+        box_half_size=(0.03, 0.03),
+        mass=(0.1, 0.1),
+        friction=(1.0, 1.0),
+        object_xy=(0.0, 0.0),
+        object_yaw=(0.0, 0.0),
+    )
+    env = gym.make("Phys-Grasp-v0", obs_mode="state", randomization=fixed)
+    worlds = [env.reset(seed=seed)[1]["physics"] for seed in range(3)]
+    assert all(w["shape"] == "box" and w["mass"] == 0.1 for w in worlds)
+    np.testing.assert_allclose(worlds[0]["half_extents"], 0.03)
+    with pytest.raises(ValueError, match="shapes"):
+        GraspRandomization(shapes=("torus",))
+    env.close()
+
+
+def test_invalid_arguments_are_refused():
+    with pytest.raises(ValueError, match="obs_mode"):
+        gym.make("Phys-Grasp-v0", obs_mode="voxels")
+    with pytest.raises(ValueError, match="render_mode"):
+        gym.make("Phys-Grasp-v0", render_mode="human")
+
+
+@pytest.mark.parametrize("env_id", PHYS_IDS)
+def test_expert_solves_a_sample_of_seeds(env_id):
+    env = gym.make(env_id, obs_mode="state")
+    expert = wm_envs.make_expert(env)
+    successes = 0
+    for seed in range(500, 510):
+        obs, _ = env.reset(seed=seed)
+        expert.reset()
+        done = False
+        while not done:
+            obs, _, terminated, truncated, info = env.step(expert(obs))
+            done = terminated or truncated
+        successes += info["is_success"]
+    assert successes >= 9
+    env.close()

@@ -1,0 +1,126 @@
+"""Grasp: what the task is, independent of the engine that simulates it.
+
+Both engines (MuJoCo now, PyBullet next) share these numbers, the randomization, the reward and
+the success test, so one policy and one learned model serve both.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+SHAPES = ("box", "cylinder", "sphere")
+#: Gripper (palm centre) workspace, metres. At the lowest z the fingertips touch the table.
+WORKSPACE_LOW = np.array([-0.06, -0.06, 0.095])
+WORKSPACE_HIGH = np.array([0.06, 0.06, 0.22])
+GRIPPER_START = np.array([0.0, 0.0, 0.2])
+#: How far one action of magnitude 1 moves the gripper target per control step, metres.
+MAX_DELTA = 0.02
+#: Per-finger travel; the gap between the fingers is twice this.
+FINGER_TRAVEL = 0.06
+#: Palm centre to the centre of the fingertip pads, metres (downwards).
+FINGERTIP_OFFSET = 0.07
+LIFT_GOAL = 0.10
+HOLD_STEPS = 5
+CONTROL_DT = 0.04
+
+STATE_DIM = 24
+
+
+@dataclass(frozen=True)
+class GraspRandomization:
+    """Ranges the world is drawn from at reset. Narrow ranges give a fixed world."""
+
+    shapes: tuple[str, ...] = SHAPES
+    box_half_size: tuple[float, float] = (0.03, 0.038)
+    cylinder_radius: tuple[float, float] = (0.028, 0.035)
+    cylinder_half_height: tuple[float, float] = (0.03, 0.045)
+    sphere_radius: tuple[float, float] = (0.03, 0.037)
+    mass: tuple[float, float] = (0.05, 0.3)
+    friction: tuple[float, float] = (0.6, 1.2)
+    object_xy: tuple[float, float] = (-0.04, 0.04)
+    object_yaw: tuple[float, float] = (-np.pi, np.pi)
+
+    def __post_init__(self) -> None:
+        unknown = set(self.shapes) - set(SHAPES)
+        if not self.shapes or unknown:
+            raise ValueError(f"shapes must be a non-empty subset of {SHAPES}, got {self.shapes}")
+
+
+@dataclass(frozen=True)
+class GraspWorld:
+    """One draw of the world: what ``info["physics"]`` reports at reset."""
+
+    shape: str
+    half_extents: tuple[float, float, float]  # x, y, z half sizes of the bounding box, metres
+    mass: float
+    friction: float
+    position: tuple[float, float, float]
+    yaw: float
+
+    def as_info(self) -> dict:
+        info = asdict(self)
+        info["half_extents"] = np.array(self.half_extents)
+        info["position"] = np.array(self.position)
+        return info
+
+
+def draw_world(rng: np.random.Generator, ranges: GraspRandomization) -> GraspWorld:
+    """Draw shape, size, mass, friction and start pose of the object."""
+    shape = str(ranges.shapes[rng.integers(len(ranges.shapes))])
+    if shape == "box":
+        half = rng.uniform(*ranges.box_half_size, size=3)
+    elif shape == "cylinder":
+        radius = rng.uniform(*ranges.cylinder_radius)
+        half = np.array([radius, radius, rng.uniform(*ranges.cylinder_half_height)])
+    else:
+        half = np.full(3, rng.uniform(*ranges.sphere_radius))
+    x, y = rng.uniform(*ranges.object_xy, size=2)
+    return GraspWorld(
+        shape=shape,
+        half_extents=tuple(float(h) for h in half),
+        mass=float(rng.uniform(*ranges.mass)),
+        friction=float(rng.uniform(*ranges.friction)),
+        position=(float(x), float(y), float(half[2])),
+        yaw=float(rng.uniform(*ranges.object_yaw)),
+    )
+
+
+def yaw_quaternion(yaw: float) -> np.ndarray:
+    """Quaternion (w, x, y, z) of a rotation about the vertical axis."""
+    return np.array([np.cos(yaw / 2), 0.0, 0.0, np.sin(yaw / 2)])
+
+
+def box_inertia(shape: str, half: np.ndarray, mass: float) -> np.ndarray:
+    """Principal moments of inertia of a solid box, cylinder or sphere."""
+    if shape == "box":
+        hx, hy, hz = half
+        return mass / 3 * np.array([hy**2 + hz**2, hx**2 + hz**2, hx**2 + hy**2])
+    if shape == "cylinder":
+        radius, half_height = half[0], half[2]
+        side = mass * (3 * radius**2 + (2 * half_height) ** 2) / 12
+        return np.array([side, side, mass * radius**2 / 2])
+    return np.full(3, 0.4 * mass * half[0] ** 2)
+
+
+def shaped_reward(reach_distance: float, grasped: bool, lift: float) -> float:
+    """Dense reward in [-1, 0]: zero only once the object is lifted to the goal.
+
+    ``0.25 * reach + 0.25 * grasped + 0.5 * lift - 1`` where reach = 1 - tanh(10 d) for the
+    fingertip-to-object distance d, grasped = both fingers touch the object, and
+    lift = clip(height gain / 10 cm, 0, 1). Negative, so finishing early never pays less.
+    """
+    reach = 1.0 - math.tanh(10.0 * reach_distance)
+    lift_fraction = min(max(lift / LIFT_GOAL, 0.0), 1.0)
+    return 0.25 * reach + 0.25 * grasped + 0.5 * lift_fraction - 1.0
+
+
+def make_grasp_env(backend: str = "mujoco", **kwargs):
+    """Entry point of ``Phys-Grasp-v0``: the same task on the chosen physics engine."""
+    if backend == "mujoco":
+        from wm_envs.tasks.grasp_mujoco import GraspMujocoEnv
+
+        return GraspMujocoEnv(**kwargs)
+    raise ValueError(f"backend must be 'mujoco', got {backend!r}")
