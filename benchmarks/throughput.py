@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 
 import gymnasium as gym
-import numpy as np
 
 import wm_envs
 from benchmarks.common import rate, write_results
@@ -49,15 +48,13 @@ def mujoco_ceiling(env_id: str, steps: int) -> tuple[float, float]:
     env.reset(seed=0)
     env.action_space.seed(0)
     actions = [env.action_space.sample() for _ in range(256)]
-    starts, controls = {}, []
+    starts, controls = {0: (data.qpos.copy(), data.qvel.copy())}, []
     for i in range(steps + 20):
-        if i == 0 or done:
-            if i:
-                env.reset()
-            starts[i] = (data.qpos.copy(), data.qvel.copy())
         _, _, terminated, truncated, _ = env.step(actions[i % 256])
         controls.append(data.ctrl.copy())
-        done = terminated or truncated
+        if terminated or truncated:
+            env.reset()
+            starts[i + 1] = (data.qpos.copy(), data.qvel.copy())
     counter = iter(range(10**9))
     substeps = env.unwrapped.frame_skip
 
@@ -91,17 +88,23 @@ def main() -> None:
         raw_physics, raw_render = CEILINGS[env_id](env_id, args.steps)
         state = env_rate(env_id, "state", args.steps)
         image = env_rate(env_id, "dict", args.steps)
-        rows.append({
-            "env": env_id,
-            "state steps/s": state,
-            "ceiling (engine) steps/s": raw_physics,
-            "state ratio": state / raw_physics,
-            "dict steps/s": image,
-            "ceiling (engine + render) steps/s": raw_render,
-            "dict ratio": image / raw_render,
-        })
-    write_results("throughput", rows, notes=f"wm-envs {wm_envs.__version__}; random actions; "
-                  "gym.make wrappers included; 64x64 images.")
+        rows.append(
+            {
+                "env": env_id,
+                "state steps/s": state,
+                "ceiling (engine) steps/s": raw_physics,
+                "state ratio": state / raw_physics,
+                "dict steps/s": image,
+                "ceiling (engine + render) steps/s": raw_render,
+                "dict ratio": image / raw_render,
+            }
+        )
+    write_results(
+        "throughput",
+        rows,
+        notes=f"wm-envs {wm_envs.__version__}; random actions; "
+        "gym.make wrappers included; 64x64 images.",
+    )
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ policy moves between physics and model without a line changed.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import gymnasium as gym
 import numpy as np
@@ -62,6 +62,15 @@ def assemble_observation(
     return obs
 
 
+class Evaluation(NamedTuple):
+    """What a task reports after each transition."""
+
+    reward: float
+    success: bool  # the task is solved: terminates the episode, info["is_success"]
+    failure: bool  # an unrecoverable state (off the track, crashed): terminates the episode
+    info: dict  # task-specific extras merged into the step info
+
+
 class PhysicsTaskEnv(gym.Env):
     """Skeleton of a ground-truth task: obs modes, action checks, reset/step bookkeeping."""
 
@@ -109,8 +118,8 @@ class PhysicsTaskEnv(gym.Env):
         """The privileged state, float32 of shape ``(state_dim,)``."""
         raise NotImplementedError
 
-    def _evaluate(self) -> tuple[float, bool, dict]:
-        """Reward of the last transition, whether the task is solved, and extra info."""
+    def _evaluate(self) -> Evaluation:
+        """Reward of the last transition, success, failure and extra info."""
         raise NotImplementedError
 
     def _render(self, width: int, height: int, depth: bool = False) -> np.ndarray:
@@ -128,14 +137,14 @@ class PhysicsTaskEnv(gym.Env):
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         super().reset(seed=seed)
         physics = self._reset_physics(options)
-        _, _, extra = self._evaluate()
+        extra = self._evaluate().info
         return self._observation(), {"physics": physics, "is_success": False, **extra}
 
     def step(self, action: Any):
         self._apply_action(check_action(action, self.action_space))
-        reward, success, extra = self._evaluate()
+        reward, success, failure, extra = self._evaluate()
         info = {"is_success": success, **extra}
-        return self._observation(), float(reward), success, False, info
+        return self._observation(), float(reward), success or failure, False, info
 
     def render(self) -> np.ndarray | None:
         if self.render_mode == "rgb_array":

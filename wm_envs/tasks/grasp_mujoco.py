@@ -2,66 +2,19 @@
 
 from __future__ import annotations
 
-import atexit
 import math
-import weakref
 from importlib import resources
 
 import mujoco
 import numpy as np
 
 from wm_envs.tasks import grasp
-from wm_envs.tasks.base import PhysicsTaskEnv
+from wm_envs.tasks.base import Evaluation, PhysicsTaskEnv
 from wm_envs.tasks.experts import GraspExpert
 from wm_envs.tasks.grasp import GraspRandomization
+from wm_envs.tasks.mujoco_base import MujocoRenderer
 
 _HIDDEN_GROUP = 3  # render group of the object geoms not used this episode
-_OPEN_RENDERERS: weakref.WeakSet = weakref.WeakSet()
-
-
-@atexit.register
-def _close_renderers() -> None:
-    """Free GL contexts before interpreter teardown unloads EGL (else __del__ errors)."""
-    for renderer in list(_OPEN_RENDERERS):
-        renderer.close()
-
-
-class MujocoRenderer:
-    """Fast headless renders of one named camera: no shadows, reflections or skybox.
-
-    One ``mujoco.Renderer`` per (size, kind) pair, created on first use and kept.
-    """
-
-    def __init__(self, model: mujoco.MjModel, camera: str) -> None:
-        self.model = model
-        self.camera = camera
-        self.option = mujoco.MjvOption()
-        self.option.geomgroup[_HIDDEN_GROUP] = 0
-        self._renderers: dict[tuple[int, int, bool], mujoco.Renderer] = {}
-        _OPEN_RENDERERS.add(self)
-
-    def __call__(self, data: mujoco.MjData, width: int, height: int, depth: bool) -> np.ndarray:
-        key = (width, height, depth)
-        renderer = self._renderers.get(key)
-        if renderer is None:
-            renderer = mujoco.Renderer(self.model, height, width)
-            for flag in (
-                mujoco.mjtRndFlag.mjRND_SHADOW,
-                mujoco.mjtRndFlag.mjRND_REFLECTION,
-                mujoco.mjtRndFlag.mjRND_SKYBOX,
-            ):
-                renderer.scene.flags[flag] = False
-            if depth:
-                renderer.enable_depth_rendering()
-            self._renderers[key] = renderer
-        renderer.update_scene(data, self.camera, self.option)
-        image = renderer.render()
-        return image[..., None].astype(np.float32) if depth else image
-
-    def close(self) -> None:
-        for renderer in self._renderers.values():
-            renderer.close()
-        self._renderers.clear()
 
 
 class GraspMujocoEnv(PhysicsTaskEnv):
@@ -132,7 +85,7 @@ class GraspMujocoEnv(PhysicsTaskEnv):
         self.model = mujoco.MjModel.from_xml_path(str(path))
         self.data = mujoco.MjData(self.model)
         self.frame_skip = round(grasp.CONTROL_DT / self.model.opt.timestep)
-        self.renderer = MujocoRenderer(self.model, "front")
+        self.renderer = MujocoRenderer(self.model, "front", hidden_groups=(_HIDDEN_GROUP,))
         name = mujoco.mj_name2id
         geom, body = mujoco.mjtObj.mjOBJ_GEOM, mujoco.mjtObj.mjOBJ_BODY
         self._shape_geoms = {s: name(self.model, geom, f"object_{s}") for s in grasp.SHAPES}
@@ -201,7 +154,7 @@ class GraspMujocoEnv(PhysicsTaskEnv):
             ]
         ).astype(np.float32)
 
-    def _evaluate(self) -> tuple[float, bool, dict]:
+    def _evaluate(self) -> Evaluation:
         qpos, touches = self.data.qpos, self.data.sensordata  # touches: contacts per finger
         lift = float(qpos[7] - self._half_height)
         grasped = bool(touches[0] > 0 and touches[1] > 0)
@@ -210,7 +163,7 @@ class GraspMujocoEnv(PhysicsTaskEnv):
         dz = qpos[7] - qpos[2] + grasp.FINGERTIP_OFFSET
         reward = grasp.shaped_reward(math.sqrt(dx * dx + dy * dy + dz * dz), grasped, lift)
         success = self._hold_steps >= grasp.HOLD_STEPS
-        return reward, success, {"lift": lift, "grasped": grasped}
+        return Evaluation(reward, success, False, {"lift": lift, "grasped": grasped})
 
     def _render(self, width: int, height: int, depth: bool = False) -> np.ndarray:
         return self.renderer(self.data, width, height, depth)

@@ -1,0 +1,41 @@
+"""Success of the scripted expert and of a random policy on every Phys-* env, 100 seeds each.
+
+python -m benchmarks.experts [--episodes N]
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import gymnasium as gym
+
+import wm_envs
+from benchmarks.common import write_results
+from wm_envs.demo import RandomPolicy, run_policy
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--episodes", type=int, default=100)
+    args = parser.parse_args()
+    seeds = list(range(args.episodes))
+    rows = []
+    for env_id in sorted(i for i in gym.registry if i.startswith("Phys-")):
+        with gym.make(env_id, obs_mode="state") as env:
+            expert = run_policy(env, wm_envs.make_expert(env), seeds)
+            random = run_policy(env, RandomPolicy(env, seed=0), seeds)
+        rows.append(
+            {
+                "env": env_id,
+                "episodes": args.episodes,
+                "expert success": expert["success"],
+                "expert return": expert["mean_return"],
+                "random success": random["success"],
+                "random return": random["mean_return"],
+            }
+        )
+    write_results("experts", rows, notes=f"seeds 0-{args.episodes - 1}; obs_mode=state.")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,59 @@
+"""MuJoCo plumbing shared by the MuJoCo tasks: fast headless rendering of a named camera."""
+
+from __future__ import annotations
+
+import atexit
+import weakref
+
+import mujoco
+import numpy as np
+
+_OPEN_RENDERERS: weakref.WeakSet = weakref.WeakSet()
+
+
+@atexit.register
+def _close_renderers() -> None:
+    """Free GL contexts before interpreter teardown unloads EGL (else __del__ errors)."""
+    for renderer in list(_OPEN_RENDERERS):
+        renderer.close()
+
+
+class MujocoRenderer:
+    """Fast headless renders of one named camera: no shadows, reflections or skybox.
+
+    One ``mujoco.Renderer`` per (size, kind) pair, created on first use and kept.
+    """
+
+    def __init__(
+        self, model: mujoco.MjModel, camera: str, hidden_groups: tuple[int, ...] = ()
+    ) -> None:
+        self.model = model
+        self.camera = camera
+        self.option = mujoco.MjvOption()
+        for group in hidden_groups:
+            self.option.geomgroup[group] = 0
+        self._renderers: dict[tuple[int, int, bool], mujoco.Renderer] = {}
+        _OPEN_RENDERERS.add(self)
+
+    def __call__(self, data: mujoco.MjData, width: int, height: int, depth: bool) -> np.ndarray:
+        key = (width, height, depth)
+        renderer = self._renderers.get(key)
+        if renderer is None:
+            renderer = mujoco.Renderer(self.model, height, width)
+            for flag in (
+                mujoco.mjtRndFlag.mjRND_SHADOW,
+                mujoco.mjtRndFlag.mjRND_REFLECTION,
+                mujoco.mjtRndFlag.mjRND_SKYBOX,
+            ):
+                renderer.scene.flags[flag] = False
+            if depth:
+                renderer.enable_depth_rendering()
+            self._renderers[key] = renderer
+        renderer.update_scene(data, self.camera, self.option)
+        image = renderer.render()
+        return image[..., None].astype(np.float32) if depth else image
+
+    def close(self) -> None:
+        for renderer in self._renderers.values():
+            renderer.close()
+        self._renderers.clear()
