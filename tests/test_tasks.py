@@ -8,9 +8,15 @@ import pytest
 from gymnasium.utils.env_checker import check_env
 
 import wm_envs
+from wm_envs.tasks import phys_envs
 from wm_envs.tasks.grasp import GraspRandomization
 
 PHYS_IDS = sorted(env_id for env_id in gym.registry if env_id.startswith("Phys-"))
+#: Every registered id on its default engine and on its other backends.
+PHYS_ENVS = [
+    pytest.param(env_id, kwargs, id="-".join([env_id, *kwargs.values()]))
+    for env_id, kwargs in phys_envs()
+]
 
 
 def test_every_task_is_registered_on_import():
@@ -19,9 +25,9 @@ def test_every_task_is_registered_on_import():
     env.close()
 
 
-@pytest.mark.parametrize("env_id", PHYS_IDS)
-def test_check_env_passes_without_warnings(env_id):
-    env = gym.make(env_id, render_mode="rgb_array")
+@pytest.mark.parametrize("env_id, kwargs", PHYS_ENVS)
+def test_check_env_passes_without_warnings(env_id, kwargs):
+    env = gym.make(env_id, render_mode="rgb_array", **kwargs)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         check_env(env.unwrapped)
@@ -44,20 +50,20 @@ def rollout(env_id: str, seed: int, steps: int, **kwargs):
     return trace
 
 
-@pytest.mark.parametrize("env_id", PHYS_IDS)
-def test_same_seed_and_actions_give_identical_episodes(env_id):
-    first, second = rollout(env_id, 7, 15), rollout(env_id, 7, 15)
+@pytest.mark.parametrize("env_id, kwargs", PHYS_ENVS)
+def test_same_seed_and_actions_give_identical_episodes(env_id, kwargs):
+    first, second = rollout(env_id, 7, 15, **kwargs), rollout(env_id, 7, 15, **kwargs)
     assert len(first) == len(second)
     for a, b in zip(first, second, strict=True):
         assert gym.utils.env_checker.data_equivalence(a, b, exact=True)
-    other = rollout(env_id, 8, 0)
+    other = rollout(env_id, 8, 0, **kwargs)
     assert not np.array_equal(first[0][0]["state"], other[0][0]["state"])
 
 
-@pytest.mark.parametrize("env_id", PHYS_IDS)
+@pytest.mark.parametrize("env_id, kwargs", PHYS_ENVS)
 @pytest.mark.parametrize("obs_mode", ["dict", "state", "pixels", "rgbd"])
-def test_observation_modes_match_their_spaces(env_id, obs_mode):
-    env = gym.make(env_id, obs_mode=obs_mode, image_size=48)
+def test_observation_modes_match_their_spaces(env_id, kwargs, obs_mode):
+    env = gym.make(env_id, obs_mode=obs_mode, image_size=48, **kwargs)
     obs, _ = env.reset(seed=0)
     assert obs in env.observation_space
     obs, *_ = env.step(env.action_space.sample())
@@ -71,9 +77,9 @@ def test_observation_modes_match_their_spaces(env_id, obs_mode):
     env.close()
 
 
-@pytest.mark.parametrize("env_id", PHYS_IDS)
-def test_bad_actions_raise_and_out_of_range_is_clipped(env_id):
-    env = gym.make(env_id, obs_mode="state")
+@pytest.mark.parametrize("env_id, kwargs", PHYS_ENVS)
+def test_bad_actions_raise_and_out_of_range_is_clipped(env_id, kwargs):
+    env = gym.make(env_id, obs_mode="state", **kwargs)
     env.reset(seed=0)
     size = env.action_space.shape[0]
     with pytest.raises(ValueError, match="shape"):
@@ -84,7 +90,7 @@ def test_bad_actions_raise_and_out_of_range_is_clipped(env_id):
         with pytest.raises(ValueError, match="finite"):
             env.step(action)
     env.close()
-    clipped, unclipped = (gym.make(env_id, obs_mode="state") for _ in range(2))
+    clipped, unclipped = (gym.make(env_id, obs_mode="state", **kwargs) for _ in range(2))
     clipped.reset(seed=3)
     unclipped.reset(seed=3)
     obs_a, *_ = clipped.step(np.ones(size))
@@ -92,9 +98,9 @@ def test_bad_actions_raise_and_out_of_range_is_clipped(env_id):
     np.testing.assert_array_equal(obs_a, obs_b)
 
 
-@pytest.mark.parametrize("env_id", PHYS_IDS)
-def test_reset_reports_the_realised_physics(env_id):
-    env = gym.make(env_id)
+@pytest.mark.parametrize("env_id, kwargs", PHYS_ENVS)
+def test_reset_reports_the_realised_physics(env_id, kwargs):
+    env = gym.make(env_id, **kwargs)
     _, info = env.reset(seed=1)
     assert isinstance(info["physics"], dict) and info["physics"]
     assert info["is_success"] is False
@@ -126,9 +132,9 @@ def test_invalid_arguments_are_refused():
         gym.make("Phys-Grasp-v0", render_mode="human")
 
 
-@pytest.mark.parametrize("env_id", PHYS_IDS)
-def test_expert_solves_a_sample_of_seeds(env_id):
-    env = gym.make(env_id, obs_mode="state")
+@pytest.mark.parametrize("env_id, kwargs", PHYS_ENVS)
+def test_expert_solves_a_sample_of_seeds(env_id, kwargs):
+    env = gym.make(env_id, obs_mode="state", **kwargs)
     expert = wm_envs.make_expert(env)
     successes = 0
     for seed in range(500, 510):

@@ -12,8 +12,21 @@ class TaskSpec:
     name: str  # "Grasp" -> Phys-Grasp-v0 and WM-Grasp-v0
     entry_point: str
     max_episode_steps: int
+    #: Engines besides the default one, chosen with ``gym.make(id, backend=...)``.
+    other_backends: tuple[str, ...] = ()
 
 
 TASKS: dict[str, TaskSpec] = {
-    "grasp": TaskSpec("Grasp", "wm_envs.tasks.grasp:make_grasp_env", 100),
+    "grasp": TaskSpec("Grasp", "wm_envs.tasks.grasp:make_grasp_env", 100, ("pybullet",)),
 }
+
+
+def phys_envs() -> list[tuple[str, dict]]:
+    """Every ground-truth env as ``(id, gym.make kwargs)``: each task on its default engine,
+    then on each of its other backends. Tests and benchmarks iterate over this."""
+    envs = []
+    for task in TASKS.values():
+        env_id = f"Phys-{task.name}-v0"
+        envs.append((env_id, {}))
+        envs += [(env_id, {"backend": backend}) for backend in task.other_backends]
+    return envs

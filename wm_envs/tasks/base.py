@@ -126,12 +126,19 @@ class PhysicsTaskEnv(gym.Env):
         """An RGB uint8 (H, W, 3) image from the task camera, or depth in metres (H, W, 1)."""
         raise NotImplementedError
 
+    def _render_rgbd(self, width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
+        """RGB and depth of the same instant; engines that make both in one pass override it."""
+        return self._render(width, height), self._render(width, height, depth=True)
+
     # -- the Gymnasium API --------------------------------------------------------------------
     def _observation(self) -> Any:
         size = self.image_size
         state = None if self.obs_mode == "pixels" else self.state_vector()
-        image = None if self.obs_mode == "state" else self._render(size, size)
-        depth = self._render(size, size, depth=True) if self.obs_mode == "rgbd" else None
+        image = depth = None
+        if self.obs_mode == "rgbd":
+            image, depth = self._render_rgbd(size, size)
+        elif self.obs_mode != "state":
+            image = self._render(size, size)
         return assemble_observation(self.obs_mode, state, image, depth)
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):

@@ -1,6 +1,6 @@
 """Grasp: what the task is, independent of the engine that simulates it.
 
-Both engines (MuJoCo now, PyBullet next) share these numbers, the randomization, the reward and
+Both engines (MuJoCo and PyBullet) share these numbers, the randomization, the reward and
 the success test, so one policy and one learned model serve both.
 """
 
@@ -8,8 +8,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
+from importlib import resources
 
 import numpy as np
+
+from wm_envs.tasks.base import Evaluation
+
+#: The MuJoCo scene; the PyBullet env reads its camera and object colours from it too.
+MJCF = resources.files("wm_envs") / "assets" / "grasp.xml"
+#: The PyBullet table and gripper (sizes, masses and joint ranges as in the MJCF).
+URDF = resources.files("wm_envs") / "assets" / "grasp.urdf"
 
 SHAPES = ("box", "cylinder", "sphere")
 #: Gripper (palm centre) workspace, metres. At the lowest z the fingertips touch the table.
@@ -117,10 +125,53 @@ def shaped_reward(reach_distance: float, grasped: bool, lift: float) -> float:
     return 0.25 * reach + 0.25 * grasped + 0.5 * lift_fraction - 1.0
 
 
+def state_vector(
+    gripper: np.ndarray,
+    gripper_velocity: np.ndarray,
+    finger_gap: float,
+    obj: np.ndarray,
+    obj_quaternion: np.ndarray,
+    obj_velocity: np.ndarray,
+    obj_angular_velocity: np.ndarray,
+    half_height: float,
+) -> np.ndarray:
+    """The 24-dim state both engines report (layout in the env docstrings)."""
+    fingertips = gripper - (0.0, 0.0, FINGERTIP_OFFSET)
+    return np.concatenate(
+        [
+            gripper,
+            gripper_velocity,
+            (finger_gap,),
+            obj,
+            obj_quaternion,
+            obj_velocity,
+            obj_angular_velocity,
+            obj - fingertips,
+            (half_height,),
+        ]
+    ).astype(np.float32)
+
+
+def evaluate(
+    gripper: np.ndarray, obj: np.ndarray, half_height: float, grasped: bool, hold_steps: int
+) -> tuple[Evaluation, int]:
+    """Reward and success of a transition, and the new count of steps held at the goal."""
+    lift = float(obj[2] - half_height)
+    hold_steps = hold_steps + 1 if lift >= LIFT_GOAL else 0
+    reach = math.dist(obj, (gripper[0], gripper[1], gripper[2] - FINGERTIP_OFFSET))
+    reward = shaped_reward(reach, grasped, lift)
+    success = hold_steps >= HOLD_STEPS
+    return Evaluation(reward, success, False, {"lift": lift, "grasped": grasped}), hold_steps
+
+
 def make_grasp_env(backend: str = "mujoco", **kwargs):
     """Entry point of ``Phys-Grasp-v0``: the same task on the chosen physics engine."""
     if backend == "mujoco":
         from wm_envs.tasks.grasp_mujoco import GraspMujocoEnv
 
         return GraspMujocoEnv(**kwargs)
-    raise ValueError(f"backend must be 'mujoco', got {backend!r}")
+    if backend == "pybullet":
+        from wm_envs.tasks.grasp_pybullet import GraspPybulletEnv
+
+        return GraspPybulletEnv(**kwargs)
+    raise ValueError(f"backend must be 'mujoco' or 'pybullet', got {backend!r}")

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import math
-from importlib import resources
-
 import mujoco
 import numpy as np
 
@@ -45,7 +42,7 @@ class GraspMujocoEnv(PhysicsTaskEnv):
     | 7-9   | object position, m |
     | 10-13 | object orientation quaternion (w, x, y, z) |
     | 14-16 | object linear velocity, m/s |
-    | 17-19 | object angular velocity, rad/s |
+    | 17-19 | object angular velocity (object frame), rad/s |
     | 20-22 | object position minus fingertip centre, m |
     | 23    | object half-height at rest, m |
 
@@ -54,7 +51,7 @@ class GraspMujocoEnv(PhysicsTaskEnv):
     ``wm_envs.tasks.grasp.shaped_reward``); zero once the object is at the goal height.
 
     ## Starting State
-    Gripper at (0, 0, 0.22) with fingers open; the object resting on the table at a random
+    Gripper at (0, 0, 0.2) with fingers open; the object resting on the table at a random
     position in a 12 x 12 cm square, random yaw. ``info["physics"]`` reports the draw.
 
     ## Episode End
@@ -81,8 +78,7 @@ class GraspMujocoEnv(PhysicsTaskEnv):
     ) -> None:
         super().__init__(obs_mode, image_size, render_mode, width, height)
         self.randomization = randomization or GraspRandomization()
-        path = resources.files("wm_envs") / "assets" / "grasp.xml"
-        self.model = mujoco.MjModel.from_xml_path(str(path))
+        self.model = mujoco.MjModel.from_xml_path(str(grasp.MJCF))
         self.data = mujoco.MjData(self.model)
         self.frame_skip = round(grasp.CONTROL_DT / self.model.opt.timestep)
         self.renderer = MujocoRenderer(self.model, "front", hidden_groups=(_HIDDEN_GROUP,))
@@ -141,29 +137,24 @@ class GraspMujocoEnv(PhysicsTaskEnv):
 
     def state_vector(self) -> np.ndarray:
         qpos, qvel = self.data.qpos, self.data.qvel
-        fingertips = qpos[:3] - (0.0, 0.0, grasp.FINGERTIP_OFFSET)
-        return np.concatenate(
-            [
-                qpos[:3],
-                qvel[:3],
-                (qpos[3] + qpos[4],),
-                qpos[5:12],
-                qvel[5:11],
-                qpos[5:8] - fingertips,
-                (self._half_height,),
-            ]
-        ).astype(np.float32)
+        return grasp.state_vector(
+            qpos[:3],
+            qvel[:3],
+            qpos[3] + qpos[4],
+            qpos[5:8],
+            qpos[8:12],
+            qvel[5:8],
+            qvel[8:11],
+            self._half_height,
+        )
 
     def _evaluate(self) -> Evaluation:
         qpos, touches = self.data.qpos, self.data.sensordata  # touches: contacts per finger
-        lift = float(qpos[7] - self._half_height)
         grasped = bool(touches[0] > 0 and touches[1] > 0)
-        self._hold_steps = self._hold_steps + 1 if lift >= grasp.LIFT_GOAL else 0
-        dx, dy = qpos[5] - qpos[0], qpos[6] - qpos[1]
-        dz = qpos[7] - qpos[2] + grasp.FINGERTIP_OFFSET
-        reward = grasp.shaped_reward(math.sqrt(dx * dx + dy * dy + dz * dz), grasped, lift)
-        success = self._hold_steps >= grasp.HOLD_STEPS
-        return Evaluation(reward, success, False, {"lift": lift, "grasped": grasped})
+        evaluation, self._hold_steps = grasp.evaluate(
+            qpos[:3], qpos[5:8], self._half_height, grasped, self._hold_steps
+        )
+        return evaluation
 
     def _render(self, width: int, height: int, depth: bool = False) -> np.ndarray:
         return self.renderer(self.data, width, height, depth)
