@@ -14,6 +14,18 @@ def main(argv: list[str] | None = None) -> None:
     demo.add_argument("--episodes", type=int, default=20)
     demo.add_argument("--out", default="demo_out")
 
+    collect = commands.add_parser("collect", help="collect a Minari dataset from a Phys-* env")
+    collect.add_argument("--env", default="Phys-Grasp-v0")
+    collect.add_argument("--episodes", type=int, default=100)
+    collect.add_argument("--policy", default="mixed", choices=["expert", "random", "mixed"])
+    collect.add_argument("--noise", type=float, default=0.2, help="expert action noise std")
+    collect.add_argument("--seed", type=int, default=0)
+    collect.add_argument("--obs-mode", default="dict", choices=["dict", "rgbd"])
+    collect.add_argument("--out", default="data", help="Minari datasets root")
+    collect.add_argument("--dataset-id", default=None, help="default: <task>/<policy>-v0")
+    collect.add_argument("--workers", type=int, default=1)
+    collect.add_argument("--backend", default="local", choices=["local", "ray"])
+
     args = parser.parse_args(argv)
     import wm_envs  # noqa: F401  (registers the env ids)
 
@@ -21,6 +33,19 @@ def main(argv: list[str] | None = None) -> None:
         from wm_envs.demo import demo as run_demo
 
         run_demo(args.env, args.episodes, out=args.out)
+    elif args.command == "collect":
+        from wm_envs.data import CollectConfig
+        from wm_envs.data import collect as run_collect
+
+        config = CollectConfig(
+            env_id=args.env,
+            episodes=args.episodes,
+            policy=args.policy,
+            noise=args.noise,
+            seed=args.seed,
+            obs_mode=args.obs_mode,
+        )
+        run_collect(config, args.out, args.dataset_id, args.workers, args.backend)
 
 
 if __name__ == "__main__":
