@@ -18,6 +18,7 @@ class TaskSpec:
 
 TASKS: dict[str, TaskSpec] = {
     "grasp": TaskSpec("Grasp", "wm_envs.tasks.grasp:make_grasp_env", 100, ("pybullet",)),
+    "drive": TaskSpec("Drive", "wm_envs.tasks.drive_pybullet:DrivePybulletEnv", 300),
 }
 
 

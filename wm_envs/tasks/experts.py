@@ -12,7 +12,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from wm_envs.tasks import grasp
+from wm_envs.tasks import drive, grasp
 
 
 class ScriptedExpert:
@@ -68,6 +68,61 @@ class GraspExpert(ScriptedExpert):
             target, close = np.array([*gripper[:2], grasp_z + 0.17]), 1.0
         move = np.clip((target - gripper) / grasp.MAX_DELTA, -1.0, 1.0)
         return np.array([*move, close])
+
+
+class DriveExpert(ScriptedExpert):
+    """Pure pursuit of the centre line, shifted to pass the next obstacle on the side that
+    fits, at a speed set by the curvature ahead and the nearness of that obstacle."""
+
+    CLEARANCE = 0.32  # centre of the car to the obstacle's side when passing, m
+    EDGE_MARGIN = 0.25  # keep the rear axle this far inside the road edge, m
+    ENGAGE, RAMP = 2.5, 1.5  # pass an obstacle fully from this far ahead, fade in before, m
+    CRUISE_SPEED, OBSTACLE_SPEED, LATERAL_ACCELERATION = 2.6, 1.8, 2.5  # m/s, m/s^2
+
+    def plan(self, state: np.ndarray) -> np.ndarray:
+        speed, offset, heading_error, half_width = state[4], state[8], state[9], state[11]
+        # the centre line from the car's closest point on, in the car frame: [1 + N, 2]
+        foot = -offset * np.array([np.sin(heading_error), np.cos(heading_error)])
+        path = np.vstack([foot, state[12 : 12 + 2 * drive.N_WAYPOINTS].reshape(-1, 2)])
+        obstacles = state[12 + 2 * drive.N_WAYPOINTS :].reshape(drive.N_OBSTACLES, 4)
+        passes = [self._pass(obstacle, half_width, offset) for obstacle in obstacles if obstacle[2]]
+        lookahead = float(np.clip(0.6 + 0.45 * speed, 0.9, 2.2))
+        target = self._shifted_point(path, lookahead, passes)
+        alpha = np.arctan2(target[1], target[0])
+        steer = np.arctan2(2 * drive.WHEELBASE * np.sin(alpha), np.linalg.norm(target))
+        headings = np.unwrap(np.arctan2(*np.diff(path, axis=0).T[::-1]))
+        curvature = np.abs(np.diff(headings[:4])).max() / drive.WAYPOINT_SPACING
+        target_speed = min(
+            self.CRUISE_SPEED, np.sqrt(self.LATERAL_ACCELERATION / max(curvature, 1e-3))
+        )
+        if any(0 < distance < 3.0 for distance, _ in passes):
+            target_speed = min(target_speed, self.OBSTACLE_SPEED)
+        throttle = np.clip(0.2 + 1.0 * (target_speed - speed), 0.0, 1.0)
+        brake = 1.0 * (speed - target_speed - 0.3)
+        return np.array([steer / drive.MAX_STEER, throttle, brake if brake > 0 else -1.0])
+
+    def _pass(self, obstacle: np.ndarray, half_width: float, offset: float) -> tuple:
+        """How far ahead an obstacle is, and the lateral offset on the road to pass it at."""
+        x, _, half_size, lateral = obstacle
+        limit = half_width - self.EDGE_MARGIN
+        sides = [lateral + side * (half_size + self.CLEARANCE) for side in (1.0, -1.0)]
+        # the side that fits on the road, then the one nearer the car: once chosen, it stays
+        best = min(sides, key=lambda y: 10 * max(abs(y) - limit, 0.0) + abs(y - offset))
+        return float(x), float(np.clip(best, -limit, limit))
+
+    def _shifted_point(self, path: np.ndarray, arc: float, passes: list) -> np.ndarray:
+        """The point ``arc`` metres along ``path``, moved sideways to pass the next obstacle
+        once it is within ``ENGAGE`` (fading in over ``RAMP`` before that)."""
+        i = min(int(arc / drive.WAYPOINT_SPACING), len(path) - 2)
+        t = arc / drive.WAYPOINT_SPACING - i
+        step = path[i + 1] - path[i]
+        normal = np.array([-step[1], step[0]]) / np.linalg.norm(step)
+        shift, weight = 0.0, 0.0
+        for distance, lateral in passes:  # nearest first
+            w = float(np.clip((self.ENGAGE + self.RAMP - distance) / self.RAMP, 0.0, 1.0))
+            if w > weight:
+                shift, weight = lateral * w, w
+        return path[i] + t * step + shift * normal
 
 
 def make_expert(env: gym.Env, noise: float = 0.0, seed: int | None = None) -> ScriptedExpert:

@@ -112,11 +112,15 @@ class PybulletTaskEnv(PhysicsTaskEnv):
         super().__init__(obs_mode, image_size, render_mode, width, height)
         self.client: BulletClient | None = make_client()
 
+    def _place_camera(self) -> None:
+        """Move ``self.camera`` before a render (a chase camera); a fixed one stays put."""
+
     def _render(self, width: int, height: int, depth: bool = False) -> np.ndarray:
-        rgb, metres = self.camera.render(self.client, width, height)
+        rgb, metres = self._render_rgbd(width, height)
         return metres if depth else rgb
 
     def _render_rgbd(self, width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
+        self._place_camera()
         return self.camera.render(self.client, width, height)
 
     def close(self) -> None:
