@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 
 def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["train"]:  # the trainer owns its flags (one per TrainConfig field)
+        from wm_envs.train import main as train_main
+
+        return train_main(argv[1:])
     parser = argparse.ArgumentParser(prog="wm-envs", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("train", help="train a world model (see `wm-envs train --help`)")
 
     demo = commands.add_parser("demo", help="the main job: expert rollouts, a table, a video")
     demo.add_argument("--env", default="Phys-Grasp-v0")

@@ -1,8 +1,10 @@
 """Training batches: fixed-length windows of collected episodes, split by episode.
 
 Every time index carries the observation at t, the action that led into it (zeros on the
-first step), the reward received on arriving there, ``terminated`` and ``is_first`` --
-DreamerV3's replay layout, which lets a model consume windows without special cases.
+first step), the reward received on arriving there, ``terminated``, ``success`` and
+``is_first`` -- DreamerV3's replay layout. As in DreamerV3, the episodes of a split are laid
+end to end and a window may run across an episode boundary: ``is_first`` tells the model to
+start afresh there, so short episodes (a quick expert grasp) are not thrown away.
 Images stay uint8 until a batch is built.
 """
 
@@ -21,10 +23,12 @@ class WindowDataset(torch.utils.data.Dataset):
 
     ``split`` is "train" or "val"; episodes go to validation by a permutation drawn from
     ``split_seed``, so the split is the same on every machine and every run.
+    ``within_episodes`` keeps only windows inside one episode (for open-loop evaluation).
     """
 
     def __init__(self, root: str | Path, dataset_id: str, length: int, split: str = "train",
-                 val_fraction: float = 0.1, split_seed: int = 0) -> None:
+                 val_fraction: float = 0.1, split_seed: int = 0,
+                 within_episodes: bool = False) -> None:
         if split not in ("train", "val"):
             raise ValueError(f"split must be 'train' or 'val', got {split!r}")
         dataset = open_dataset(root, dataset_id)
@@ -35,20 +39,24 @@ class WindowDataset(torch.utils.data.Dataset):
         chosen = np.sort(order[:n_val] if split == "val" else order[n_val:])
         self.episode_ids = chosen
         columns: dict[str, list[np.ndarray]] = {}
-        starts, offset, longest = [], 0, 0
         for episode in dataset.iterate_episodes(chosen):
-            steps = _replay_layout(episode)
-            size = len(steps["reward"])
-            longest = max(longest, size)
-            starts.extend(range(offset, offset + size - length + 1))
-            for key, value in steps.items():
+            for key, value in _replay_layout(episode).items():
                 columns.setdefault(key, []).append(value)
-            offset += size
-        if not starts:
-            raise ValueError(f"window length {length} is longer than every episode of "
-                             f"{dataset_id!r} ({split} split; longest has {longest} steps)")
         self.data = {key: np.concatenate(parts) for key, parts in columns.items()}
-        self.starts = np.asarray(starts)
+        total = len(self.data["reward"])
+        if total < length:
+            raise ValueError(f"window length {length} is longer than the {split} split of "
+                             f"{dataset_id!r} ({total} steps in {len(chosen)} episodes)")
+        self.starts = np.arange(total - length + 1)
+        if within_episodes:
+            first = np.flatnonzero(self.data["is_first"])
+            ends = np.append(first[1:], total)  # one past each episode's last step
+            self.starts = np.concatenate(
+                [np.arange(a, b - length + 1) for a, b in zip(first, ends, strict=True)])
+            if len(self.starts) == 0:
+                longest = int((ends - first).max())
+                raise ValueError(f"window length {length} is longer than every episode of "
+                                 f"{dataset_id!r} ({split} split; longest: {longest} steps)")
 
     def __len__(self) -> int:
         return len(self.starts)
@@ -77,7 +85,8 @@ def _replay_layout(episode) -> dict[str, np.ndarray]:
     is_first = np.zeros(size, bool)
     is_first[0] = True
     rows = {"image": observations["image"], "state": observations["state"].astype(np.float32),
-            "action": action, "reward": reward, "terminated": terminated, "is_first": is_first}
+            "action": action, "reward": reward, "terminated": terminated, "is_first": is_first,
+            "success": episode.infos["is_success"].astype(bool)}
     if "depth" in observations:
         rows["depth"] = observations["depth"].astype(np.float32)
     return rows

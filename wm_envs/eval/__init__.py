@@ -1,0 +1,1 @@
+"""Measuring learned simulators: image and state metrics, paired physics-vs-learned runs."""

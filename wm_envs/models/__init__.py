@@ -1,0 +1,31 @@
+"""Learned simulators. ``MODELS`` maps a ``--model`` name to its class."""
+
+from __future__ import annotations
+
+from dataclasses import fields
+
+from wm_envs.models.base import ModelSpec, WorldModel
+from wm_envs.models.rssm import PRESETS as RSSM_PRESETS
+from wm_envs.models.rssm import RSSM
+
+MODELS: dict[str, type[WorldModel]] = {"rssm": RSSM}
+PRESETS: dict[str, dict[str, dict]] = {"rssm": RSSM_PRESETS}
+
+
+def build_model(name: str, spec: ModelSpec, preset: str = "small",
+                overrides: dict | None = None) -> WorldModel:
+    """A fresh model: the preset's hyper-parameters, then ``overrides`` on top."""
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; known: {sorted(MODELS)}")
+    if preset not in PRESETS[name]:
+        raise ValueError(f"unknown preset {preset!r} for {name}; known: {sorted(PRESETS[name])}")
+    model_class = MODELS[name]
+    known = {f.name for f in fields(model_class.config_class)}
+    values = {**PRESETS[name][preset], **(overrides or {})}
+    unknown = set(values) - known
+    if unknown:
+        raise ValueError(f"unknown {name} config fields {sorted(unknown)}; known: {sorted(known)}")
+    return model_class(spec, model_class.config_class(**values))
+
+
+__all__ = ["MODELS", "ModelSpec", "WorldModel", "build_model"]

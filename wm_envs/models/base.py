@@ -1,0 +1,119 @@
+"""The WorldModel protocol: the few batched torch calls a learned env makes of a model.
+
+In the spirit of TD-MPC2's ``encode / next / reward / termination``:
+
+* ``init_state(obs_context, action_context)`` -- a model state from K real frames
+* ``step(state, action)`` -- one transition for the whole batch
+* ``decode(state)`` -- image (uint8 [B, H, W, 3]), state vector, depth if trained on it
+* ``reward / terminated / success(state)`` -- learned heads, [B]
+* ``features(state)`` -- a flat latent [B, feature_dim], the ``latent`` observation
+* ``loss(batch)`` -- what the trainer minimises (``forward`` is ``loss``, for DDP)
+
+A model state is a dict of batch-first tensors, so envs can select and merge states of
+individual envs (autoreset) without knowing what is inside. Token models (Genie, DeepVerse)
+keep token grids and context frames in it; the RSSM keeps its deterministic and stochastic
+parts. Batches follow DreamerV3's replay layout (see ``wm_envs.data.windows``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+from torch import nn
+
+State = dict[str, torch.Tensor]
+Batch = dict[str, torch.Tensor]
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """The shapes a model is built for; they must match the env it simulates."""
+
+    image_size: int
+    state_dim: int
+    action_dim: int
+    depth: bool = False
+
+
+class WorldModel(nn.Module):
+    """Base class of every learned simulator; see the module docstring for the protocol."""
+
+    #: Registry name (``--model``).
+    name: ClassVar[str]
+    #: Dataclass of hyper-parameters; ``PRESETS`` maps a preset name to overrides of it.
+    config_class: ClassVar[type]
+    #: Training stages run in order by the trainer; most models have one.
+    stages: ClassVar[tuple[str, ...]] = ("all",)
+
+    def __init__(self, spec: ModelSpec, config) -> None:
+        super().__init__()
+        self.spec = spec
+        self.config = config
+
+    @property
+    def feature_dim(self) -> int:
+        raise NotImplementedError
+
+    def prepare(self, batch: Batch) -> None:
+        """Fit data statistics (normalisers, background) from a first batch, before training."""
+
+    def set_stage(self, stage: str) -> None:
+        """Select which parts train (multi-stage models)."""
+
+    def init_state(
+        self, obs_context: Batch, action_context: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> State:
+        """State after observing ``obs_context`` (image uint8 [B, K, H, W, 3], state
+        [B, K, S]); ``action_context`` [B, K, A] holds the action that led into each frame
+        (the first is ignored). ``generator`` makes stochastic models sample; None = mode."""
+        raise NotImplementedError
+
+    def step(
+        self, state: State, action: torch.Tensor, generator: torch.Generator | None = None
+    ) -> State:
+        """One transition under ``action`` [B, A]."""
+        raise NotImplementedError
+
+    def decode(self, state: State) -> dict[str, torch.Tensor]:
+        """``image`` uint8 [B, H, W, 3], ``state`` [B, S] and, if trained on it, ``depth``."""
+        raise NotImplementedError
+
+    def reward(self, state: State) -> torch.Tensor:
+        raise NotImplementedError
+
+    def terminated(self, state: State) -> torch.Tensor:
+        raise NotImplementedError
+
+    def success(self, state: State) -> torch.Tensor:
+        raise NotImplementedError
+
+    def features(self, state: State) -> torch.Tensor:
+        raise NotImplementedError
+
+    def loss(self, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
+        raise NotImplementedError
+
+    def forward(self, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
+        return self.loss(batch)
+
+
+def select_state(mask: torch.Tensor, new: State, old: State) -> State:
+    """Per batch row, ``new`` where ``mask`` [B] is true, else ``old``."""
+    return {
+        key: torch.where(mask.view(-1, *([1] * (old[key].dim() - 1))), new[key], old[key])
+        for key in old
+    }
+
+
+def images_to_float(image: torch.Tensor) -> torch.Tensor:
+    """uint8 [..., H, W, 3] -> float [..., 3, H, W] in [-0.5, 0.5]."""
+    return image.permute(*range(image.dim() - 3), -1, -3, -2).float() / 255.0 - 0.5
+
+
+def float_to_images(image: torch.Tensor) -> torch.Tensor:
+    """float [..., 3, H, W] in [-0.5, 0.5] -> uint8 [..., H, W, 3]."""
+    pixels = ((image + 0.5).clamp(0, 1) * 255).round().to(torch.uint8)
+    return pixels.permute(*range(pixels.dim() - 3), -2, -1, -3)

@@ -1,0 +1,277 @@
+"""Dreamer's recurrent state-space model (RSSM), lean enough to train on a 2-core CPU.
+
+A GRU carries the deterministic path ``h``; a discrete stochastic latent ``z`` (groups of
+categoricals, straight-through gradients, 1% uniform mix) carries what the frame adds.
+Heads on ``[h, z]`` decode the image, the privileged state vector, depth (if trained on
+rgbd), reward, termination and success. KL balancing with free bits as in DreamerV3.
+
+Two choices keep a small model honest on a static scene: the image decoder paints RGB and an
+alpha mask over a fixed background (the per-pixel median of the first batch), so capacity
+goes to what moves; and the state vector is a training target, which forces the latent to
+know where the object is even when it covers a handful of pixels.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import nn
+
+from wm_envs.models.base import (
+    Batch,
+    ModelSpec,
+    State,
+    WorldModel,
+    float_to_images,
+    images_to_float,
+)
+
+
+@dataclass(frozen=True)
+class RSSMConfig:
+    deter: int = 192  # GRU width
+    groups: int = 16  # stochastic latent: groups x classes one-hots
+    classes: int = 16
+    hidden: int = 192  # MLP width
+    channels: int = 16  # conv width at 32x32; doubles per halving of resolution
+    unimix: float = 0.01
+    free_nats: float = 1.0
+    kl_dynamics: float = 0.5
+    kl_representation: float = 0.1
+    image_weight: float = 1.0
+    state_weight: float = 1.0
+    reward_weight: float = 1.0
+    done_weight: float = 0.1  # terminated and success heads
+
+
+PRESETS = {
+    "tiny": {"deter": 64, "groups": 8, "classes": 8, "hidden": 64, "channels": 8},  # tests
+    "small": {},  # ~1.7M parameters: trains on a 2-core CPU
+    "medium": {"deter": 512, "groups": 32, "classes": 32, "hidden": 512, "channels": 48},
+    "large": {"deter": 2048, "groups": 32, "classes": 32, "hidden": 1024, "channels": 96},
+}
+
+
+def mlp(inputs: int, hidden: int, outputs: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Linear(inputs, hidden), nn.LayerNorm(hidden), nn.SiLU(), nn.Linear(hidden, outputs)
+    )
+
+
+class Encoder(nn.Module):
+    """Image [B, 3, 64, 64] and normalised state [B, S] -> embedding [B, hidden]."""
+
+    def __init__(self, spec: ModelSpec, config: RSSMConfig) -> None:
+        super().__init__()
+        c = config.channels
+        layers, width, size = [], 3 + spec.depth, spec.image_size
+        for out in (c, 2 * c, 4 * c, 4 * c):
+            layers += [nn.Conv2d(width, out, 4, 2, 1), nn.SiLU()]
+            width, size = out, size // 2
+        self.convs = nn.Sequential(*layers, nn.Flatten())
+        self.state = nn.Sequential(nn.Linear(spec.state_dim, config.hidden), nn.SiLU())
+        self.out = mlp(width * size * size + config.hidden, config.hidden, config.hidden)
+
+    def forward(self, image: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
+        return self.out(torch.cat([self.convs(image), self.state(state)], -1))
+
+
+class Decoder(nn.Module):
+    """Features [B, F] -> RGB, alpha and (optionally) depth maps [B, 4 or 5, 64, 64]."""
+
+    def __init__(self, spec: ModelSpec, features: int, config: RSSMConfig) -> None:
+        super().__init__()
+        c = config.channels
+        self.start = spec.image_size // 16
+        self.width = 4 * c
+        self.linear = nn.Linear(features, self.width * self.start**2)
+        layers, width = [], self.width
+        for out in (2 * c, c, c // 2):
+            layers += [nn.ConvTranspose2d(width, out, 4, 2, 1), nn.SiLU()]
+            width = out
+        layers.append(nn.ConvTranspose2d(width, 4 + spec.depth, 4, 2, 1))
+        self.deconvs = nn.Sequential(*layers)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        grid = self.linear(features).view(-1, self.width, self.start, self.start)
+        return self.deconvs(grid)
+
+
+class RSSM(WorldModel):
+    """Dreamer RSSM world model (see module docstring)."""
+
+    name = "rssm"
+    config_class = RSSMConfig
+
+    def __init__(self, spec: ModelSpec, config: RSSMConfig) -> None:
+        super().__init__(spec, config)
+        c = config
+        self.stoch = c.groups * c.classes
+        self.encoder = Encoder(spec, c)
+        self.action_in = nn.Sequential(
+            nn.Linear(self.stoch + spec.action_dim, c.hidden), nn.LayerNorm(c.hidden), nn.SiLU()
+        )
+        self.gru = nn.GRUCell(c.hidden, c.deter)
+        self.prior = mlp(c.deter, c.hidden, self.stoch)
+        self.posterior = mlp(c.deter + c.hidden, c.hidden, self.stoch)
+        features = c.deter + self.stoch
+        self.decoder = Decoder(spec, features, c)
+        self.state_head = mlp(features, c.hidden, spec.state_dim)
+        self.reward_head = mlp(features, c.hidden, 1)
+        self.terminated_head = mlp(features, c.hidden, 1)
+        self.success_head = mlp(features, c.hidden, 1)
+        size = spec.image_size
+        self.register_buffer("background", torch.zeros(3 + spec.depth, size, size))
+        self.register_buffer("state_mean", torch.zeros(spec.state_dim))
+        self.register_buffer("state_std", torch.ones(spec.state_dim))
+
+    @property
+    def feature_dim(self) -> int:
+        return self.config.deter + self.stoch
+
+    # -- data statistics ----------------------------------------------------------------
+    def prepare(self, batch: Batch) -> None:
+        frames = self._pixels(batch).flatten(0, 1)  # [N, C, H, W]
+        self.background.copy_(frames.median(dim=0).values)
+        states = batch["state"].flatten(0, 1)
+        self.state_mean.copy_(states.mean(0))
+        self.state_std.copy_(states.std(0).clamp_min(1e-3))
+
+    def _pixels(self, batch: Batch) -> torch.Tensor:
+        """Model-space pixels [..., C, H, W]: RGB in [-0.5, 0.5] (+ depth in metres)."""
+        image = images_to_float(batch["image"])
+        if self.spec.depth:
+            depth = rearrange(batch["depth"], "... h w c -> ... c h w")
+            image = torch.cat([image, depth], -3)
+        return image
+
+    # -- latent dynamics --------------------------------------------------------------------
+    def _distribution(self, logits: torch.Tensor) -> torch.Tensor:
+        """Logits [B, G*K] -> probabilities [B, G, K] with a uniform mix."""
+        probs = logits.view(-1, self.config.groups, self.config.classes).softmax(-1)
+        return (1 - self.config.unimix) * probs + self.config.unimix / self.config.classes
+
+    def _draw(self, probs: torch.Tensor, generator: torch.Generator | None,
+              straight_through: bool = False) -> torch.Tensor:
+        """One-hot latent [B, G*K]: a sample (with ``generator``), else the mode."""
+        if generator is None and not straight_through:
+            index = probs.argmax(-1)
+        else:
+            flat = probs.reshape(-1, self.config.classes)
+            index = torch.multinomial(flat, 1, generator=generator).view(probs.shape[:-1])
+        one_hot = F.one_hot(index, self.config.classes).to(probs.dtype)
+        if straight_through:
+            one_hot = one_hot + probs - probs.detach()
+        return one_hot.flatten(1)
+
+    def _transition(self, deter: torch.Tensor, stoch: torch.Tensor,
+                    action: torch.Tensor) -> torch.Tensor:
+        return self.gru(self.action_in(torch.cat([stoch, action], -1)), deter)
+
+    def _observe(self, batch: Batch, generator: torch.Generator | None,
+                 straight_through: bool):
+        """Filter a [B, T] batch through the posterior; returns per-step tensors [B, T, ...]."""
+        pixels = self._pixels(batch)  # [B, T, C, H, W]
+        size, time = pixels.shape[:2]
+        state = (batch["state"] - self.state_mean) / self.state_std
+        embed = self.encoder(pixels.flatten(0, 1), state.flatten(0, 1)).view(size, time, -1)
+        deter = pixels.new_zeros(size, self.config.deter)
+        stoch = pixels.new_zeros(size, self.stoch)
+        is_first = batch["is_first"].to(pixels.dtype)  # [B, T]
+        deters, stochs, priors, posts = [], [], [], []
+        for t in range(time):
+            keep = (1.0 - is_first[:, t])[:, None]
+            deter = self._transition(deter * keep, stoch * keep, batch["action"][:, t] * keep)
+            prior = self._distribution(self.prior(deter))
+            post = self._distribution(self.posterior(torch.cat([deter, embed[:, t]], -1)))
+            stoch = self._draw(post, generator, straight_through)
+            deters.append(deter)
+            stochs.append(stoch)
+            priors.append(prior)
+            posts.append(post)
+        stack = lambda xs: torch.stack(xs, 1)  # noqa: E731
+        return stack(deters), stack(stochs), stack(priors), stack(posts)
+
+    # -- the protocol -------------------------------------------------------------------------
+    def init_state(self, obs_context: Batch, action_context: torch.Tensor | None = None,
+                   generator: torch.Generator | None = None) -> State:
+        size, time = obs_context["state"].shape[:2]
+        actions = action_context
+        if actions is None:
+            actions = obs_context["state"].new_zeros(size, time, self.spec.action_dim)
+        is_first = torch.zeros(size, time, dtype=torch.bool, device=actions.device)
+        is_first[:, 0] = True
+        batch = {**obs_context, "action": actions, "is_first": is_first}
+        deter, stoch, _, _ = self._observe(batch, generator, straight_through=False)
+        return {"deter": deter[:, -1], "stoch": stoch[:, -1]}
+
+    def step(self, state: State, action: torch.Tensor,
+             generator: torch.Generator | None = None) -> State:
+        deter = self._transition(state["deter"], state["stoch"], action)
+        stoch = self._draw(self._distribution(self.prior(deter)), generator)
+        return {"deter": deter, "stoch": stoch}
+
+    def features(self, state: State) -> torch.Tensor:
+        return torch.cat([state["deter"], state["stoch"]], -1)
+
+    def _render(self, features: torch.Tensor) -> torch.Tensor:
+        """Features [N, F] -> model-space pixels [N, C, H, W] composited over the background."""
+        maps = self.decoder(features)
+        alpha = torch.sigmoid(maps[:, 3:4])
+        rgb = torch.sigmoid(maps[:, :3]) - 0.5
+        layers = torch.cat([rgb, maps[:, 4:]], 1)  # [N, 3 (+1), H, W]
+        return alpha * layers + (1 - alpha) * self.background
+
+    def decode(self, state: State) -> dict[str, torch.Tensor]:
+        features = self.features(state)
+        pixels = self._render(features)
+        out = {
+            "image": float_to_images(pixels[:, :3]),
+            "state": self.state_head(features) * self.state_std + self.state_mean,
+        }
+        if self.spec.depth:
+            out["depth"] = rearrange(pixels[:, 3:].clamp_min(0), "b c h w -> b h w c")
+        return out
+
+    def reward(self, state: State) -> torch.Tensor:
+        return self.reward_head(self.features(state)).squeeze(-1)
+
+    def terminated(self, state: State) -> torch.Tensor:
+        return self.terminated_head(self.features(state)).squeeze(-1) > 0
+
+    def success(self, state: State) -> torch.Tensor:
+        return self.success_head(self.features(state)).squeeze(-1) > 0
+
+    # -- training -------------------------------------------------------------------------------
+    def loss(self, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
+        c = self.config
+        deter, stoch, prior, post = self._observe(batch, None, straight_through=True)
+        features = torch.cat([deter, stoch], -1).flatten(0, 1)  # [B*T, F]
+        target = self._pixels(batch).flatten(0, 1)  # [B*T, C, H, W]
+        image_loss = (self._render(features) - target).square().sum((1, 2, 3)).mean()
+        state_target = ((batch["state"] - self.state_mean) / self.state_std).flatten(0, 1)
+        state_loss = (self.state_head(features) - state_target).square().sum(-1).mean()
+        reward_loss = (self.reward_head(features).squeeze(-1)
+                       - batch["reward"].flatten()).square().mean()
+        bce = F.binary_cross_entropy_with_logits
+        done_loss = bce(self.terminated_head(features).squeeze(-1),
+                        batch["terminated"].flatten().float())
+        done_loss = done_loss + bce(self.success_head(features).squeeze(-1),
+                                    batch["success"].flatten().float())
+        dynamics = categorical_kl(post.detach(), prior).clamp_min(c.free_nats).mean()
+        representation = categorical_kl(post, prior.detach()).clamp_min(c.free_nats).mean()
+        total = (c.image_weight * image_loss + c.state_weight * state_loss
+                 + c.reward_weight * reward_loss + c.done_weight * done_loss
+                 + c.kl_dynamics * dynamics + c.kl_representation * representation)
+        metrics = {"loss": total.item(), "image": image_loss.item(), "state": state_loss.item(),
+                   "reward": reward_loss.item(), "done": done_loss.item(),
+                   "kl": categorical_kl(post, prior).mean().item()}
+        return total, metrics
+
+
+def categorical_kl(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+    """KL(p || q) of grouped categoricals [..., G, K], summed over groups -> [...]."""
+    return (p * (p.log() - q.log())).sum((-2, -1))

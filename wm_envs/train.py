@@ -1,0 +1,317 @@
+"""The one training loop, for every model: resume, checkpoints, validation, logs, DDP.
+
+    wm-envs train --model rssm --data data --dataset-id grasp/mixed-v0 --out runs/rssm-grasp
+
+Re-running the same command resumes from ``--out`` (weights, optimizer, step, RNG states and
+the wall time spent so far). ``--max-minutes`` ends a run cleanly, with a checkpoint, so a
+long training can be spread over several working sessions. Multi-GPU / multi-node:
+``torchrun --nproc_per_node N -m wm_envs.train ...`` (DDP; gloo on CPU, NCCL on GPU).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import sys
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from tqdm import tqdm
+
+from wm_envs.checkpoint import load_checkpoint, save_checkpoint
+from wm_envs.data.windows import WindowDataset
+from wm_envs.eval.metrics import open_loop, psnr
+from wm_envs.io import atomic_path
+from wm_envs.models import ModelSpec, build_model
+
+
+@dataclass
+class TrainConfig:
+    model: str = "rssm"
+    preset: str = "small"
+    data: str = "data"  # Minari datasets root
+    dataset_id: str = "grasp/mixed-v0"
+    out: str = "runs/rssm-grasp"
+    steps: int = 10_000  # updates per stage, in total over all resumed runs
+    batch_size: int = 16
+    window: int = 24
+    lr: float = 3e-4
+    weight_decay: float = 1e-4
+    grad_clip: float = 100.0
+    save_every: int = 200
+    eval_every: int = 1000
+    eval_context: int = 5
+    eval_horizon: int = 15
+    eval_windows: int = 64
+    bank_size: int = 64  # start observations stored with the checkpoint
+    seed: int = 0
+    device: str = "auto"
+    threads: int = 0  # torch CPU threads; 0 = torch's default
+    max_minutes: float = 0.0  # end this run (with a checkpoint) after this long; 0 = never
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto`` picks CUDA when present, else the CPU."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def _spec_from(dataset: WindowDataset) -> ModelSpec:
+    data = dataset.data
+    return ModelSpec(image_size=data["image"].shape[1], state_dim=data["state"].shape[1],
+                     action_dim=data["action"].shape[1], depth="depth" in data)
+
+
+def _to(batch: dict, device: torch.device) -> dict:
+    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+
+
+class Trainer:
+    """State of one training run; ``run()`` trains until done or out of time."""
+
+    def __init__(self, config: TrainConfig, overrides: dict | None = None,
+                 command: str = "") -> None:
+        self.config = config
+        self.command = command  # how this run was started, for the card's recipe
+        self.world = int(os.environ.get("WORLD_SIZE", 1))
+        self.rank = int(os.environ.get("RANK", 0))
+        self.device = resolve_device(config.device)
+        if self.world > 1 and self.device.type == "cuda":
+            self.device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+        if config.threads:
+            torch.set_num_threads(config.threads)
+        if self.world > 1 and not dist.is_initialized():
+            dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
+        self.out = Path(config.out)
+        self.train_data = WindowDataset(config.data, config.dataset_id, config.window, "train")
+        self.val_data = WindowDataset(config.data, config.dataset_id,
+                                      config.eval_context + config.eval_horizon, "val",
+                                      within_episodes=True)
+        self.spec = _spec_from(self.train_data)
+        torch.manual_seed(config.seed)
+        self.model = build_model(config.model, self.spec, config.preset, overrides)
+        self.overrides = overrides or {}
+        self.stage, self.step, self.elapsed = 0, 0, 0.0
+        self.rng = np.random.default_rng([config.seed, self.rank])
+        self.metrics: dict[str, float] = {}
+        if (self.out / "trainer.pt").exists():
+            self._resume()
+        else:
+            self.model.prepare(self.train_data.sample(64, np.random.default_rng(config.seed)))
+        self.model.to(self.device)
+        self.optimizer = self._optimizer()
+        if (self.out / "trainer.pt").exists():
+            self.optimizer.load_state_dict(self._saved["optimizer"])
+
+    def _optimizer(self) -> torch.optim.Optimizer:
+        self.model.set_stage(self.model.stages[self.stage])
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        return torch.optim.AdamW(params, self.config.lr, weight_decay=self.config.weight_decay)
+
+    # -- resume -----------------------------------------------------------------------------
+    def _resume(self) -> None:
+        saved = torch.load(self.out / "trainer.pt", weights_only=False)
+        mine = {k: v for k, v in asdict(self.config).items() if k in RUN_IDENTITY}
+        theirs = {k: v for k, v in saved["config"].items() if k in RUN_IDENTITY}
+        if mine != theirs or saved["overrides"] != self.overrides:
+            raise ValueError(f"{self.out} holds a different run ({theirs}, {saved['overrides']});"
+                             f" use another --out to start a new one")
+        model, _, _ = load_checkpoint(self.out)
+        self.model.load_state_dict(model.state_dict())
+        self.stage, self.step, self.elapsed = saved["stage"], saved["step"], saved["elapsed"]
+        self.rng.bit_generator.state = saved["rng"][self.rank % len(saved["rng"])]
+        torch.set_rng_state(saved["torch_rng"])
+        self.metrics = saved["metrics"]
+        self._saved = saved
+        if self.rank == 0:
+            print(f"resumed {self.out}: stage {self.model.stages[self.stage]}, update "
+                  f"{self.step}, {self.elapsed / 60:.1f} min so far")
+
+    def save(self) -> None:
+        """Checkpoint (weights + card) and trainer state, atomically; rank 0 only."""
+        if self.rank != 0:
+            return
+        save_checkpoint(self.out, self.model, self.card(), self.bank())
+        with atomic_path(self.out / "trainer.pt") as tmp:
+            torch.save({
+                "config": asdict(self.config), "overrides": self.overrides,
+                "stage": self.stage, "step": self.step, "elapsed": self.elapsed,
+                "rng": [self.rng.bit_generator.state], "torch_rng": torch.get_rng_state(),
+                "optimizer": self.optimizer.state_dict(), "metrics": self.metrics,
+            }, tmp)
+
+    def card(self) -> dict:
+        env_spec = self.train_data.env_spec
+        task = env_spec.id.removeprefix("Phys-").split("-")[0].lower()
+        return {
+            "task": task,
+            "env_id": env_spec.id,
+            "env_kwargs": env_spec.kwargs,
+            "dataset": {"root": str(self.config.data), "id": self.config.dataset_id,
+                        "train_episodes": len(self.train_data.episode_ids),
+                        "val_episodes": len(self.val_data.episode_ids),
+                        "train_steps": len(self.train_data.data["reward"])},
+            "recipe": {"command": self.command,
+                       "train_config": asdict(self.config), "model_overrides": self.overrides,
+                       "preset": self.config.preset, "stage": self.model.stages[self.stage],
+                       "updates": self.step, "wall_time_s": round(self.elapsed, 1),
+                       "processes": self.world, "device": self.device.type,
+                       "parameters": sum(p.numel() for p in self.model.parameters())},
+            "metrics": self.metrics,
+        }
+
+    def bank(self) -> dict[str, torch.Tensor]:
+        """First observations of training episodes: where the learned env resets to."""
+        data = self.train_data.data
+        firsts = np.flatnonzero(data["is_first"])[: self.config.bank_size]
+        bank = {"bank/image": torch.from_numpy(data["image"][firsts]),
+                "bank/state": torch.from_numpy(data["state"][firsts])}
+        if "depth" in data:
+            bank["bank/depth"] = torch.from_numpy(data["depth"][firsts])
+        return bank
+
+    # -- validation ---------------------------------------------------------------------------
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, float]:
+        """1-step and open-loop PSNR on held-out episodes, beside the copy-frame baseline."""
+        c = self.config
+        self.model.eval()
+        picks = np.random.default_rng(0).integers(len(self.val_data), size=c.eval_windows)
+        batch = _to(torch.utils.data.default_collate([self.val_data[int(i)] for i in picks]),
+                    self.device)
+        predicted = open_loop(self.model, batch, c.eval_context)["image"]
+        truth = batch["image"][:, c.eval_context:]
+        model_psnr = psnr(predicted, truth).mean(0)  # [H]
+        copy = batch["image"][:, c.eval_context - 1: c.eval_context].expand_as(truth)
+        copy_psnr = psnr(copy, truth).mean(0)
+        self.model.train()
+        return {"val/psnr_1step": model_psnr[0].item(),
+                f"val/psnr_{c.eval_horizon}step": model_psnr[-1].item(),
+                "val/copy_psnr_1step": copy_psnr[0].item(),
+                f"val/copy_psnr_{c.eval_horizon}step": copy_psnr[-1].item()}
+
+    # -- the loop -------------------------------------------------------------------------------
+    def run(self) -> dict[str, float]:
+        c = self.config
+        network = self.model
+        if self.world > 1:
+            network = torch.nn.parallel.DistributedDataParallel(self.model)
+        if self.rank == 0:
+            size = sum(p.numel() for p in self.model.parameters())
+            print(f"train {c.model} ({c.preset}, {size:,} parameters) on {c.dataset_id}: "
+                  f"{asdict(c)} overrides={self.overrides}")
+        logger = Logger(self.out) if self.rank == 0 else None
+        autocast = torch.autocast("cuda", torch.bfloat16, enabled=self.device.type == "cuda")
+        run_start, last_time = time.time(), time.time()
+        for stage in range(self.stage, len(self.model.stages)):
+            if stage != self.stage:
+                self.stage, self.step = stage, 0
+                self.optimizer = self._optimizer()
+            bar = tqdm(total=c.steps, initial=self.step, disable=self.rank != 0,
+                       desc=f"train[{self.model.stages[stage]}]", unit="upd")
+            while self.step < c.steps:
+                batch = _to(self.train_data.sample(c.batch_size, self.rng), self.device)
+                with autocast:
+                    loss, metrics = network(batch)
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                metrics["grad_norm"] = torch.nn.utils.clip_grad_norm_(
+                    self.model.parameters(), c.grad_clip).item()
+                self.optimizer.step()
+                self.step += 1
+                now = time.time()
+                self.elapsed += now - last_time
+                last_time = now
+                bar.update(1)
+                bar.set_postfix(loss=f"{metrics['loss']:.3g}")
+                if logger:
+                    logger.log(self.step, {f"train/{k}": v for k, v in metrics.items()})
+                if self.step % c.eval_every == 0 or self.step == c.steps:
+                    if self.rank == 0:
+                        self.metrics = {**self.evaluate(), "updates": self.step}
+                        logger.log(self.step, self.metrics)
+                        bar.write(json.dumps(self.metrics))
+                out_of_time = c.max_minutes and now - run_start > 60 * c.max_minutes
+                if self.step % c.save_every == 0 or self.step == c.steps or out_of_time:
+                    self.save()
+                if out_of_time:
+                    bar.close()
+                    print(f"stopping after {c.max_minutes} min; re-run to resume")
+                    return self.metrics
+            bar.close()
+        self.save()
+        return self.metrics
+
+
+class Logger:
+    """Metrics as JSON lines, and as TensorBoard events when tensorboard is installed."""
+
+    def __init__(self, folder: Path) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        self.file = open(folder / "log.jsonl", "a")  # noqa: SIM115  (closed at exit)
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(str(folder / "tb"))
+        except ImportError:
+            self.writer = None
+
+    def log(self, step: int, values: dict[str, float]) -> None:
+        self.file.write(json.dumps({"step": step, **values}) + "\n")
+        self.file.flush()
+        if self.writer:
+            for key, value in values.items():
+                self.writer.add_scalar(key, value, step)
+
+
+#: Config fields that identify a run; the others may change between resumed runs.
+RUN_IDENTITY = {"model", "preset", "data", "dataset_id", "batch_size", "window", "seed"}
+
+
+def parse_overrides(pairs: list[str]) -> dict:
+    """``["deter=256", "unimix=0.02"]`` -> ``{"deter": 256, "unimix": 0.02}`` (JSON values)."""
+    overrides = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise ValueError(f"--set expects key=value, got {pair!r}")
+        try:
+            overrides[key] = json.loads(value)
+        except json.JSONDecodeError:
+            overrides[key] = value
+    return overrides
+
+
+def add_config_arguments(parser: argparse.ArgumentParser, config_class: type) -> None:
+    """One ``--flag`` per dataclass field, typed like its default."""
+    for field in fields(config_class):
+        flag = "--" + field.name.replace("_", "-")
+        parser.add_argument(flag, type=type(field.default), default=field.default)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_config_arguments(parser, TrainConfig)
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="model config overrides on top of the preset")
+    argv = sys.argv[1:] if argv is None else argv
+    args = vars(parser.parse_args(argv))
+    overrides = parse_overrides(args.pop("set"))
+    import wm_envs  # noqa: F401  (the dataset's env spec names a registered id)
+
+    command = "wm-envs train " + " ".join(shlex.quote(a) for a in argv)
+    Trainer(TrainConfig(**args), overrides, command).run()
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main()
