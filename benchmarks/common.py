@@ -34,6 +34,11 @@ def machine() -> dict:
     }
 
 
+def env_label(env_id: str, kwargs: dict) -> str:
+    """A table row name: the env id, and the backend when it is not the default one."""
+    return f"{env_id} ({kwargs['backend']})" if "backend" in kwargs else env_id
+
+
 def write_results(name: str, rows: list[dict], notes: str = "") -> Path:
     """Write ``results/<name>.json`` and ``results/<name>.md``; print the table."""
     columns = list(rows[0])

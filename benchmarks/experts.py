@@ -1,4 +1,5 @@
-"""Success of the scripted expert and of a random policy on every Phys-* env, 100 seeds each.
+"""Success of the scripted expert and of a random policy on every Phys-* env (on each of its
+engines), 100 seeds each.
 
 python -m benchmarks.experts [--episodes N]
 """
@@ -10,8 +11,9 @@ import argparse
 import gymnasium as gym
 
 import wm_envs
-from benchmarks.common import write_results
+from benchmarks.common import env_label, write_results
 from wm_envs.demo import RandomPolicy, run_policy
+from wm_envs.tasks import phys_envs
 
 
 def main() -> None:
@@ -20,13 +22,13 @@ def main() -> None:
     args = parser.parse_args()
     seeds = list(range(args.episodes))
     rows = []
-    for env_id in sorted(i for i in gym.registry if i.startswith("Phys-")):
-        with gym.make(env_id, obs_mode="state") as env:
+    for env_id, kwargs in phys_envs():
+        with gym.make(env_id, obs_mode="state", **kwargs) as env:
             expert = run_policy(env, wm_envs.make_expert(env), seeds)
             random = run_policy(env, RandomPolicy(env, seed=0), seeds)
         rows.append(
             {
-                "env": env_id,
+                "env": env_label(env_id, kwargs),
                 "episodes": args.episodes,
                 "expert success": expert["success"],
                 "expert return": expert["mean_return"],

@@ -1,25 +1,29 @@
-"""Steps/s of every Phys-* env in `state` and `dict` mode, against its engine's raw ceiling.
+"""Steps/s of every Phys-* env (on each of its engines) in `state` and `dict` mode, against
+its engine's raw ceiling.
 
 The ceiling, measured in the same run: one control step's worth of bare engine steps (no
 Python env logic), plus, for image modes, one tuned 64x64 render. The ratios are what the
 README quotes.
 
-    python benchmarks/throughput.py [--steps N]
+    python -m benchmarks.throughput [--steps N]
 """
 
 from __future__ import annotations
 
 import argparse
+import time
 
 import gymnasium as gym
 
 import wm_envs
-from benchmarks.common import rate, write_results
+from benchmarks.common import env_label, rate, write_results
+from wm_envs.tasks import phys_envs
+from wm_envs.tasks.pybullet_base import PybulletTaskEnv
 
 
-def env_rate(env_id: str, obs_mode: str, steps: int) -> float:
+def env_rate(env_id: str, obs_mode: str, steps: int, **kwargs) -> float:
     """Steps/s through ``gym.make`` (with its wrappers) under random actions, resets included."""
-    env = gym.make(env_id, obs_mode=obs_mode)
+    env = gym.make(env_id, obs_mode=obs_mode, **kwargs)
     env.reset(seed=0)
     env.action_space.seed(0)
     actions = [env.action_space.sample() for _ in range(256)]
@@ -35,7 +39,7 @@ def env_rate(env_id: str, obs_mode: str, steps: int) -> float:
     return result
 
 
-def mujoco_ceiling(env_id: str, steps: int) -> tuple[float, float]:
+def mujoco_ceiling(env: gym.Env, steps: int) -> tuple[float, float]:
     """Bare ``mj_step`` for one control step, and that plus one render, per second.
 
     Replays the controls the env itself applied under the same random actions, restoring the
@@ -43,7 +47,6 @@ def mujoco_ceiling(env_id: str, steps: int) -> tuple[float, float]:
     """
     import mujoco  # after wm_envs has chosen the headless GL backend
 
-    env = gym.make(env_id, obs_mode="state")
     model, data = env.unwrapped.model, env.unwrapped.data
     env.reset(seed=0)
     env.action_space.seed(0)
@@ -72,11 +75,45 @@ def mujoco_ceiling(env_id: str, steps: int) -> tuple[float, float]:
     raw_physics = rate(physics, steps)
     counter = iter(range(10**9))
     raw_render = rate(physics_and_render, steps)
-    env.close()
     return raw_physics, raw_render
 
 
-CEILINGS = {"Phys-Grasp-v0": mujoco_ceiling}
+def pybullet_ceiling(env: gym.Env, steps: int, warmup: int = 20) -> tuple[float, float]:
+    """Bare ``stepSimulation`` for one control step, and that plus one 64x64 TinyRenderer
+    image of the task camera, per second.
+
+    Times only those engine calls while the env runs under random actions (PyBullet cannot
+    restore a state across the env's per-episode world rebuild), so the engine does exactly
+    the env's physics work and renders the env's own states.
+    """
+    task = env.unwrapped
+    client = task.client
+    step_simulation = client.stepSimulation
+    elapsed = {"physics": 0.0, "render": 0.0}
+
+    def timed_step_simulation() -> None:
+        start = time.perf_counter()
+        step_simulation()
+        elapsed["physics"] += time.perf_counter() - start
+
+    client.stepSimulation = timed_step_simulation  # shadows BulletClient's attribute lookup
+    env.reset(seed=0)
+    env.action_space.seed(0)
+    for i in range(warmup + steps):
+        if i == warmup:
+            elapsed.update(physics=0.0, render=0.0)
+        _, _, terminated, truncated, _ = env.step(env.action_space.sample())
+        task._place_camera()
+        start = time.perf_counter()
+        task.camera.render(client, 64, 64)
+        elapsed["render"] += time.perf_counter() - start
+        if terminated or truncated:
+            env.reset()
+    return steps / elapsed["physics"], steps / (elapsed["physics"] + elapsed["render"])
+
+
+#: The raw ceiling of each engine.
+CEILINGS = {"mujoco": mujoco_ceiling, "pybullet": pybullet_ceiling}
 
 
 def main() -> None:
@@ -84,13 +121,15 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3000)
     args = parser.parse_args()
     rows = []
-    for env_id in sorted(i for i in gym.registry if i.startswith("Phys-")):
-        raw_physics, raw_render = CEILINGS[env_id](env_id, args.steps)
-        state = env_rate(env_id, "state", args.steps)
-        image = env_rate(env_id, "dict", args.steps)
+    for env_id, kwargs in phys_envs():
+        with gym.make(env_id, obs_mode="state", **kwargs) as env:
+            engine = "pybullet" if isinstance(env.unwrapped, PybulletTaskEnv) else "mujoco"
+            raw_physics, raw_render = CEILINGS[engine](env, args.steps)
+        state = env_rate(env_id, "state", args.steps, **kwargs)
+        image = env_rate(env_id, "dict", args.steps, **kwargs)
         rows.append(
             {
-                "env": env_id,
+                "env": env_label(env_id, kwargs),
                 "state steps/s": state,
                 "ceiling (engine) steps/s": raw_physics,
                 "state ratio": state / raw_physics,

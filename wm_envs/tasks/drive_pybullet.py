@@ -47,8 +47,9 @@ class DrivePybulletEnv(PybulletTaskEnv):
     episode draws a track: a 24-32 m centre line of random, smoothly varying curvature (radius
     2.5 m and up, never turning more than 69 degrees from the start direction), a dark road
     1.4-1.8 m wide with white edge lines, a yellow finish line, and 2-4 orange box obstacles
-    on the road, each leaving room to pass on at least one side. A chase camera behind and
-    above the car shows the road ahead; at 64x64 an obstacle 3 m ahead spans about 8 px.
+    on the road, each leaving room to pass on at least one side. A chase camera 1.3 m behind
+    and 2 m above the car looks down at the road ahead, about 7 m of it, with no sky: at 64x64
+    the car spans 7 x 13 px and an obstacle 7-11 px when within 4 m.
 
     ## Action Space
     ``Box(-1, 1, (3,), float32)``: steering (+1 = 0.5 rad left), throttle (rear-wheel drive
@@ -81,9 +82,9 @@ class DrivePybulletEnv(PybulletTaskEnv):
     minus 10 on failure. An expert run earns about the track length.
 
     ## Starting State
-    The car at rest on the centre line 0-0.1 m from the start, up to 0.1 m off-centre and
-    0.1 rad off the road direction. ``info["physics"]`` reports the track (length, half width,
-    centre line, curvature knots), the obstacles, the ground friction and the start pose.
+    The car at rest on the start line, up to 0.1 m off-centre and 0.1 rad off the road
+    direction. ``info["physics"]`` reports the track (length, half width, centre line), the
+    obstacles (x, y, half size), the ground friction and the start pose.
 
     ## Episode End
     Terminated with success when the car crosses the finish line (``info["is_success"]``);

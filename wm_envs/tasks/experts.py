@@ -74,8 +74,8 @@ class DriveExpert(ScriptedExpert):
     """Pure pursuit of the centre line, shifted to pass the next obstacle on the side that
     fits, at a speed set by the curvature ahead and the nearness of that obstacle."""
 
-    CLEARANCE = 0.32  # centre of the car to the obstacle's side when passing, m
-    EDGE_MARGIN = 0.25  # keep the rear axle this far inside the road edge, m
+    CLEARANCE = 0.4  # centre of the car to the obstacle's side when passing, m
+    EDGE_MARGIN = 0.2  # keep the rear axle this far inside the road edge, m
     ENGAGE, RAMP = 2.5, 1.5  # pass an obstacle fully from this far ahead, fade in before, m
     CRUISE_SPEED, OBSTACLE_SPEED, LATERAL_ACCELERATION = 2.6, 1.8, 2.5  # m/s, m/s^2
 

@@ -158,8 +158,9 @@ def evaluate(
     """Reward and success of a transition, and the new count of steps held at the goal."""
     lift = float(obj[2] - half_height)
     hold_steps = hold_steps + 1 if lift >= LIFT_GOAL else 0
-    reach = math.dist(obj, (gripper[0], gripper[1], gripper[2] - FINGERTIP_OFFSET))
-    reward = shaped_reward(reach, grasped, lift)
+    dx, dy = obj[0] - gripper[0], obj[1] - gripper[1]
+    dz = obj[2] - gripper[2] + FINGERTIP_OFFSET  # to the fingertip centre
+    reward = shaped_reward(math.sqrt(dx * dx + dy * dy + dz * dz), grasped, lift)
     success = hold_steps >= HOLD_STEPS
     return Evaluation(reward, success, False, {"lift": lift, "grasped": grasped}), hold_steps
 
