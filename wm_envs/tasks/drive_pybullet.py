@@ -15,12 +15,14 @@ from wm_envs.tasks.experts import DriveExpert
 from wm_envs.tasks.pybullet_base import BulletCamera, PybulletTaskEnv, reset_world
 
 _SUBSTEPS = 10
-DRIVE_TORQUE, BRAKE_TORQUE, ROLLING_TORQUE = 1.0, 0.6, 0.02  # per wheel, N m
+# Per wheel, N m: rear-wheel drive, four-wheel brakes, rolling resistance of the front wheels.
+DRIVE_TORQUE, BRAKE_TORQUE, ROLLING_TORQUE = 1.0, 0.6, 0.02
 _REAR_WHEELS, _FRONT_WHEELS, _STEERING = (2, 3), (5, 7), (4, 6)
 _HIDDEN_LINKS = (4, 6, 8)  # steering hinges and laser: under the chassis, a third of the mesh
 _GRASS, _ROAD, _EDGE = (0.35, 0.6, 0.3, 1), (0.3, 0.3, 0.33, 1), (0.95, 0.95, 0.95, 1)
 _FINISH, _OBSTACLE = (0.95, 0.8, 0.1, 1), (0.9, 0.3, 0.1, 1)
 _EDGE_WIDTH, _FINISH_WIDTH = 0.12, 0.3
+_SUN = np.array([3.0, -2.0, 10.0])  # where the light comes from
 #: Chase camera relative to the car: behind, above, and the ground point it looks at.
 _CAMERA_BACK, _CAMERA_HEIGHT, _CAMERA_AHEAD, _CAMERA_FOVY = 1.3, 2.0, 1.5, 45.0
 
@@ -111,9 +113,7 @@ class DrivePybulletEnv(PybulletTaskEnv):
     ) -> None:
         super().__init__(obs_mode, image_size, render_mode, width, height)
         self.randomization = randomization or DriveRandomization()
-        self.camera = BulletCamera(
-            _CAMERA_FOVY, near=0.05, far=40.0, light=np.array([3.0, -2.0, 10.0])
-        )
+        self.camera = BulletCamera(_CAMERA_FOVY, near=0.05, far=40.0, light=_SUN)
         self.track: Track | None = None
         self.car = -1
         self._obstacle_ids: set[int] = set()
@@ -199,7 +199,7 @@ class DrivePybulletEnv(PybulletTaskEnv):
             speeds, torques = [0.0] * 4, [brake * BRAKE_TORQUE] * 4
         else:
             speed = math.copysign(drive.MAX_WHEEL_SPEED, throttle)
-            rear = max(abs(throttle) * DRIVE_TORQUE, ROLLING_TORQUE)
+            rear = abs(throttle) * DRIVE_TORQUE
             speeds, torques = [speed, speed, 0.0, 0.0], [rear, rear, ROLLING_TORQUE, ROLLING_TORQUE]
         client.setJointMotorControlArray(
             car,

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import xml.etree.ElementTree as ET
-
 import numpy as np
 import pybullet
 
@@ -11,7 +9,7 @@ from wm_envs.tasks import grasp
 from wm_envs.tasks.base import Evaluation
 from wm_envs.tasks.experts import GraspExpert
 from wm_envs.tasks.grasp import GraspRandomization
-from wm_envs.tasks.pybullet_base import BulletCamera, PybulletTaskEnv, reset_world
+from wm_envs.tasks.pybullet_base import BulletCamera, PybulletTaskEnv, mjcf_rgba, reset_world
 
 _SUBSTEPS = 20  # 2 ms internal steps, the MJCF's timestep
 _SLIDES, _LEFT, _RIGHT = (0, 1, 2), 3, 4  # joint indices in grasp.urdf
@@ -76,13 +74,7 @@ class GraspPybulletEnv(PybulletTaskEnv):
         super().__init__(obs_mode, image_size, render_mode, width, height)
         self.randomization = randomization or GraspRandomization()
         self.camera = BulletCamera.from_mjcf(grasp.MJCF, "front", near=0.02, far=3.0)
-        scene = ET.parse(grasp.MJCF).getroot()
-        self._colors = {
-            shape: [
-                float(v) for v in scene.find(f".//geom[@name='object_{shape}']").get("rgba").split()
-            ]
-            for shape in grasp.SHAPES
-        }
+        self._colors = {s: mjcf_rgba(grasp.MJCF, f"object_{s}") for s in grasp.SHAPES}
         self.gripper = self.object = -1
         self._target = grasp.GRIPPER_START.copy()
         self._half_height = 0.0

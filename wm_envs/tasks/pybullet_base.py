@@ -32,6 +32,20 @@ def reset_world(client: BulletClient, control_dt: float, substeps: int) -> None:
     client.setGravity(0.0, 0.0, GRAVITY)
 
 
+def mjcf_element(path: Path, tag: str, name: str) -> ET.Element:
+    """A named element (a camera, a geom) of an MJCF file: a PyBullet twin of a MuJoCo scene
+    reads what the two share from the MJCF instead of repeating its numbers."""
+    element = ET.parse(path).getroot().find(f".//{tag}[@name='{name}']")
+    if element is None:
+        raise ValueError(f"no {tag} named {name!r} in {path}")
+    return element
+
+
+def mjcf_rgba(path: Path, geom: str) -> list[float]:
+    """The colour of a named geom of an MJCF file."""
+    return [float(v) for v in mjcf_element(path, "geom", geom).get("rgba").split()]
+
+
 def linear_depth(buffer: np.ndarray, near: float, far: float) -> np.ndarray:
     """Distance along the camera axis in metres from OpenGL's non-linear depth buffer."""
     return far * near / (far - (far - near) * buffer)
@@ -57,9 +71,7 @@ class BulletCamera:
     def from_mjcf(cls, path: Path, name: str, near: float, far: float) -> BulletCamera:
         """The camera ``name`` of an MJCF file (``pos``, ``xyaxes``, ``fovy``): both engines
         then render the scene from the same pose without repeating its numbers."""
-        element = ET.parse(path).getroot().find(f".//camera[@name='{name}']")
-        if element is None:
-            raise ValueError(f"no camera named {name!r} in {path}")
+        element = mjcf_element(path, "camera", name)
         eye = np.array(element.get("pos").split(), dtype=float)
         x_axis, y_axis = np.array(element.get("xyaxes").split(), dtype=float).reshape(2, 3)
         forward = -np.cross(x_axis, y_axis)  # MuJoCo cameras look along their -z axis
