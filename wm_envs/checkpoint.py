@@ -22,16 +22,22 @@ FORMAT = "wm-envs-checkpoint/1"
 SHIPPED = Path(__file__).parent / "assets" / "checkpoints"
 
 
-def save_checkpoint(folder: str | Path, model: WorldModel, card: dict,
-                    extra: dict[str, torch.Tensor] | None = None) -> None:
+def save_checkpoint(
+    folder: str | Path, model: WorldModel, card: dict, extra: dict[str, torch.Tensor] | None = None
+) -> None:
     """Write weights (plus ``extra`` tensors, e.g. the start bank) and the card."""
     folder = Path(folder)
     tensors = {f"model/{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     tensors.update({f"extra/{k}": v.cpu().contiguous() for k, v in (extra or {}).items()})
     with atomic_path(folder / "model.safetensors") as tmp:
         save_file(tensors, str(tmp))
-    full_card = {"format": FORMAT, "model": model.name, "config": asdict(model.config),
-                 "spec": asdict(model.spec), **card}
+    full_card = {
+        "format": FORMAT,
+        "model": model.name,
+        "config": asdict(model.config),
+        "spec": asdict(model.spec),
+        **card,
+    }
     write_json(folder / "card.json", full_card)
 
 
@@ -45,13 +51,16 @@ def read_card(folder: str | Path) -> dict:
     except json.JSONDecodeError as error:
         raise ValueError(f"checkpoint card {path} is corrupt: {error}") from error
     if card.get("format") != FORMAT or card.get("model") not in MODELS:
-        raise ValueError(f"{path} is not a wm-envs checkpoint card (format "
-                         f"{card.get('format')!r}, model {card.get('model')!r})")
+        raise ValueError(
+            f"{path} is not a wm-envs checkpoint card (format "
+            f"{card.get('format')!r}, model {card.get('model')!r})"
+        )
     return card
 
 
-def load_checkpoint(folder: str | Path, device: str | torch.device = "cpu"
-                    ) -> tuple[WorldModel, dict, dict[str, torch.Tensor]]:
+def load_checkpoint(
+    folder: str | Path, device: str | torch.device = "cpu"
+) -> tuple[WorldModel, dict, dict[str, torch.Tensor]]:
     """Model (eval mode), card and extra tensors of a checkpoint folder."""
     folder = Path(folder)
     card = read_card(folder)
@@ -66,8 +75,9 @@ def load_checkpoint(folder: str | Path, device: str | torch.device = "cpu"
     try:
         model.load_state_dict(state)
     except RuntimeError as error:
-        raise ValueError(f"{weights} does not fit its card's {card['model']} config: "
-                         f"{error}") from error
+        raise ValueError(
+            f"{weights} does not fit its card's {card['model']} config: {error}"
+        ) from error
     extra = {k.removeprefix("extra/"): v for k, v in tensors.items() if k.startswith("extra/")}
     return model.to(device).eval(), card, extra
 
@@ -77,7 +87,9 @@ def shipped_checkpoint(model: str, task: str) -> Path:
     folder = SHIPPED / f"{model}-{task}"
     if not (folder / "card.json").exists():
         available = sorted(p.name for p in SHIPPED.glob("*")) if SHIPPED.exists() else []
-        raise FileNotFoundError(f"no shipped {model} checkpoint for {task!r}; shipped: "
-                                f"{available}. Train one with `wm-envs train` and pass "
-                                f"checkpoint=PATH")
+        raise FileNotFoundError(
+            f"no shipped {model} checkpoint for {task!r}; shipped: "
+            f"{available}. Train one with `wm-envs train` and pass "
+            f"checkpoint=PATH"
+        )
     return folder

@@ -5,6 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 
+from wm_envs.config import add_config_arguments
+from wm_envs.eval.compare import CompareConfig
+
 
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
@@ -33,6 +36,9 @@ def main(argv: list[str] | None = None) -> None:
     collect.add_argument("--workers", type=int, default=1)
     collect.add_argument("--backend", default="local", choices=["local", "ray"])
 
+    compare = commands.add_parser("compare", help="physics vs a learned simulator")
+    add_config_arguments(compare, CompareConfig)
+
     args = parser.parse_args(argv)
     import wm_envs  # noqa: F401  (registers the env ids)
 
@@ -53,6 +59,10 @@ def main(argv: list[str] | None = None) -> None:
             obs_mode=args.obs_mode,
         )
         run_collect(config, args.out, args.dataset_id, args.workers, args.backend)
+    elif args.command == "compare":
+        from wm_envs.eval.compare import compare as run_compare
+
+        run_compare(CompareConfig(**{k: v for k, v in vars(args).items() if k != "command"}))
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ import os
 import shlex
 import sys
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +25,7 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 from wm_envs.checkpoint import load_checkpoint, save_checkpoint
+from wm_envs.config import add_config_arguments, parse_overrides
 from wm_envs.data.windows import WindowDataset
 from wm_envs.eval.metrics import open_loop, psnr
 from wm_envs.io import atomic_path
@@ -65,8 +66,12 @@ def resolve_device(device: str) -> torch.device:
 
 def _spec_from(dataset: WindowDataset) -> ModelSpec:
     data = dataset.data
-    return ModelSpec(image_size=data["image"].shape[1], state_dim=data["state"].shape[1],
-                     action_dim=data["action"].shape[1], depth="depth" in data)
+    return ModelSpec(
+        image_size=data["image"].shape[1],
+        state_dim=data["state"].shape[1],
+        action_dim=data["action"].shape[1],
+        depth="depth" in data,
+    )
 
 
 def _to(batch: dict, device: torch.device) -> dict:
@@ -76,8 +81,9 @@ def _to(batch: dict, device: torch.device) -> dict:
 class Trainer:
     """State of one training run; ``run()`` trains until done or out of time."""
 
-    def __init__(self, config: TrainConfig, overrides: dict | None = None,
-                 command: str = "") -> None:
+    def __init__(
+        self, config: TrainConfig, overrides: dict | None = None, command: str = ""
+    ) -> None:
         self.config = config
         self.command = command  # how this run was started, for the card's recipe
         self.world = int(os.environ.get("WORLD_SIZE", 1))
@@ -91,9 +97,13 @@ class Trainer:
             dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
         self.out = Path(config.out)
         self.train_data = WindowDataset(config.data, config.dataset_id, config.window, "train")
-        self.val_data = WindowDataset(config.data, config.dataset_id,
-                                      config.eval_context + config.eval_horizon, "val",
-                                      within_episodes=True)
+        self.val_data = WindowDataset(
+            config.data,
+            config.dataset_id,
+            config.eval_context + config.eval_horizon,
+            "val",
+            within_episodes=True,
+        )
         self.spec = _spec_from(self.train_data)
         torch.manual_seed(config.seed)
         self.model = build_model(config.model, self.spec, config.preset, overrides)
@@ -121,8 +131,10 @@ class Trainer:
         mine = {k: v for k, v in asdict(self.config).items() if k in RUN_IDENTITY}
         theirs = {k: v for k, v in saved["config"].items() if k in RUN_IDENTITY}
         if mine != theirs or saved["overrides"] != self.overrides:
-            raise ValueError(f"{self.out} holds a different run ({theirs}, {saved['overrides']});"
-                             f" use another --out to start a new one")
+            raise ValueError(
+                f"{self.out} holds a different run ({theirs}, {saved['overrides']});"
+                f" use another --out to start a new one"
+            )
         model, _, _ = load_checkpoint(self.out)
         self.model.load_state_dict(model.state_dict())
         self.stage, self.step, self.elapsed = saved["stage"], saved["step"], saved["elapsed"]
@@ -131,8 +143,10 @@ class Trainer:
         self.metrics = saved["metrics"]
         self._saved = saved
         if self.rank == 0:
-            print(f"resumed {self.out}: stage {self.model.stages[self.stage]}, update "
-                  f"{self.step}, {self.elapsed / 60:.1f} min so far")
+            print(
+                f"resumed {self.out}: stage {self.model.stages[self.stage]}, update "
+                f"{self.step}, {self.elapsed / 60:.1f} min so far"
+            )
 
     def save(self) -> None:
         """Checkpoint (weights + card) and trainer state, atomically; rank 0 only."""
@@ -140,12 +154,20 @@ class Trainer:
             return
         save_checkpoint(self.out, self.model, self.card(), self.bank())
         with atomic_path(self.out / "trainer.pt") as tmp:
-            torch.save({
-                "config": asdict(self.config), "overrides": self.overrides,
-                "stage": self.stage, "step": self.step, "elapsed": self.elapsed,
-                "rng": [self.rng.bit_generator.state], "torch_rng": torch.get_rng_state(),
-                "optimizer": self.optimizer.state_dict(), "metrics": self.metrics,
-            }, tmp)
+            torch.save(
+                {
+                    "config": asdict(self.config),
+                    "overrides": self.overrides,
+                    "stage": self.stage,
+                    "step": self.step,
+                    "elapsed": self.elapsed,
+                    "rng": [self.rng.bit_generator.state],
+                    "torch_rng": torch.get_rng_state(),
+                    "optimizer": self.optimizer.state_dict(),
+                    "metrics": self.metrics,
+                },
+                tmp,
+            )
 
     def card(self) -> dict:
         env_spec = self.train_data.env_spec
@@ -154,16 +176,25 @@ class Trainer:
             "task": task,
             "env_id": env_spec.id,
             "env_kwargs": env_spec.kwargs,
-            "dataset": {"root": str(self.config.data), "id": self.config.dataset_id,
-                        "train_episodes": len(self.train_data.episode_ids),
-                        "val_episodes": len(self.val_data.episode_ids),
-                        "train_steps": len(self.train_data.data["reward"])},
-            "recipe": {"command": self.command,
-                       "train_config": asdict(self.config), "model_overrides": self.overrides,
-                       "preset": self.config.preset, "stage": self.model.stages[self.stage],
-                       "updates": self.step, "wall_time_s": round(self.elapsed, 1),
-                       "processes": self.world, "device": self.device.type,
-                       "parameters": sum(p.numel() for p in self.model.parameters())},
+            "dataset": {
+                "root": str(self.config.data),
+                "id": self.config.dataset_id,
+                "train_episodes": len(self.train_data.episode_ids),
+                "val_episodes": len(self.val_data.episode_ids),
+                "train_steps": len(self.train_data.data["reward"]),
+            },
+            "recipe": {
+                "command": self.command,
+                "train_config": asdict(self.config),
+                "model_overrides": self.overrides,
+                "preset": self.config.preset,
+                "stage": self.model.stages[self.stage],
+                "updates": self.step,
+                "wall_time_s": round(self.elapsed, 1),
+                "processes": self.world,
+                "device": self.device.type,
+                "parameters": sum(p.numel() for p in self.model.parameters()),
+            },
             "metrics": self.metrics,
         }
 
@@ -171,8 +202,10 @@ class Trainer:
         """First observations of training episodes: where the learned env resets to."""
         data = self.train_data.data
         firsts = np.flatnonzero(data["is_first"])[: self.config.bank_size]
-        bank = {"bank/image": torch.from_numpy(data["image"][firsts]),
-                "bank/state": torch.from_numpy(data["state"][firsts])}
+        bank = {
+            "bank/image": torch.from_numpy(data["image"][firsts]),
+            "bank/state": torch.from_numpy(data["state"][firsts]),
+        }
         if "depth" in data:
             bank["bank/depth"] = torch.from_numpy(data["depth"][firsts])
         return bank
@@ -184,18 +217,21 @@ class Trainer:
         c = self.config
         self.model.eval()
         picks = np.random.default_rng(0).integers(len(self.val_data), size=c.eval_windows)
-        batch = _to(torch.utils.data.default_collate([self.val_data[int(i)] for i in picks]),
-                    self.device)
+        batch = _to(
+            torch.utils.data.default_collate([self.val_data[int(i)] for i in picks]), self.device
+        )
         predicted = open_loop(self.model, batch, c.eval_context)["image"]
-        truth = batch["image"][:, c.eval_context:]
+        truth = batch["image"][:, c.eval_context :]
         model_psnr = psnr(predicted, truth).mean(0)  # [H]
-        copy = batch["image"][:, c.eval_context - 1: c.eval_context].expand_as(truth)
+        copy = batch["image"][:, c.eval_context - 1 : c.eval_context].expand_as(truth)
         copy_psnr = psnr(copy, truth).mean(0)
         self.model.train()
-        return {"val/psnr_1step": model_psnr[0].item(),
-                f"val/psnr_{c.eval_horizon}step": model_psnr[-1].item(),
-                "val/copy_psnr_1step": copy_psnr[0].item(),
-                f"val/copy_psnr_{c.eval_horizon}step": copy_psnr[-1].item()}
+        return {
+            "val/psnr_1step": model_psnr[0].item(),
+            f"val/psnr_{c.eval_horizon}step": model_psnr[-1].item(),
+            "val/copy_psnr_1step": copy_psnr[0].item(),
+            f"val/copy_psnr_{c.eval_horizon}step": copy_psnr[-1].item(),
+        }
 
     # -- the loop -------------------------------------------------------------------------------
     def run(self) -> dict[str, float]:
@@ -205,8 +241,10 @@ class Trainer:
             network = torch.nn.parallel.DistributedDataParallel(self.model)
         if self.rank == 0:
             size = sum(p.numel() for p in self.model.parameters())
-            print(f"train {c.model} ({c.preset}, {size:,} parameters) on {c.dataset_id}: "
-                  f"{asdict(c)} overrides={self.overrides}")
+            print(
+                f"train {c.model} ({c.preset}, {size:,} parameters) on {c.dataset_id}: "
+                f"{asdict(c)} overrides={self.overrides}"
+            )
         logger = Logger(self.out) if self.rank == 0 else None
         autocast = torch.autocast("cuda", torch.bfloat16, enabled=self.device.type == "cuda")
         run_start, last_time = time.time(), time.time()
@@ -214,8 +252,13 @@ class Trainer:
             if stage != self.stage:
                 self.stage, self.step = stage, 0
                 self.optimizer = self._optimizer()
-            bar = tqdm(total=c.steps, initial=self.step, disable=self.rank != 0,
-                       desc=f"train[{self.model.stages[stage]}]", unit="upd")
+            bar = tqdm(
+                total=c.steps,
+                initial=self.step,
+                disable=self.rank != 0,
+                desc=f"train[{self.model.stages[stage]}]",
+                unit="upd",
+            )
             while self.step < c.steps:
                 batch = _to(self.train_data.sample(c.batch_size, self.rng), self.device)
                 with autocast:
@@ -223,7 +266,8 @@ class Trainer:
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 metrics["grad_norm"] = torch.nn.utils.clip_grad_norm_(
-                    self.model.parameters(), c.grad_clip).item()
+                    self.model.parameters(), c.grad_clip
+                ).item()
                 self.optimizer.step()
                 self.step += 1
                 now = time.time()
@@ -275,33 +319,18 @@ class Logger:
 RUN_IDENTITY = {"model", "preset", "data", "dataset_id", "batch_size", "window", "seed"}
 
 
-def parse_overrides(pairs: list[str]) -> dict:
-    """``["deter=256", "unimix=0.02"]`` -> ``{"deter": 256, "unimix": 0.02}`` (JSON values)."""
-    overrides = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep:
-            raise ValueError(f"--set expects key=value, got {pair!r}")
-        try:
-            overrides[key] = json.loads(value)
-        except json.JSONDecodeError:
-            overrides[key] = value
-    return overrides
-
-
-def add_config_arguments(parser: argparse.ArgumentParser, config_class: type) -> None:
-    """One ``--flag`` per dataclass field, typed like its default."""
-    for field in fields(config_class):
-        flag = "--" + field.name.replace("_", "-")
-        parser.add_argument(flag, type=type(field.default), default=field.default)
-
-
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     add_config_arguments(parser, TrainConfig)
-    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
-                        help="model config overrides on top of the preset")
+    parser.add_argument(
+        "--set",
+        nargs="*",
+        default=[],
+        metavar="KEY=VALUE",
+        help="model config overrides on top of the preset",
+    )
     argv = sys.argv[1:] if argv is None else argv
     args = vars(parser.parse_args(argv))
     overrides = parse_overrides(args.pop("set"))

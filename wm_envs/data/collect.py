@@ -44,8 +44,9 @@ class CollectConfig:
             known = sorted(i for i in gym.registry if i.startswith("Phys-"))
             raise ValueError(f"unknown env id {self.env_id!r}; known: {known}")
         if self.obs_mode not in ("dict", "rgbd"):
-            raise ValueError(f"datasets need images and state: obs_mode 'dict' or 'rgbd', "
-                             f"got {self.obs_mode!r}")
+            raise ValueError(
+                f"datasets need images and state: obs_mode 'dict' or 'rgbd', got {self.obs_mode!r}"
+            )
         if self.episodes < 1:
             raise ValueError(f"episodes must be positive, got {self.episodes}")
 
@@ -127,8 +128,7 @@ def run_episode(env: gym.Env, config: CollectConfig, index: int) -> dict:
         "terminations": np.asarray(terminations),
         "truncations": np.asarray(truncations),
         "is_success": np.asarray(successes),
-        "metadata": {"seed": seed, "policy": policy.description,
-                     "physics": _jsonable(physics)},
+        "metadata": {"seed": seed, "policy": policy.description, "physics": _jsonable(physics)},
     }
 
 
@@ -183,9 +183,11 @@ def _ray_episodes(config: CollectConfig, indices: list[int], workers: int) -> It
             return _worker_episode(index)
 
     actors = [Collector.remote(config) for _ in range(max(workers, 1))]
-    pending = {actors[i % len(actors)].episode.remote(index): i % len(actors)
-               for i, index in enumerate(indices[: len(actors)])}
-    queue = list(indices[len(actors):])
+    pending = {
+        actors[i % len(actors)].episode.remote(index): i % len(actors)
+        for i, index in enumerate(indices[: len(actors)])
+    }
+    queue = list(indices[len(actors) :])
     while pending:
         done, _ = ray.wait(list(pending), num_returns=1)
         actor = pending.pop(done[0])
@@ -220,8 +222,14 @@ def load_staged(path: Path) -> dict:
     return {"observations": observations, "metadata": metadata, **arrays}
 
 
-def collect(config: CollectConfig, out: str | Path, dataset_id: str | None = None,
-            workers: int = 1, backend: str = "local", previews: int = 3) -> Path:
+def collect(
+    config: CollectConfig,
+    out: str | Path,
+    dataset_id: str | None = None,
+    workers: int = 1,
+    backend: str = "local",
+    previews: int = 3,
+) -> Path:
     """Collect ``config.episodes`` episodes into the Minari dataset ``out/dataset_id``."""
     from wm_envs.data.minari_io import build_minari_dataset, dataset_path
 
@@ -270,5 +278,8 @@ def _check_matching_config(final: Path, stage: Path, config: CollectConfig, data
 def _write_previews(final: Path, staged: list[Path]) -> None:
     for path in staged:
         frames = load_staged(path)["observations"]["image"]
-        write_video(final / "previews" / f"{path.stem}.mp4", np.kron(
-            frames, np.ones((1, 4, 4, 1), np.uint8)), fps=25)
+        write_video(
+            final / "previews" / f"{path.stem}.mp4",
+            np.kron(frames, np.ones((1, 4, 4, 1), np.uint8)),
+            fps=25,
+        )

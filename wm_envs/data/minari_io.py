@@ -42,8 +42,9 @@ def minari_root(root: Path):
             os.environ["MINARI_DATASETS_PATH"] = previous
 
 
-def build_minari_dataset(config: CollectConfig, root: Path, dataset_id: str,
-                         staged: list[Path]) -> Path:
+def build_minari_dataset(
+    config: CollectConfig, root: Path, dataset_id: str, staged: list[Path]
+) -> Path:
     """Write the staged episodes as a Minari dataset, built aside and renamed into place."""
     scratch = Path(root) / ".building"
     shutil.rmtree(scratch, ignore_errors=True)
@@ -52,22 +53,30 @@ def build_minari_dataset(config: CollectConfig, root: Path, dataset_id: str,
     for episode_id, path in enumerate(staged):
         episode = load_staged(path)
         metadatas.append(_flatten(episode["metadata"]))
-        buffers.append(EpisodeBuffer(
-            id=episode_id,
-            seed=episode["metadata"]["seed"],
-            observations=episode["observations"],
-            actions=episode["actions"],
-            rewards=episode["rewards"],
-            terminations=episode["terminations"],
-            truncations=episode["truncations"],
-            infos={"is_success": episode["is_success"]},
-        ))
+        buffers.append(
+            EpisodeBuffer(
+                id=episode_id,
+                seed=episode["metadata"]["seed"],
+                observations=episode["observations"],
+                actions=episode["actions"],
+                rewards=episode["rewards"],
+                terminations=episode["terminations"],
+                truncations=episode["truncations"],
+                infos={"is_success": episode["is_success"]},
+            )
+        )
     with minari_root(scratch), warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*(author|permalink|eval_env).*")
         dataset = minari.create_dataset_from_buffers(
-            dataset_id, buffers, env=env, algorithm_name=f"wm-envs collect ({config.policy})",
-            description=json.dumps(asdict(config)), data_format="hdf5", jpeg_encoding=False,
-            requirements=["wm-envs"], author="wm-envs",
+            dataset_id,
+            buffers,
+            env=env,
+            algorithm_name=f"wm-envs collect ({config.policy})",
+            description=json.dumps(asdict(config)),
+            data_format="hdf5",
+            jpeg_encoding=False,
+            requirements=["wm-envs"],
+            author="wm-envs",
         )
         dataset.storage.update_episode_metadata(metadatas, range(len(metadatas)))
     env.close()

@@ -26,9 +26,16 @@ class WindowDataset(torch.utils.data.Dataset):
     ``within_episodes`` keeps only windows inside one episode (for open-loop evaluation).
     """
 
-    def __init__(self, root: str | Path, dataset_id: str, length: int, split: str = "train",
-                 val_fraction: float = 0.1, split_seed: int = 0,
-                 within_episodes: bool = False) -> None:
+    def __init__(
+        self,
+        root: str | Path,
+        dataset_id: str,
+        length: int,
+        split: str = "train",
+        val_fraction: float = 0.1,
+        split_seed: int = 0,
+        within_episodes: bool = False,
+    ) -> None:
         if split not in ("train", "val"):
             raise ValueError(f"split must be 'train' or 'val', got {split!r}")
         dataset = open_dataset(root, dataset_id)
@@ -45,18 +52,23 @@ class WindowDataset(torch.utils.data.Dataset):
         self.data = {key: np.concatenate(parts) for key, parts in columns.items()}
         total = len(self.data["reward"])
         if total < length:
-            raise ValueError(f"window length {length} is longer than the {split} split of "
-                             f"{dataset_id!r} ({total} steps in {len(chosen)} episodes)")
+            raise ValueError(
+                f"window length {length} is longer than the {split} split of "
+                f"{dataset_id!r} ({total} steps in {len(chosen)} episodes)"
+            )
         self.starts = np.arange(total - length + 1)
         if within_episodes:
             first = np.flatnonzero(self.data["is_first"])
             ends = np.append(first[1:], total)  # one past each episode's last step
             self.starts = np.concatenate(
-                [np.arange(a, b - length + 1) for a, b in zip(first, ends, strict=True)])
+                [np.arange(a, b - length + 1) for a, b in zip(first, ends, strict=True)]
+            )
             if len(self.starts) == 0:
                 longest = int((ends - first).max())
-                raise ValueError(f"window length {length} is longer than every episode of "
-                                 f"{dataset_id!r} ({split} split; longest: {longest} steps)")
+                raise ValueError(
+                    f"window length {length} is longer than every episode of "
+                    f"{dataset_id!r} ({split} split; longest: {longest} steps)"
+                )
 
     def __len__(self) -> int:
         return len(self.starts)
@@ -84,9 +96,15 @@ def _replay_layout(episode) -> dict[str, np.ndarray]:
     terminated[1:] = episode.terminations
     is_first = np.zeros(size, bool)
     is_first[0] = True
-    rows = {"image": observations["image"], "state": observations["state"].astype(np.float32),
-            "action": action, "reward": reward, "terminated": terminated, "is_first": is_first,
-            "success": episode.infos["is_success"].astype(bool)}
+    rows = {
+        "image": observations["image"],
+        "state": observations["state"].astype(np.float32),
+        "action": action,
+        "reward": reward,
+        "terminated": terminated,
+        "is_first": is_first,
+        "success": episode.infos["is_success"].astype(bool),
+    }
     if "depth" in observations:
         rows["depth"] = observations["depth"].astype(np.float32)
     return rows

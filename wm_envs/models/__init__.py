@@ -12,8 +12,9 @@ MODELS: dict[str, type[WorldModel]] = {"rssm": RSSM}
 PRESETS: dict[str, dict[str, dict]] = {"rssm": RSSM_PRESETS}
 
 
-def build_model(name: str, spec: ModelSpec, preset: str = "small",
-                overrides: dict | None = None) -> WorldModel:
+def build_model(
+    name: str, spec: ModelSpec, preset: str = "small", overrides: dict | None = None
+) -> WorldModel:
     """A fresh model: the preset's hyper-parameters, then ``overrides`` on top."""
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; known: {sorted(MODELS)}")

@@ -5,7 +5,7 @@ In the spirit of TD-MPC2's ``encode / next / reward / termination``:
 * ``init_state(obs_context, action_context)`` -- a model state from K real frames
 * ``step(state, action)`` -- one transition for the whole batch
 * ``decode(state)`` -- image (uint8 [B, H, W, 3]), state vector, depth if trained on it
-* ``reward / terminated / success(state)`` -- learned heads, [B]
+* ``reward / terminated / success(state)`` -- learned heads, [B] (``outcomes``: all three)
 * ``features(state)`` -- a flat latent [B, feature_dim], the ``latent`` observation
 * ``loss(batch)`` -- what the trainer minimises (``forward`` is ``loss``, for DDP)
 
@@ -63,7 +63,9 @@ class WorldModel(nn.Module):
         """Select which parts train (multi-stage models)."""
 
     def init_state(
-        self, obs_context: Batch, action_context: torch.Tensor | None = None,
+        self,
+        obs_context: Batch,
+        action_context: torch.Tensor | None = None,
         generator: torch.Generator | None = None,
     ) -> State:
         """State after observing ``obs_context`` (image uint8 [B, K, H, W, 3], state
@@ -80,6 +82,10 @@ class WorldModel(nn.Module):
     def decode(self, state: State) -> dict[str, torch.Tensor]:
         """``image`` uint8 [B, H, W, 3], ``state`` [B, S] and, if trained on it, ``depth``."""
         raise NotImplementedError
+
+    def outcomes(self, state: State) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Reward, terminated and success [B] together (models may share one pass)."""
+        return self.reward(state), self.terminated(state), self.success(state)
 
     def reward(self, state: State) -> torch.Tensor:
         raise NotImplementedError

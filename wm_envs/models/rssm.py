@@ -32,10 +32,11 @@ from wm_envs.models.base import (
 
 @dataclass(frozen=True)
 class RSSMConfig:
-    deter: int = 192  # GRU width
+    deter: int = 160  # GRU width
     groups: int = 16  # stochastic latent: groups x classes one-hots
     classes: int = 16
-    hidden: int = 192  # MLP width
+    hidden: int = 160  # MLP width
+    head_hidden: int = 128  # width of the reward / terminated / success head
     channels: int = 16  # conv width at 32x32; doubles per halving of resolution
     unimix: float = 0.01
     free_nats: float = 1.0
@@ -48,10 +49,31 @@ class RSSMConfig:
 
 
 PRESETS = {
-    "tiny": {"deter": 64, "groups": 8, "classes": 8, "hidden": 64, "channels": 8},  # tests
-    "small": {},  # ~1.7M parameters: trains on a 2-core CPU
-    "medium": {"deter": 512, "groups": 32, "classes": 32, "hidden": 512, "channels": 48},
-    "large": {"deter": 2048, "groups": 32, "classes": 32, "hidden": 1024, "channels": 96},
+    "tiny": {
+        "deter": 32,
+        "groups": 4,
+        "classes": 4,
+        "hidden": 32,
+        "head_hidden": 16,
+        "channels": 4,
+    },  # tests
+    "small": {},  # ~1.5M parameters: trains on a 2-core CPU
+    "medium": {
+        "deter": 512,
+        "groups": 32,
+        "classes": 32,
+        "hidden": 512,
+        "head_hidden": 256,
+        "channels": 48,
+    },
+    "large": {
+        "deter": 2048,
+        "groups": 32,
+        "classes": 32,
+        "hidden": 1024,
+        "head_hidden": 512,
+        "channels": 96,
+    },
 }
 
 
@@ -120,9 +142,7 @@ class RSSM(WorldModel):
         features = c.deter + self.stoch
         self.decoder = Decoder(spec, features, c)
         self.state_head = mlp(features, c.hidden, spec.state_dim)
-        self.reward_head = mlp(features, c.hidden, 1)
-        self.terminated_head = mlp(features, c.hidden, 1)
-        self.success_head = mlp(features, c.hidden, 1)
+        self.outcome_head = mlp(features, c.head_hidden, 3)  # reward, terminated, success
         size = spec.image_size
         self.register_buffer("background", torch.zeros(3 + spec.depth, size, size))
         self.register_buffer("state_mean", torch.zeros(spec.state_dim))
@@ -154,8 +174,9 @@ class RSSM(WorldModel):
         probs = logits.view(-1, self.config.groups, self.config.classes).softmax(-1)
         return (1 - self.config.unimix) * probs + self.config.unimix / self.config.classes
 
-    def _draw(self, probs: torch.Tensor, generator: torch.Generator | None,
-              straight_through: bool = False) -> torch.Tensor:
+    def _draw(
+        self, probs: torch.Tensor, generator: torch.Generator | None, straight_through: bool = False
+    ) -> torch.Tensor:
         """One-hot latent [B, G*K]: a sample (with ``generator``), else the mode."""
         if generator is None and not straight_through:
             index = probs.argmax(-1)
@@ -167,12 +188,12 @@ class RSSM(WorldModel):
             one_hot = one_hot + probs - probs.detach()
         return one_hot.flatten(1)
 
-    def _transition(self, deter: torch.Tensor, stoch: torch.Tensor,
-                    action: torch.Tensor) -> torch.Tensor:
+    def _transition(
+        self, deter: torch.Tensor, stoch: torch.Tensor, action: torch.Tensor
+    ) -> torch.Tensor:
         return self.gru(self.action_in(torch.cat([stoch, action], -1)), deter)
 
-    def _observe(self, batch: Batch, generator: torch.Generator | None,
-                 straight_through: bool):
+    def _observe(self, batch: Batch, generator: torch.Generator | None, straight_through: bool):
         """Filter a [B, T] batch through the posterior; returns per-step tensors [B, T, ...]."""
         pixels = self._pixels(batch)  # [B, T, C, H, W]
         size, time = pixels.shape[:2]
@@ -196,8 +217,12 @@ class RSSM(WorldModel):
         return stack(deters), stack(stochs), stack(priors), stack(posts)
 
     # -- the protocol -------------------------------------------------------------------------
-    def init_state(self, obs_context: Batch, action_context: torch.Tensor | None = None,
-                   generator: torch.Generator | None = None) -> State:
+    def init_state(
+        self,
+        obs_context: Batch,
+        action_context: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> State:
         size, time = obs_context["state"].shape[:2]
         actions = action_context
         if actions is None:
@@ -208,8 +233,9 @@ class RSSM(WorldModel):
         deter, stoch, _, _ = self._observe(batch, generator, straight_through=False)
         return {"deter": deter[:, -1], "stoch": stoch[:, -1]}
 
-    def step(self, state: State, action: torch.Tensor,
-             generator: torch.Generator | None = None) -> State:
+    def step(
+        self, state: State, action: torch.Tensor, generator: torch.Generator | None = None
+    ) -> State:
         deter = self._transition(state["deter"], state["stoch"], action)
         stoch = self._draw(self._distribution(self.prior(deter)), generator)
         return {"deter": deter, "stoch": stoch}
@@ -227,7 +253,8 @@ class RSSM(WorldModel):
 
     def decode(self, state: State) -> dict[str, torch.Tensor]:
         features = self.features(state)
-        pixels = self._render(features)
+        # In chunks: a CPU decodes 64 frames 4x faster per frame than 256 (cache-bound).
+        pixels = torch.cat([self._render(chunk) for chunk in features.split(64)])
         out = {
             "image": float_to_images(pixels[:, :3]),
             "state": self.state_head(features) * self.state_std + self.state_mean,
@@ -236,14 +263,18 @@ class RSSM(WorldModel):
             out["depth"] = rearrange(pixels[:, 3:].clamp_min(0), "b c h w -> b h w c")
         return out
 
+    def outcomes(self, state: State) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        reward, terminated, success = self.outcome_head(self.features(state)).unbind(-1)
+        return reward, terminated > 0, success > 0
+
     def reward(self, state: State) -> torch.Tensor:
-        return self.reward_head(self.features(state)).squeeze(-1)
+        return self.outcomes(state)[0]
 
     def terminated(self, state: State) -> torch.Tensor:
-        return self.terminated_head(self.features(state)).squeeze(-1) > 0
+        return self.outcomes(state)[1]
 
     def success(self, state: State) -> torch.Tensor:
-        return self.success_head(self.features(state)).squeeze(-1) > 0
+        return self.outcomes(state)[2]
 
     # -- training -------------------------------------------------------------------------------
     def loss(self, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
@@ -254,21 +285,30 @@ class RSSM(WorldModel):
         image_loss = (self._render(features) - target).square().sum((1, 2, 3)).mean()
         state_target = ((batch["state"] - self.state_mean) / self.state_std).flatten(0, 1)
         state_loss = (self.state_head(features) - state_target).square().sum(-1).mean()
-        reward_loss = (self.reward_head(features).squeeze(-1)
-                       - batch["reward"].flatten()).square().mean()
+        reward, terminated, success = self.outcome_head(features).unbind(-1)  # [B*T] each
+        reward_loss = (reward - batch["reward"].flatten()).square().mean()
         bce = F.binary_cross_entropy_with_logits
-        done_loss = bce(self.terminated_head(features).squeeze(-1),
-                        batch["terminated"].flatten().float())
-        done_loss = done_loss + bce(self.success_head(features).squeeze(-1),
-                                    batch["success"].flatten().float())
+        done_loss = bce(terminated, batch["terminated"].flatten().float()) + bce(
+            success, batch["success"].flatten().float()
+        )
         dynamics = categorical_kl(post.detach(), prior).clamp_min(c.free_nats).mean()
         representation = categorical_kl(post, prior.detach()).clamp_min(c.free_nats).mean()
-        total = (c.image_weight * image_loss + c.state_weight * state_loss
-                 + c.reward_weight * reward_loss + c.done_weight * done_loss
-                 + c.kl_dynamics * dynamics + c.kl_representation * representation)
-        metrics = {"loss": total.item(), "image": image_loss.item(), "state": state_loss.item(),
-                   "reward": reward_loss.item(), "done": done_loss.item(),
-                   "kl": categorical_kl(post, prior).mean().item()}
+        total = (
+            c.image_weight * image_loss
+            + c.state_weight * state_loss
+            + c.reward_weight * reward_loss
+            + c.done_weight * done_loss
+            + c.kl_dynamics * dynamics
+            + c.kl_representation * representation
+        )
+        metrics = {
+            "loss": total.item(),
+            "image": image_loss.item(),
+            "state": state_loss.item(),
+            "reward": reward_loss.item(),
+            "done": done_loss.item(),
+            "kl": categorical_kl(post, prior).mean().item(),
+        }
         return total, metrics
 
 

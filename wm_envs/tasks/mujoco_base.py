@@ -11,9 +11,12 @@ import numpy as np
 _OPEN_RENDERERS: weakref.WeakSet = weakref.WeakSet()
 
 
-@atexit.register
 def _close_renderers() -> None:
-    """Free GL contexts before interpreter teardown unloads EGL (else __del__ errors)."""
+    """Free GL contexts at exit, before MuJoCo's own exit hook terminates the EGL display.
+
+    Registered after the first context exists: exit hooks run last-registered first, and
+    MuJoCo registers its ``eglTerminate`` when it creates its first context.
+    """
     for renderer in list(_OPEN_RENDERERS):
         renderer.close()
 
@@ -33,7 +36,6 @@ class MujocoRenderer:
         for group in hidden_groups:
             self.option.geomgroup[group] = 0
         self._renderers: dict[tuple[int, int, bool], mujoco.Renderer] = {}
-        _OPEN_RENDERERS.add(self)
 
     def __call__(self, data: mujoco.MjData, width: int, height: int, depth: bool) -> np.ndarray:
         key = (width, height, depth)
@@ -49,6 +51,9 @@ class MujocoRenderer:
             if depth:
                 renderer.enable_depth_rendering()
             self._renderers[key] = renderer
+            if len(_OPEN_RENDERERS) == 0:
+                atexit.register(_close_renderers)
+            _OPEN_RENDERERS.add(self)
         renderer.update_scene(data, self.camera, self.option)
         image = renderer.render()
         return image[..., None].astype(np.float32) if depth else image

@@ -1,0 +1,277 @@
+"""Physics against a learned simulator, on the same seeds and the same actions.
+
+    wm-envs compare --task grasp --model rssm --episodes 20
+
+For each held-out seed, ``Phys-<Task>-v0`` plays a whole episode under a noisy expert (even
+episodes) or smooth random actions (odd episodes). ``WM-<Task>-v0`` then starts from real
+frames of that episode -- the first frame, and a mid-episode frame just before the tracked
+object first moves, where a still frame stops being a good guess -- and replays the same
+actions open-loop to the end of the episode. Reported against the horizon: image PSNR and
+SSIM, tracked-position error (cm), reward error; per rollout: success agreement. The naive
+baseline that repeats the start frame (and its state) is scored on the same steps. Writes
+``compare.json``, ``compare.png`` (error vs horizon) and ``compare.mp4``
+(physics | learned | difference).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from wm_envs.data.collect import SmoothRandomPolicy
+from wm_envs.eval.metrics import psnr, ssim
+from wm_envs.io import atomic_path, write_json, write_video
+from wm_envs.tasks import TASKS
+from wm_envs.tasks.experts import make_expert
+
+
+@dataclass(frozen=True)
+class CompareConfig:
+    task: str = "grasp"
+    model: str = "rssm"
+    checkpoint: str | None = None  # default: the shipped one
+    episodes: int = 20
+    seed: int = 100_000  # far from the training seeds (collection uses 0..episodes-1)
+    horizon: int = 15
+    context: int = 4  # real frames the model sees before a mid-episode start
+    expert_noise: float = 0.3
+    videos: int = 4
+    out: str = "compare_out"
+    device: str = "auto"
+
+
+def play_physics(task: str, seed: int, policy_kind: str, noise: float) -> dict:
+    """One physics episode: observations [T+1], actions [T], rewards [T], success [T]."""
+    with gym.make(f"Phys-{TASKS[task].name}-v0", obs_mode="dict") as env:
+        obs, _ = env.reset(seed=seed)
+        rng = np.random.default_rng(seed)
+        if policy_kind == "expert":
+            policy = make_expert(env, noise=noise, seed=seed)
+            policy.reset()
+        else:
+            policy = SmoothRandomPolicy(env.action_space, rng)
+        images, states, actions, rewards, successes = [obs["image"]], [obs["state"]], [], [], []
+        done = False
+        while not done:
+            action = policy(obs)
+            obs, reward, terminated, truncated, info = env.step(action)
+            images.append(obs["image"])
+            states.append(obs["state"])
+            actions.append(action)
+            rewards.append(reward)
+            successes.append(info["is_success"])
+            done = terminated or truncated
+    return {
+        "image": np.stack(images),
+        "state": np.stack(states),
+        "action": np.stack(actions),
+        "reward": np.array(rewards),
+        "success": np.array(successes),
+        "seed": seed,
+        "policy": policy_kind,
+    }
+
+
+def mid_episode_start(states: np.ndarray, position: slice, horizon: int) -> int:
+    """The step before the tracked position first moves by 5 mm (else mid-episode)."""
+    last = len(states) - 1 - horizon
+    if last < 1:
+        return 0
+    moved = np.linalg.norm(states[:, position] - states[0, position], axis=1) > 0.005
+    first = int(np.argmax(moved)) if moved.any() else len(states) // 2
+    return int(np.clip(first - 1, 1, last))
+
+
+def rollout_learned(env: gym.Env, episode: dict, start: int, context: int) -> dict:
+    """Start the learned env from real frames up to ``start``, replay the rest open-loop."""
+    first = max(0, start - context + 1)
+    frames = {
+        "image": episode["image"][first : start + 1],
+        "state": episode["state"][first : start + 1],
+    }
+    # action that led into each context frame; the first one is ignored
+    actions = np.zeros((start + 1 - first, episode["action"].shape[1]), np.float32)
+    actions[1:] = episode["action"][first:start]
+    env.reset(options={"observation": frames, "actions": actions})
+    images, states, rewards, success = [], [], [], False
+    for action in episode["action"][start:]:
+        obs, reward, terminated, _, info = env.step(action)
+        images.append(obs["image"])
+        states.append(obs["state"])
+        rewards.append(reward)
+        success = success or info["is_success"]
+        if terminated:
+            break
+    return {
+        "image": np.stack(images),
+        "state": np.stack(states),
+        "reward": np.array(rewards),
+        "success": success,
+    }
+
+
+def score(prediction: dict, episode: dict, start: int, horizon: int, position: slice) -> dict:
+    """Per-horizon errors of one rollout (and of the repeat-the-start-frame baseline)."""
+    steps = min(horizon, len(prediction["image"]), len(episode["image"]) - 1 - start)
+    truth_image = torch.from_numpy(episode["image"][start + 1 : start + 1 + steps])
+    truth_state = episode["state"][start + 1 : start + 1 + steps]
+    model_image = torch.from_numpy(prediction["image"][:steps])
+    copy_image = torch.from_numpy(episode["image"][start]).expand_as(truth_image)
+    cm = 100.0
+    return {
+        "psnr": psnr(model_image, truth_image).numpy(),
+        "ssim": ssim(model_image, truth_image).numpy(),
+        "position_cm": cm
+        * np.linalg.norm(prediction["state"][:steps, position] - truth_state[:, position], axis=1),
+        "reward_error": np.abs(
+            prediction["reward"][:steps] - episode["reward"][start : start + steps]
+        ),
+        "copy_psnr": psnr(copy_image, truth_image).numpy(),
+        "copy_ssim": ssim(copy_image, truth_image).numpy(),
+        "copy_position_cm": cm
+        * np.linalg.norm(episode["state"][start, position] - truth_state[:, position], axis=1),
+        "success_agrees": bool(prediction["success"]) == bool(episode["success"][start:].any()),
+    }
+
+
+def _mean_curves(scores: list[dict], horizon: int) -> dict:
+    """Mean of each per-step metric at each horizon step (over rollouts that reach it)."""
+    curves = {}
+    for key in scores[0]:
+        if key == "success_agrees":
+            curves[key] = float(np.mean([s[key] for s in scores]))
+            continue
+        padded = np.full((len(scores), horizon), np.nan)
+        for row, s in enumerate(scores):
+            padded[row, : len(s[key])] = s[key]
+        curves[key] = np.nanmean(padded, axis=0).round(4).tolist()
+    return curves
+
+
+def compare(config: CompareConfig) -> dict:
+    """Run the comparison; write JSON, plot and video under ``config.out``."""
+    started = time.perf_counter()
+    task = TASKS[config.task]
+    if task.tracked_position is None:
+        raise ValueError(f"task {config.task!r} names no tracked position to compare")
+    position = slice(*task.tracked_position)
+    env = gym.make(
+        f"WM-{task.name}-v0",
+        model=config.model,
+        checkpoint=config.checkpoint,
+        obs_mode="dict",
+        device=config.device,
+    )
+    results = {"first_frame": [], "mid_episode": []}
+    video_frames: list[np.ndarray] = []
+    for i in range(config.episodes):
+        kind = "expert" if i % 2 == 0 else "random"
+        episode = play_physics(config.task, config.seed + i, kind, config.expert_noise)
+        starts = {
+            "first_frame": 0,
+            "mid_episode": mid_episode_start(episode["state"], position, config.horizon),
+        }
+        for name, start in starts.items():
+            prediction = rollout_learned(env.unwrapped, episode, start, config.context)
+            results[name].append(score(prediction, episode, start, config.horizon, position))
+            if name == "mid_episode" and i < config.videos:
+                video_frames += side_by_side(episode, prediction, start, config.horizon)
+    env.close()
+    summary = {name: _mean_curves(scores, config.horizon) for name, scores in results.items()}
+    checkpoint_card = env.unwrapped.simulator.card
+    report = {
+        "config": asdict(config),
+        "checkpoint": {
+            "path": str(config.checkpoint or "shipped"),
+            "recipe": checkpoint_card.get("recipe"),
+            "training_metrics": checkpoint_card.get("metrics"),
+        },
+        "results": summary,
+        "headline": headline(summary, config.horizon),
+        "wall_time_s": round(time.perf_counter() - started, 1),
+    }
+    out = Path(config.out)
+    write_json(out / "compare.json", report)
+    plot(summary, out / "compare.png", f"{config.model} vs Phys-{task.name}-v0")
+    if video_frames:
+        write_video(out / "compare.mp4", video_frames, fps=10)
+    print_headline(report["headline"])
+    return report
+
+
+def headline(summary: dict, horizon: int) -> dict:
+    """The numbers the README quotes: 1-step and last-step figures per start kind."""
+    rows = {}
+    for name, curves in summary.items():
+        rows[name] = {
+            "psnr_1": curves["psnr"][0],
+            f"psnr_{horizon}": curves["psnr"][-1],
+            f"copy_psnr_{horizon}": curves["copy_psnr"][-1],
+            f"ssim_{horizon}": curves["ssim"][-1],
+            f"position_cm_{horizon}": curves["position_cm"][-1],
+            f"copy_position_cm_{horizon}": curves["copy_position_cm"][-1],
+            "position_beats_copy_every_step": bool(
+                np.all(np.array(curves["position_cm"]) < np.array(curves["copy_position_cm"]))
+            ),
+            "reward_error_mean": float(np.nanmean(curves["reward_error"])),
+            "success_agreement": curves["success_agrees"],
+        }
+    return rows
+
+
+def print_headline(rows: dict) -> None:
+    keys = list(next(iter(rows.values())))
+    print("| start | " + " | ".join(keys) + " |")
+    print("|---" * (len(keys) + 1) + "|")
+    for name, row in rows.items():
+        cells = [f"{v:.3g}" if isinstance(v, float) else str(v) for v in row.values()]
+        print(f"| {name} | " + " | ".join(cells) + " |")
+
+
+def side_by_side(episode: dict, prediction: dict, start: int, horizon: int) -> list:
+    """Frames of physics | learned | |difference|, upscaled 4x for viewing."""
+    frames = []
+    for h in range(min(horizon, len(prediction["image"]), len(episode["image"]) - 1 - start)):
+        truth = episode["image"][start + 1 + h]
+        learned = prediction["image"][h]
+        difference = np.abs(truth.astype(np.int16) - learned.astype(np.int16)).astype(np.uint8)
+        row = np.concatenate([truth, learned, difference], axis=1)
+        frames.append(np.kron(row, np.ones((4, 4, 1), np.uint8)))
+    return frames
+
+
+def plot(summary: dict, path: Path, title: str) -> None:
+    """PSNR and position error against the horizon, model vs repeat-the-start-frame."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for name, curves in summary.items():
+        steps = np.arange(1, len(curves["psnr"]) + 1)
+        for axis, key, label in (
+            (axes[0], "psnr", "PSNR (dB)"),
+            (axes[1], "position_cm", "tracked position error (cm)"),
+        ):
+            (line,) = axis.plot(steps, curves[key], label=f"model, {name}")
+            axis.plot(
+                steps,
+                curves[f"copy_{key}"],
+                "--",
+                color=line.get_color(),
+                label=f"repeat start frame, {name}",
+            )
+            axis.set_xlabel("open-loop step")
+            axis.set_ylabel(label)
+    axes[0].legend(fontsize=7)
+    figure.suptitle(title)
+    figure.tight_layout()
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp, format="png", dpi=100)
+    plt.close(figure)

@@ -1,0 +1,409 @@
+"""WM-<Task>-v0: the task simulated by a learned world model, as a Gymnasium env.
+
+``WorldModelEnv`` is one env; ``WorldModelVectorEnv`` steps N envs in one batched model call
+(``gym.make_vec("WM-Grasp-v0", num_envs=N)``), on the GPU when there is one. Both share
+``LearnedSimulator``, which loads and checks the checkpoint, starts model states from real
+frames and turns model outputs into observations. Spaces match the physics twin, so a
+policy moves between ``Phys-*`` and ``WM-*`` without a line changed.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+from gymnasium import spaces
+from gymnasium.vector import AutoresetMode
+from gymnasium.vector.utils import batch_space
+
+from wm_envs.checkpoint import load_checkpoint, shipped_checkpoint
+from wm_envs.models.base import State
+from wm_envs.tasks import TASKS
+from wm_envs.tasks.base import check_action, make_observation_space
+from wm_envs.train import resolve_device
+
+OBS_MODES = ("dict", "state", "pixels", "rgbd", "latent")
+
+
+class LearnedSimulator:
+    """A checked world model plus its start bank: batched starts, steps and observations."""
+
+    def __init__(
+        self,
+        task: str,
+        model: str = "rssm",
+        checkpoint: str | None = None,
+        obs_mode: str = "dict",
+        device: str = "auto",
+    ) -> None:
+        if task not in TASKS:
+            raise ValueError(f"unknown task {task!r}; known: {sorted(TASKS)}")
+        if obs_mode not in OBS_MODES:
+            raise ValueError(f"obs_mode must be one of {OBS_MODES}, got {obs_mode!r}")
+        self.device = resolve_device(device)
+        folder = checkpoint or shipped_checkpoint(model, task)
+        self.model, self.card, extra = load_checkpoint(folder, self.device)
+        if self.card["task"] != task:
+            raise ValueError(
+                f"checkpoint {folder} was trained for task {self.card['task']!r}, not {task!r}"
+            )
+        if self.card["model"] != model:
+            raise ValueError(
+                f"checkpoint {folder} holds a {self.card['model']!r} model, not {model!r}"
+            )
+        spec = self.model.spec
+        self._check_spaces(task, spec, folder)
+        if obs_mode == "rgbd" and not spec.depth:
+            raise ValueError(
+                f"obs_mode 'rgbd' needs a checkpoint trained on depth; {folder} "
+                f"was trained on RGB only"
+            )
+        self.task, self.obs_mode = task, obs_mode
+        self.bank = {k.removeprefix("bank/"): v for k, v in extra.items() if k.startswith("bank/")}
+        self.action_space = spaces.Box(-1.0, 1.0, (spec.action_dim,), np.float32)
+        if obs_mode == "latent":
+            self.observation_space = spaces.Box(
+                -np.inf, np.inf, (self.model.feature_dim,), np.float32
+            )
+        else:
+            self.observation_space = make_observation_space(
+                obs_mode, spec.image_size, spec.state_dim
+            )
+
+    def _check_spaces(self, task: str, spec, folder) -> None:
+        """Refuse a checkpoint whose shapes differ from the physics twin's spaces."""
+        with gym.make(f"Phys-{TASKS[task].name}-v0", obs_mode="dict") as twin:
+            image = twin.observation_space["image"].shape
+            state = twin.observation_space["state"].shape
+            action = twin.action_space.shape
+        mine = ((spec.image_size, spec.image_size, 3), (spec.state_dim,), (spec.action_dim,))
+        if mine != (image, state, action):
+            raise ValueError(
+                f"checkpoint {folder} has image/state/action shapes {mine}, but "
+                f"Phys-{TASKS[task].name}-v0 has {(image, state, action)}"
+            )
+
+    @torch.inference_mode()
+    def start(
+        self,
+        context: dict[str, torch.Tensor],
+        actions: torch.Tensor | None,
+        generator: torch.Generator | None,
+    ) -> State:
+        """Model states from real frames: ``context`` values [B, K, ...]."""
+        return self.model.init_state(context, actions, generator)
+
+    def bank_context(self, rows: np.ndarray) -> dict[str, torch.Tensor]:
+        """Start frames number ``rows`` of the bank, as one-frame contexts [B, 1, ...]."""
+        index = torch.as_tensor(rows, device=self.bank["image"].device)
+        return {key: value[index, None].to(self.device) for key, value in self.bank.items()}
+
+    def context_from_observation(self, observation: dict, batched: bool) -> dict:
+        """A real start observation as model context [B, K, ...].
+
+        Values are one frame or K frames (leading axis K) of one env, or, with ``batched``,
+        the same with a leading env axis.
+        """
+        if not isinstance(observation, dict) or not {"image", "state"} <= set(observation):
+            raise ValueError(
+                "a start observation must be a dict with 'image' and 'state' "
+                "(obs_mode 'dict' or 'rgbd' of the physics twin)"
+            )
+        frame_axis = 1 if batched else 0
+        context = {}
+        for key, single in self.observation_space_shapes().items():
+            if key not in observation:
+                continue
+            value = torch.as_tensor(np.asarray(observation[key]), device=self.device)
+            lead = value.dim() - len(single)
+            if tuple(value.shape[lead:]) != single or lead not in (frame_axis, frame_axis + 1):
+                raise ValueError(
+                    f"start observation {key!r} has shape {tuple(value.shape)}; "
+                    f"expected {single} with {frame_axis} or {frame_axis + 1} "
+                    f"leading axes"
+                )
+            if key == "image" and value.dtype != torch.uint8:
+                raise ValueError(f"start observation 'image' must be uint8, got {value.dtype}")
+            if key != "image" and not torch.isfinite(value).all():
+                raise ValueError(f"start observation {key!r} holds NaN or inf")
+            if lead == frame_axis:
+                value = value.unsqueeze(frame_axis)  # a single frame: K = 1
+            context[key] = value if batched else value.unsqueeze(0)
+        return context
+
+    def observation_space_shapes(self) -> dict[str, tuple]:
+        spec = self.model.spec
+        size = spec.image_size
+        return {"image": (size, size, 3), "state": (spec.state_dim,), "depth": (size, size, 1)}
+
+    @torch.inference_mode()
+    def step(
+        self, state: State, action: torch.Tensor, generator: torch.Generator | None
+    ) -> tuple[State, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Next states and the learned reward, terminated and success [B]."""
+        state = self.model.step(state, action, generator)
+        return (state, *self.model.outcomes(state))
+
+    @torch.inference_mode()
+    def observe(self, state: State) -> dict[str, torch.Tensor] | torch.Tensor:
+        """Batched observation tensors for ``obs_mode`` (decoding only what is asked)."""
+        if self.obs_mode == "latent":
+            return self.model.features(state).float()
+        decoded = self.model.decode(state)
+        if self.obs_mode == "state":
+            return decoded["state"].float()
+        if self.obs_mode == "pixels":
+            return decoded["image"]
+        obs = {"image": decoded["image"], "state": decoded["state"].float()}
+        if self.obs_mode == "rgbd":
+            obs["depth"] = decoded["depth"].float()
+        return obs
+
+
+def _to_numpy(obs):
+    if isinstance(obs, dict):
+        return {key: value.cpu().numpy() for key, value in obs.items()}
+    return obs.cpu().numpy()
+
+
+def _first(obs):
+    return {k: v[0] for k, v in obs.items()} if isinstance(obs, dict) else obs[0]
+
+
+class WorldModelEnv(gym.Env):
+    """A task simulated by a learned world model (``WM-<Task>-v0``).
+
+    ## Description
+    Every step is one latent transition of the model; observations are decoded from the model
+    state; reward, termination and ``info["is_success"]`` come from the model's learned heads.
+    The physics twin ``Phys-<Task>-v0`` defines the task; see its docstring.
+
+    ## Action Space
+    The physics twin's (``Box(-1, 1, (A,))``); the same checks: a wrong shape or NaN/inf
+    raises ``ValueError``, out-of-range values are clipped.
+
+    ## Observation Space
+    The physics twin's for ``obs_mode`` in dict / state / pixels / rgbd (rgbd needs a model
+    trained on depth), plus ``"latent"``: the model's flat feature vector, no decoding.
+
+    ## Rewards
+    The learned reward head's prediction of the twin's reward.
+
+    ## Starting State
+    By default a start observation drawn (with the reset seed) from the bank of real first
+    frames stored in the checkpoint. ``options={"observation": obs}`` starts from any real
+    dict observation of the twin; a context of K frames is given as ``obs`` with a leading
+    K axis plus ``options["actions"]`` [K, A] (the action that led into each frame; the
+    first is ignored). The returned observation is the model's own decoding of that state.
+
+    ## Episode End
+    Terminated when the learned termination head fires; truncated by the registered
+    ``max_episode_steps`` (the twin's).
+
+    ## Arguments
+    ``task`` (set by the registration), ``model`` ("rssm"), ``checkpoint`` (a folder; default
+    the shipped one), ``obs_mode``, ``render_mode`` ("rgb_array": the decoded frame),
+    ``device`` ("auto": CUDA when present), ``stochastic`` (sample the latent transitions
+    with the reset seed instead of taking their mode).
+    """
+
+    metadata = {
+        "render_modes": ["rgb_array"],
+        "render_fps": 25,
+        "autoreset_mode": AutoresetMode.NEXT_STEP,
+    }
+
+    def __init__(
+        self,
+        task: str,
+        model: str = "rssm",
+        checkpoint: str | None = None,
+        obs_mode: str = "dict",
+        render_mode: str | None = None,
+        device: str = "auto",
+        stochastic: bool = False,
+    ) -> None:
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise ValueError(
+                f"render_mode must be one of {self.metadata['render_modes']}, got {render_mode!r}"
+            )
+        self.simulator = LearnedSimulator(task, model, checkpoint, obs_mode, device)
+        self.observation_space = self.simulator.observation_space
+        self.action_space = self.simulator.action_space
+        self.render_mode = render_mode
+        self.stochastic = stochastic
+        self._generator: torch.Generator | None = None
+        self._state: State | None = None
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed)
+        sim = self.simulator
+        if self.stochastic:
+            self._generator = torch.Generator(sim.device)
+            self._generator.manual_seed(int(self.np_random.integers(2**63)))
+        options = options or {}
+        if "observation" in options:
+            context = sim.context_from_observation(options["observation"], batched=False)
+            actions = options.get("actions")
+            if actions is not None:
+                actions = torch.as_tensor(np.asarray(actions, np.float32), device=sim.device)
+                if actions.shape != (context["state"].shape[1], sim.action_space.shape[0]):
+                    raise ValueError(
+                        f"options['actions'] must have shape (K, A) = "
+                        f"{(context['state'].shape[1], sim.action_space.shape[0])}"
+                        f", got {tuple(actions.shape)}"
+                    )
+                actions = actions[None]
+            start = None
+        else:
+            start = int(self.np_random.integers(len(sim.bank["image"])))
+            context, actions = sim.bank_context(np.array([start])), None
+        self._state = sim.start(context, actions, self._generator)
+        return self._observation(), {"is_success": False, "bank_index": start}
+
+    def step(self, action: Any):
+        if self._state is None:
+            raise RuntimeError("call reset() before step()")
+        action = check_action(action, self.action_space)
+        tensor = torch.as_tensor(action, device=self.simulator.device)[None]
+        self._state, reward, terminated, success = self.simulator.step(
+            self._state, tensor, self._generator
+        )
+        info = {"is_success": bool(success[0])}
+        return self._observation(), float(reward[0]), bool(terminated[0]), False, info
+
+    def _observation(self):
+        return _first(_to_numpy(self.simulator.observe(self._state)))
+
+    def render(self) -> np.ndarray | None:
+        if self.render_mode != "rgb_array" or self._state is None:
+            return None
+        with torch.inference_mode():
+            return self.simulator.model.decode(self._state)["image"][0].cpu().numpy()
+
+
+class WorldModelVectorEnv(gym.vector.VectorEnv):
+    """N copies of ``WM-<Task>-v0`` stepped in one batched model call.
+
+    Gymnasium's NEXT_STEP autoreset: the step after an env terminates or truncates resets
+    it (its action is ignored, reward 0). ``torch_obs=True`` returns observations, rewards
+    and flags as torch tensors on ``device`` instead of numpy arrays, and accepts actions as
+    tensors, so a GPU agent never copies to the host. Arguments as ``WorldModelEnv``, plus
+    ``num_envs`` and ``max_episode_steps`` (default: the task's).
+    """
+
+    metadata = {
+        "render_modes": ["rgb_array"],
+        "render_fps": 25,
+        "autoreset_mode": AutoresetMode.NEXT_STEP,
+    }
+
+    def __init__(
+        self,
+        num_envs: int,
+        task: str,
+        model: str = "rssm",
+        checkpoint: str | None = None,
+        obs_mode: str = "dict",
+        device: str = "auto",
+        stochastic: bool = False,
+        torch_obs: bool = False,
+        max_episode_steps: int | None = None,
+        render_mode: str | None = None,
+    ) -> None:
+        self.simulator = sim = LearnedSimulator(task, model, checkpoint, obs_mode, device)
+        self.num_envs = num_envs
+        self.single_observation_space = sim.observation_space
+        self.single_action_space = sim.action_space
+        self.observation_space = batch_space(sim.observation_space, num_envs)
+        self.action_space = batch_space(sim.action_space, num_envs)
+        self.render_mode = render_mode
+        self.torch_obs, self.stochastic = torch_obs, stochastic
+        self.max_episode_steps = max_episode_steps or TASKS[task].max_episode_steps
+        self._low = torch.as_tensor(sim.action_space.low, device=sim.device)
+        self._high = torch.as_tensor(sim.action_space.high, device=sim.device)
+        self._rng = np.random.default_rng()
+        self._generator: torch.Generator | None = None
+        self._state: State | None = None
+        self._steps = torch.zeros(num_envs, dtype=torch.long, device=sim.device)
+        self._needs_reset = torch.zeros(num_envs, dtype=torch.bool, device=sim.device)
+
+    def reset(self, *, seed: int | list[int] | None = None, options: dict | None = None):
+        sim = self.simulator
+        if isinstance(seed, list):
+            seed = seed[0] if seed and seed[0] is not None else None
+        if seed is not None or self._state is None:
+            self._rng = np.random.default_rng(seed)
+            if self.stochastic:
+                self._generator = torch.Generator(sim.device)
+                self._generator.manual_seed(int(self._rng.integers(2**63)))
+        options = options or {}
+        if "observation" in options:
+            context = sim.context_from_observation(options["observation"], batched=True)
+            if context["state"].shape[0] != self.num_envs:
+                raise ValueError(
+                    f"options['observation'] holds {context['state'].shape[0]} "
+                    f"observations for {self.num_envs} envs"
+                )
+            actions = options.get("actions")
+            if actions is not None:
+                actions = torch.as_tensor(np.asarray(actions, np.float32), device=sim.device)
+            starts = np.full(self.num_envs, -1)
+        else:
+            starts = self._rng.integers(len(sim.bank["image"]), size=self.num_envs)
+            context, actions = sim.bank_context(starts), None
+        self._state = sim.start(context, actions, self._generator)
+        self._steps.zero_()
+        self._needs_reset.zero_()
+        return self._output(sim.observe(self._state)), {"bank_index": starts}
+
+    def step(self, actions):
+        if self._state is None:
+            raise RuntimeError("call reset() before step()")
+        sim = self.simulator
+        action = torch.as_tensor(actions, dtype=torch.float32, device=sim.device)
+        if action.shape != self.action_space.shape:
+            raise ValueError(
+                f"actions must have shape {self.action_space.shape}, got {tuple(action.shape)}"
+            )
+        if not torch.isfinite(action).all():
+            raise ValueError("actions must be finite (NaN or inf found)")
+        action = torch.clamp(action, self._low, self._high)
+        state, reward, terminated, success = sim.step(self._state, action, self._generator)
+        resetting = self._needs_reset
+        if resetting.any():
+            rows = resetting.nonzero().squeeze(1)  # [R]
+            picks = self._rng.integers(len(sim.bank["image"]), size=len(rows))
+            fresh = sim.start(sim.bank_context(picks), None, self._generator)
+            state = {k: v.index_copy(0, rows, fresh[k]) for k, v in state.items()}
+        self._state = state
+        self._steps = torch.where(resetting, 0, self._steps + 1)
+        zero = torch.zeros_like(terminated)
+        terminated = torch.where(resetting, zero, terminated)
+        success = torch.where(resetting, zero, success)
+        truncated = (self._steps >= self.max_episode_steps) & ~terminated
+        reward = torch.where(resetting, torch.zeros_like(reward), reward).float()
+        self._needs_reset = terminated | truncated
+        infos = {"is_success": success, "autoreset": resetting}
+        if not self.torch_obs:
+            infos = {k: v.cpu().numpy() for k, v in infos.items()}
+        return (
+            self._output(sim.observe(state)),
+            *self._output((reward, terminated, truncated)),
+            infos,
+        )
+
+    def _output(self, value):
+        if self.torch_obs:
+            return value
+        if isinstance(value, tuple):
+            return tuple(v.cpu().numpy() for v in value)
+        return _to_numpy(value)
+
+    def render(self) -> np.ndarray | None:
+        if self.render_mode != "rgb_array" or self._state is None:
+            return None
+        with torch.inference_mode():
+            return self.simulator.model.decode(self._state)["image"].cpu().numpy()

@@ -1,0 +1,108 @@
+"""Genie's dynamics: a MaskGIT transformer over frame tokens, conditioned on past frames and
+latent actions.
+
+Input per frame: token embeddings (one extra index is the mask token), a learned position
+per patch, and the embedding of the latent action that led into the frame (one extra index
+means "none": an episode's first frame). Output: logits over the tokenizer's codes.
+
+Training masks a random fraction of each frame's tokens (MaskGIT's cosine schedule) and
+predicts them. The window runs twice in one pass: a clean copy, in which frame t sees clean
+frames t-memory..t, and a masked copy, in which masked frame t sees the clean frames before
+it and itself. That is exactly the situation at generation, where past frames are finished
+and cached, so no context is ever masked in training that is not masked in use.
+
+Generation (``generate``) starts from a fully masked frame and, over ``steps`` passes, keeps
+the most confident predictions, revealing 1 - cos(pi/2 * s/steps) of the tokens after pass
+s; every env of the batch is decoded at once.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from wm_envs.models.genie.transformer import KeyValues, STTransformer, temporal_mask
+
+
+class Dynamics(nn.Module):
+    """Token frames [B, T, P] and latent actions [B, T] -> features and next-token logits."""
+
+    def __init__(self, tokens: int, vocabulary: int, actions: int, width: int, depth: int,
+                 heads: int, memory: int, feature_channels: int) -> None:
+        super().__init__()
+        self.tokens, self.vocabulary, self.memory = tokens, vocabulary, memory
+        self.mask_token, self.no_action = vocabulary, actions
+        self.token_embed = nn.Embedding(vocabulary + 1, width)
+        self.action_embed = nn.Embedding(actions + 1, width)
+        self.position = nn.Parameter(0.02 * torch.randn(tokens, width))
+        self.transformer = STTransformer(width, depth, heads, memory)
+        self.to_logits = nn.Linear(width, vocabulary)
+        self.to_features = nn.Linear(width, feature_channels)
+
+    def forward(self, tokens: torch.Tensor, actions: torch.Tensor, mask: torch.Tensor,
+                time: torch.Tensor | None = None, past: list[KeyValues] | None = None
+                ) -> tuple[torch.Tensor, list[KeyValues]]:
+        """Tokens [B, T, P] and actions [B, T] -> hidden [B, T, P, E] and per-block keys
+        and values of these frames (``mask``, ``time``, ``past`` as in ``STTransformer``)."""
+        x = self.token_embed(tokens) + self.position + self.action_embed(actions)[:, :, None]
+        return self.transformer(x, mask, time, past)
+
+    def features(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Hidden [..., P, E] -> the flat feature vector [..., P * feature_channels]."""
+        return self.to_features(hidden).flatten(-2)
+
+    def loss(self, tokens: torch.Tensor, actions: torch.Tensor, segment: torch.Tensor
+             ) -> tuple[torch.Tensor, torch.Tensor, dict[str, float]]:
+        """Masked-token cross-entropy on a window: tokens [B, T, P], actions [B, T], episode
+        numbers [B, T]. Returns the loss, the clean copy's hidden [B, T, P, E] (for the
+        heads) and metrics."""
+        size, frames, patches = tokens.shape
+        ratio = torch.cos(0.5 * math.pi * torch.rand(size, frames, 1, device=tokens.device))
+        hidden_tokens = torch.rand(size, frames, patches, device=tokens.device) < ratio
+        masked = torch.where(hidden_tokens, self.mask_token, tokens)  # [B, T, P]
+        clean_sees = temporal_mask(segment, self.memory)  # [B, T, T] clean frames t-memory..t
+        past_sees = temporal_mask(segment, self.memory, strict=True)  # ... before t
+        itself = torch.eye(frames, dtype=torch.bool, device=tokens.device).expand_as(past_sees)
+        mask = torch.cat([torch.cat([clean_sees, torch.zeros_like(clean_sees)], 2),
+                          torch.cat([past_sees, itself], 2)], 1)  # [B, 2T, 2T]
+        time = torch.arange(frames, device=tokens.device).repeat(2)  # [2T]
+        hidden, _ = self(torch.cat([tokens, masked], 1), actions.repeat(1, 2), mask, time)
+        # Frames with no earlier frame of their episode are never generated: no loss there.
+        target = hidden_tokens & past_sees.any(-1)[..., None]  # [B, T, P]
+        logits = self.to_logits(hidden[:, frames:][target])  # [M, V]
+        count = target.sum().clamp_min(1)
+        loss = F.cross_entropy(logits.float(), tokens[target], reduction="sum") / count
+        accuracy = (logits.argmax(-1) == tokens[target]).sum() / count
+        return loss, hidden[:, :frames], {"dynamics/accuracy": accuracy.item()}
+
+    @torch.no_grad()
+    def generate(self, past: list[KeyValues], mask: torch.Tensor, time: torch.Tensor,
+                 actions: torch.Tensor, steps: int, temperature: float,
+                 generator: torch.Generator | None) -> torch.Tensor:
+        """Tokens [B, P] of the frame after the cached ``past`` under actions [B].
+
+        ``mask`` [B, 1, Tp + 1] and ``time`` [Tp + 1] as in ``forward``. With a
+        ``generator``, tokens are sampled at ``temperature`` (Gumbel-max); without, each pass
+        takes the most likely token (the mode, deterministic).
+        """
+        size = actions.shape[0]
+        tokens = actions.new_full((size, self.tokens), self.mask_token)  # [B, P]
+        for step in range(steps):
+            hidden, _ = self(tokens[:, None], actions[:, None], mask, time, past)
+            logits = self.to_logits(hidden[:, 0]).float() / max(temperature, 1e-6)  # [B, P, V]
+            if generator is None:
+                chosen = logits.argmax(-1)
+            else:
+                uniform = torch.rand(logits.shape, generator=generator, device=logits.device)
+                chosen = (logits - torch.log(-torch.log(uniform.clamp_min(1e-20)))).argmax(-1)
+            confidence = logits.log_softmax(-1).gather(-1, chosen[..., None])[..., 0]  # [B, P]
+            still_masked = tokens == self.mask_token
+            confidence = confidence.masked_fill(~still_masked, math.inf)
+            revealed = math.ceil(self.tokens * (1 - math.cos(0.5 * math.pi * (step + 1) / steps)))
+            keep = confidence.topk(revealed, -1).indices  # [B, revealed]
+            reveal = torch.zeros_like(still_masked).scatter(-1, keep, True) & still_masked
+            tokens = torch.where(reveal, chosen, tokens)
+        return tokens
