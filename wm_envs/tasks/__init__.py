@@ -14,10 +14,13 @@ class TaskSpec:
     max_episode_steps: int
     #: Engines besides the default one, chosen with ``gym.make(id, backend=...)``.
     other_backends: tuple[str, ...] = ()
+    #: State-vector slice [start, stop) of the position ``compare`` tracks (metres).
+    tracked_position: tuple[int, int] | None = None
 
 
 TASKS: dict[str, TaskSpec] = {
-    "grasp": TaskSpec("Grasp", "wm_envs.tasks.grasp:make_grasp_env", 100, ("pybullet",)),
+    "grasp": TaskSpec("Grasp", "wm_envs.tasks.grasp:make_grasp_env", 100, ("pybullet",),
+                      tracked_position=(7, 10)),  # the object
     "drive": TaskSpec("Drive", "wm_envs.tasks.drive_pybullet:DrivePybulletEnv", 300),
 }
 
