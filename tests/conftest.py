@@ -28,8 +28,19 @@ def tiny_checkpoint(tiny_dataset, tmp_path_factory):
 
     root, dataset_id = tiny_dataset
     out = tmp_path_factory.mktemp("runs") / "rssm"
-    config = TrainConfig(preset="tiny", data=str(root), dataset_id=dataset_id, out=str(out),
-                         steps=3, batch_size=2, window=8, eval_every=3, eval_context=2,
-                         eval_horizon=3, eval_windows=2, bank_size=4)
+    config = TrainConfig(
+        preset="tiny",
+        data=str(root),
+        dataset_id=dataset_id,
+        out=str(out),
+        steps=3,
+        batch_size=2,
+        window=8,
+        eval_every=3,
+        eval_context=2,
+        eval_horizon=3,
+        eval_windows=2,
+        bank_size=4,
+    )
     Trainer(config).run()
     return out

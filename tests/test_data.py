@@ -56,10 +56,23 @@ def test_missing_and_corrupt_data_raise_clear_errors(tmp_path):
 
 
 def test_resume_after_kill_loses_nothing_and_duplicates_nothing(tmp_path):
-    command = [sys.executable, "-m", "wm_envs.cli", "collect", "--episodes", "12",
-               "--out", str(tmp_path), "--dataset-id", "grasp/resume-v0", "--policy", "random"]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                               start_new_session=True)
+    command = [
+        sys.executable,
+        "-m",
+        "wm_envs.cli",
+        "collect",
+        "--episodes",
+        "12",
+        "--out",
+        str(tmp_path),
+        "--dataset-id",
+        "grasp/resume-v0",
+        "--policy",
+        "random",
+    ]
+    process = subprocess.Popen(
+        command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
     staging = tmp_path / ".staging" / "grasp" / "resume-v0"
     deadline = time.time() + 120
     while len(list(staging.glob("episode-*.npz"))) < 3 and time.time() < deadline:
@@ -107,8 +120,10 @@ def test_window_longer_than_every_episode_is_refused(tiny_dataset):
         WindowDataset(root, dataset_id, 10_000)
 
 
-@pytest.mark.skipif("ray" not in sys.modules and not __import__("importlib").util.find_spec("ray"),
-                    reason="Ray is not installed (pip install 'wm-envs[ray]')")
+@pytest.mark.skipif(
+    "ray" not in sys.modules and not __import__("importlib").util.find_spec("ray"),
+    reason="Ray is not installed (pip install 'wm-envs[ray]')",
+)
 def test_ray_backend_collects_the_same_dataset(tmp_path):
     config = CollectConfig(episodes=3, policy="expert", noise=0.0)
     collect(config, tmp_path / "local", "grasp/r-v0", workers=1)

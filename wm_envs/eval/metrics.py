@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 
-from wm_envs.models.base import Batch, WorldModel
+if TYPE_CHECKING:  # models import these metrics too
+    from wm_envs.models.base import Batch, WorldModel
 
 
 def psnr(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,120 @@
+"""The trainer: checkpoints and cards, resume, refusal to mix runs, DDP with gloo."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from wm_envs.checkpoint import load_checkpoint
+from wm_envs.train import TrainConfig, Trainer
+
+
+def config_for(tiny_dataset, out, **changes):
+    root, dataset_id = tiny_dataset
+    values = dict(
+        preset="tiny",
+        data=str(root),
+        dataset_id=dataset_id,
+        out=str(out),
+        steps=2,
+        batch_size=2,
+        window=8,
+        eval_every=2,
+        eval_context=2,
+        eval_horizon=3,
+        eval_windows=2,
+        bank_size=3,
+        save_every=1,
+    )
+    values.update(changes)
+    return TrainConfig(**values)
+
+
+def test_checkpoint_card_records_recipe_task_and_metrics(tiny_checkpoint):
+    model, card, extra = load_checkpoint(tiny_checkpoint)
+    assert card["task"] == "grasp" and card["env_id"] == "Phys-Grasp-v0"
+    assert card["spec"] == {"image_size": 64, "state_dim": 24, "action_dim": 4, "depth": False}
+    assert card["recipe"]["updates"] == 3 and card["recipe"]["wall_time_s"] > 0
+    assert "val/psnr_1step" in card["metrics"]
+    assert extra["bank/image"].shape == (4, 64, 64, 3)
+
+
+def test_resume_continues_where_the_run_stopped(tiny_dataset, tmp_path):
+    Trainer(config_for(tiny_dataset, tmp_path / "run")).run()
+    saved = torch.load(tmp_path / "run" / "trainer.pt", weights_only=False)
+    assert saved["step"] == 2
+    resumed = Trainer(config_for(tiny_dataset, tmp_path / "run", steps=4))
+    assert resumed.step == 2
+    before = {k: v.clone() for k, v in resumed.model.state_dict().items()}
+    model, _, _ = load_checkpoint(tmp_path / "run")
+    for key, value in model.state_dict().items():
+        torch.testing.assert_close(before[key], value)
+    resumed.run()
+    card = json.loads((tmp_path / "run" / "card.json").read_text())
+    assert card["recipe"]["updates"] == 4
+    lines = (tmp_path / "run" / "log.jsonl").read_text().splitlines()
+    assert [json.loads(line)["step"] for line in lines if "train/loss" in line] == [1, 2, 3, 4]
+
+
+def test_resume_refuses_a_different_run(tiny_dataset, tmp_path):
+    Trainer(config_for(tiny_dataset, tmp_path / "run", steps=1)).run()
+    with pytest.raises(ValueError, match="different run"):
+        Trainer(config_for(tiny_dataset, tmp_path / "run", window=6))
+
+
+def test_corrupt_checkpoint_is_refused(tiny_checkpoint, tmp_path):
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "card.json").write_text((tiny_checkpoint / "card.json").read_text())
+    data = (tiny_checkpoint / "model.safetensors").read_bytes()
+    (broken / "model.safetensors").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match="corrupt"):
+        load_checkpoint(broken)
+    (broken / "card.json").write_text("{not json")
+    with pytest.raises(ValueError, match="corrupt"):
+        load_checkpoint(broken)
+
+
+def test_ddp_two_processes_on_cpu_with_gloo(tiny_dataset, tmp_path):
+    root, dataset_id = tiny_dataset
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        "29533",
+        "-m",
+        "wm_envs.train",
+        "--preset",
+        "tiny",
+        "--data",
+        str(root),
+        "--dataset-id",
+        dataset_id,
+        "--out",
+        str(tmp_path / "ddp"),
+        "--steps",
+        "2",
+        "--batch-size",
+        "2",
+        "--window",
+        "8",
+        "--eval-context",
+        "2",
+        "--eval-horizon",
+        "3",
+        "--eval-windows",
+        "2",
+        "--threads",
+        "1",
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    card = json.loads((tmp_path / "ddp" / "card.json").read_text())
+    assert card["recipe"]["processes"] == 2 and card["recipe"]["updates"] == 2
