@@ -120,11 +120,8 @@ def test_window_longer_than_every_episode_is_refused(tiny_dataset):
         WindowDataset(root, dataset_id, 10_000)
 
 
-@pytest.mark.skipif(
-    "ray" not in sys.modules and not __import__("importlib").util.find_spec("ray"),
-    reason="Ray is not installed (pip install 'wm-envs[ray]')",
-)
 def test_ray_backend_collects_the_same_dataset(tmp_path):
+    ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'wm-envs[ray]')")
     config = CollectConfig(episodes=3, policy="expert", noise=0.0)
     collect(config, tmp_path / "local", "grasp/r-v0", workers=1)
     collect(config, tmp_path / "ray", "grasp/r-v0", workers=2, backend="ray")
@@ -132,3 +129,4 @@ def test_ray_backend_collects_the_same_dataset(tmp_path):
     for a, b in zip(local.iterate_episodes(), remote.iterate_episodes(), strict=True):
         np.testing.assert_array_equal(a.actions, b.actions)
         np.testing.assert_array_equal(a.observations["image"], b.observations["image"])
+    ray.shutdown()
