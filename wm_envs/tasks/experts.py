@@ -12,7 +12,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from wm_envs.tasks import drive, grasp
+from wm_envs.tasks import collapse, drive, grasp
 
 
 class ScriptedExpert:
@@ -68,6 +68,79 @@ class GraspExpert(ScriptedExpert):
             target, close = np.array([*gripper[:2], grasp_z + 0.17]), 1.0
         move = np.clip((target - gripper) / grasp.MAX_DELTA, -1.0, 1.0)
         return np.array([*move, close])
+
+
+class CollapseExpert(ScriptedExpert):
+    """Knock out the load-bearing pillars, lowest and nearest first; then sweep the pile.
+
+    For each target: line the ram up with it clear of the debris, close in to leave the head a
+    run-up, then strike -- a pillar for two steps, or, once no pillar bears load, the block on
+    top of the pile while driving through it -- and retract.
+    """
+
+    STRIKE_STEPS, SWEEP_STEPS, RETRACT_STEPS = 2, 10, 3
+    RUN_UP = 0.05  # gap between the retracted head and the target, m
+
+    def reset(self) -> None:
+        self.phase, self.phase_steps, self.sweep_to = "aim", 0, None
+
+    def plan(self, state: np.ndarray) -> np.ndarray:
+        ram = state[0:3]
+        if self.phase == "strike":
+            self.phase_steps += 1
+            sweeping = self.sweep_to is not None
+            limit = self.SWEEP_STEPS if sweeping else self.STRIKE_STEPS
+            if self.phase_steps <= limit and not (sweeping and ram[0] >= self.sweep_to):
+                return np.array([float(sweeping), 0.0, 0.0, 1.0])
+            self.phase, self.phase_steps = "retract", 0
+        if self.phase == "retract":
+            self.phase_steps += 1
+            if self.phase_steps <= self.RETRACT_STEPS:
+                return np.array([-1.0, 0.0, 0.0, -1.0])
+            self.phase = "aim"
+        positions, quats, used = collapse.state_blocks(state)
+        used &= collapse.on_site(positions)  # the ram cannot reach past the kerb
+        if not used.any():
+            return np.array([0.0, 0.0, 0.0, -1.0])
+        half = np.where(collapse.IS_PILLAR[:, None], state[11:14], state[14:17])
+        extents = collapse.block_extents(quats, half, np.arange(collapse.MAX_BLOCKS))
+        target, height, sweep = self._pick_target(positions, extents, used, quats, state[13])
+        near, far = (
+            positions[target, 0] - extents[target, 0],
+            positions[target, 0] + extents[target, 0],
+        )
+        aim = np.array([near - collapse.HEAD_REACH - self.RUN_UP, positions[target, 1], height])
+        aim = np.clip(aim, collapse.RAM_LOW, collapse.RAM_HIGH)
+        if np.abs(aim[1:] - ram[1:]).max() > 0.01:  # line up first, clear of the debris
+            clear = (positions - extents)[used, 0].min() - collapse.HEAD_REACH - 0.03
+            aim[0] = min(aim[0], max(clear, collapse.RAM_LOW[0]))
+        elif abs(aim[0] - ram[0]) < 0.008:
+            self.phase, self.phase_steps = "strike", 0
+            self.sweep_to = far - collapse.HEAD_REACH if sweep else None
+        move = np.clip((aim - ram) / collapse.MAX_DELTA, -1.0, 1.0)
+        return np.array([*move, -1.0])
+
+    @staticmethod
+    def _pick_target(positions, extents, used, quats, pillar_half_height):
+        """Slot to hit, height to hit it at, and whether to sweep through it.
+
+        A pillar bears load when it stands upright with a block resting on its top: the
+        lowest of them, nearest first, is struck low to kick its foot out. Without any, the
+        block on top of the pile is swept just below its top.
+        """
+        tops, bottoms = positions[:, 2] + extents[:, 2], positions[:, 2] - extents[:, 2]
+        upright = 1 - 2 * (quats[:, 1] ** 2 + quats[:, 2] ** 2) > 0.9  # body z vs vertical
+        gap = np.abs(positions[None, :, :2] - positions[:, None, :2])  # [i, j, xy]
+        overlap = (gap < extents[None, :, :2] + extents[:, None, :2]).all(axis=2)
+        resting = overlap & (np.abs(bottoms[None, :] - tops[:, None]) < 0.01) & used[None, :]
+        bearing = np.flatnonzero(collapse.IS_PILLAR & used & upright & resting.any(axis=1))
+        if bearing.size:
+            heights = positions[bearing, 2]
+            low = bearing[heights < heights.min() + pillar_half_height]
+            target = int(low[np.argmin(positions[low, 0])])
+            return target, positions[target, 2] - 0.5 * pillar_half_height, False
+        target = int(np.argmax(np.where(used, tops, -np.inf)))
+        return target, tops[target] - 0.02, True
 
 
 class DriveExpert(ScriptedExpert):
