@@ -39,43 +39,41 @@ def env_rate(env_id: str, obs_mode: str, steps: int, **kwargs) -> float:
     return result
 
 
-def mujoco_ceiling(env: gym.Env, steps: int) -> tuple[float, float]:
-    """Bare ``mj_step`` for one control step, and that plus one render, per second.
+def mujoco_ceiling(env: gym.Env, steps: int, warmup: int = 20) -> tuple[float, float]:
+    """Bare ``mj_step`` for one control step, and that plus one tuned 64x64 render, per second.
 
-    Replays the controls the env itself applied under the same random actions, restoring the
-    same start states at episode starts, so the engine does the same physics work.
+    Times only those engine calls while the env runs under random actions, as the PyBullet
+    ceiling does: a replay of recorded states cannot restore what an env changes in its model
+    at each reset (Grasp's object, Collapse's building) or the welds Collapse breaks between
+    substeps, so this way the engine does exactly the env's physics work on its own states.
     """
     import mujoco  # after wm_envs has chosen the headless GL backend
 
-    model, data = env.unwrapped.model, env.unwrapped.data
-    env.reset(seed=0)
-    env.action_space.seed(0)
-    actions = [env.action_space.sample() for _ in range(256)]
-    starts, controls = {0: (data.qpos.copy(), data.qvel.copy())}, []
-    for i in range(steps + 20):
-        _, _, terminated, truncated, _ = env.step(actions[i % 256])
-        controls.append(data.ctrl.copy())
-        if terminated or truncated:
-            env.reset()
-            starts[i + 1] = (data.qpos.copy(), data.qvel.copy())
-    counter = iter(range(10**9))
-    substeps = env.unwrapped.frame_skip
+    task = env.unwrapped
+    mj_step = mujoco.mj_step
+    elapsed = {"physics": 0.0, "render": 0.0}
 
-    def physics():
-        i = next(counter) % len(controls)
-        if i in starts:
-            data.qpos[:], data.qvel[:] = starts[i]
-        data.ctrl[:] = controls[i]
-        mujoco.mj_step(model, data, nstep=substeps)
+    def timed_mj_step(*args, **kwargs) -> None:
+        start = time.perf_counter()
+        mj_step(*args, **kwargs)
+        elapsed["physics"] += time.perf_counter() - start
 
-    def physics_and_render():
-        physics()
-        env.unwrapped.renderer(data, 64, 64, False)
-
-    raw_physics = rate(physics, steps)
-    counter = iter(range(10**9))
-    raw_render = rate(physics_and_render, steps)
-    return raw_physics, raw_render
+    mujoco.mj_step = timed_mj_step  # the envs call it through the module attribute
+    try:
+        env.reset(seed=0)
+        env.action_space.seed(0)
+        for i in range(warmup + steps):
+            if i == warmup:
+                elapsed.update(physics=0.0, render=0.0)
+            _, _, terminated, truncated, _ = env.step(env.action_space.sample())
+            start = time.perf_counter()
+            task.renderer(task.data, 64, 64, False)
+            elapsed["render"] += time.perf_counter() - start
+            if terminated or truncated:
+                env.reset()
+    finally:
+        mujoco.mj_step = mj_step
+    return steps / elapsed["physics"], steps / (elapsed["physics"] + elapsed["render"])
 
 
 def pybullet_ceiling(env: gym.Env, steps: int, warmup: int = 20) -> tuple[float, float]:
