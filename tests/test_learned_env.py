@@ -163,3 +163,13 @@ def test_checkpoints_for_another_task_or_other_spaces_are_refused(tiny_checkpoin
         make(tiny_checkpoint, obs_mode="rgbd")
     with pytest.raises(FileNotFoundError, match="no checkpoint card"):
         make(tmp_path / "nothing_here")
+
+
+def test_the_scripted_expert_drives_the_learned_env(tiny_checkpoint):
+    env = make(tiny_checkpoint, obs_mode="pixels")
+    expert = wm_envs.make_expert(env)
+    obs, _ = env.reset(seed=0)
+    expert.reset()
+    for _ in range(3):
+        obs, *_ = env.step(expert(obs))
+    assert env.unwrapped.state_vector().shape == (24,)

@@ -54,7 +54,7 @@ class LearnedSimulator:
                 f"checkpoint {folder} holds a {self.card['model']!r} model, not {model!r}"
             )
         spec = self.model.spec
-        self._check_spaces(task, spec, folder)
+        self.expert_class = self._check_spaces(task, spec, folder)
         if obs_mode == "rgbd" and not spec.depth:
             raise ValueError(
                 f"obs_mode 'rgbd' needs a checkpoint trained on depth; {folder} "
@@ -72,18 +72,21 @@ class LearnedSimulator:
                 obs_mode, spec.image_size, spec.state_dim
             )
 
-    def _check_spaces(self, task: str, spec, folder) -> None:
-        """Refuse a checkpoint whose shapes differ from the physics twin's spaces."""
+    def _check_spaces(self, task: str, spec, folder) -> type:
+        """Refuse a checkpoint whose shapes differ from the physics twin's spaces; return
+        the twin's expert class (experts run on the learned env's decoded state too)."""
         with gym.make(f"Phys-{TASKS[task].name}-v0", obs_mode="dict") as twin:
             image = twin.observation_space["image"].shape
             state = twin.observation_space["state"].shape
             action = twin.action_space.shape
+            expert_class = twin.unwrapped.expert_class
         mine = ((spec.image_size, spec.image_size, 3), (spec.state_dim,), (spec.action_dim,))
         if mine != (image, state, action):
             raise ValueError(
                 f"checkpoint {folder} has image/state/action shapes {mine}, but "
                 f"Phys-{TASKS[task].name}-v0 has {(image, state, action)}"
             )
+        return expert_class
 
     @torch.inference_mode()
     def start(
@@ -234,6 +237,7 @@ class WorldModelEnv(gym.Env):
         self.action_space = self.simulator.action_space
         self.render_mode = render_mode
         self.stochastic = stochastic
+        self.expert_class = self.simulator.expert_class
         self._generator: torch.Generator | None = None
         self._state: State | None = None
 
@@ -276,6 +280,11 @@ class WorldModelEnv(gym.Env):
 
     def _observation(self):
         return _first(_to_numpy(self.simulator.observe(self._state)))
+
+    def state_vector(self) -> np.ndarray:
+        """The decoded state vector: what a scripted expert reads (``wm_envs.make_expert``)."""
+        with torch.inference_mode():
+            return self.simulator.model.decode(self._state)["state"][0].cpu().numpy()
 
     def render(self) -> np.ndarray | None:
         if self.render_mode != "rgb_array" or self._state is None:

@@ -284,7 +284,9 @@ class RSSM(WorldModel):
         target = self._pixels(batch).flatten(0, 1)  # [B*T, C, H, W]
         image_loss = (self._render(features) - target).square().sum((1, 2, 3)).mean()
         state_target = ((batch["state"] - self.state_mean) / self.state_std).flatten(0, 1)
-        state_loss = (self.state_head(features) - state_target).square().sum(-1).mean()
+        # Huber in units of the data's std: velocities are heavy-tailed (a tumbling object)
+        state_loss = F.huber_loss(self.state_head(features), state_target, reduction="none")
+        state_loss = state_loss.sum(-1).mean()
         reward, terminated, success = self.outcome_head(features).unbind(-1)  # [B*T] each
         reward_loss = (reward - batch["reward"].flatten()).square().mean()
         bce = F.binary_cross_entropy_with_logits
