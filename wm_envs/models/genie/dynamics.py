@@ -30,8 +30,17 @@ from wm_envs.models.genie.transformer import KeyValues, STTransformer, temporal_
 class Dynamics(nn.Module):
     """Token frames [B, T, P] and latent actions [B, T] -> features and next-token logits."""
 
-    def __init__(self, tokens: int, vocabulary: int, actions: int, width: int, depth: int,
-                 heads: int, memory: int, feature_channels: int) -> None:
+    def __init__(
+        self,
+        tokens: int,
+        vocabulary: int,
+        actions: int,
+        width: int,
+        depth: int,
+        heads: int,
+        memory: int,
+        feature_channels: int,
+    ) -> None:
         super().__init__()
         self.tokens, self.vocabulary, self.memory = tokens, vocabulary, memory
         self.mask_token, self.no_action = vocabulary, actions
@@ -42,9 +51,14 @@ class Dynamics(nn.Module):
         self.to_logits = nn.Linear(width, vocabulary)
         self.to_features = nn.Linear(width, feature_channels)
 
-    def forward(self, tokens: torch.Tensor, actions: torch.Tensor, mask: torch.Tensor,
-                time: torch.Tensor | None = None, past: list[KeyValues] | None = None
-                ) -> tuple[torch.Tensor, list[KeyValues]]:
+    def forward(
+        self,
+        tokens: torch.Tensor,
+        actions: torch.Tensor,
+        mask: torch.Tensor,
+        time: torch.Tensor | None = None,
+        past: list[KeyValues] | None = None,
+    ) -> tuple[torch.Tensor, list[KeyValues]]:
         """Tokens [B, T, P] and actions [B, T] -> hidden [B, T, P, E] and per-block keys
         and values of these frames (``mask``, ``time``, ``past`` as in ``STTransformer``)."""
         x = self.token_embed(tokens) + self.position + self.action_embed(actions)[:, :, None]
@@ -54,8 +68,9 @@ class Dynamics(nn.Module):
         """Hidden [..., P, E] -> the flat feature vector [..., P * feature_channels]."""
         return self.to_features(hidden).flatten(-2)
 
-    def loss(self, tokens: torch.Tensor, actions: torch.Tensor, segment: torch.Tensor
-             ) -> tuple[torch.Tensor, torch.Tensor, dict[str, float]]:
+    def loss(
+        self, tokens: torch.Tensor, actions: torch.Tensor, segment: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, dict[str, float]]:
         """Masked-token cross-entropy on a window: tokens [B, T, P], actions [B, T], episode
         numbers [B, T]. Returns the loss, the clean copy's hidden [B, T, P, E] (for the
         heads) and metrics."""
@@ -66,8 +81,13 @@ class Dynamics(nn.Module):
         clean_sees = temporal_mask(segment, self.memory)  # [B, T, T] clean frames t-memory..t
         past_sees = temporal_mask(segment, self.memory, strict=True)  # ... before t
         itself = torch.eye(frames, dtype=torch.bool, device=tokens.device).expand_as(past_sees)
-        mask = torch.cat([torch.cat([clean_sees, torch.zeros_like(clean_sees)], 2),
-                          torch.cat([past_sees, itself], 2)], 1)  # [B, 2T, 2T]
+        mask = torch.cat(
+            [
+                torch.cat([clean_sees, torch.zeros_like(clean_sees)], 2),
+                torch.cat([past_sees, itself], 2),
+            ],
+            1,
+        )  # [B, 2T, 2T]
         time = torch.arange(frames, device=tokens.device).repeat(2)  # [2T]
         hidden, _ = self(torch.cat([tokens, masked], 1), actions.repeat(1, 2), mask, time)
         # Frames with no earlier frame of their episode are never generated: no loss there.
@@ -79,9 +99,16 @@ class Dynamics(nn.Module):
         return loss, hidden[:, :frames], {"dynamics/accuracy": accuracy.item()}
 
     @torch.no_grad()
-    def generate(self, past: list[KeyValues], mask: torch.Tensor, time: torch.Tensor,
-                 actions: torch.Tensor, steps: int, temperature: float,
-                 generator: torch.Generator | None) -> torch.Tensor:
+    def generate(
+        self,
+        past: list[KeyValues],
+        mask: torch.Tensor,
+        time: torch.Tensor,
+        actions: torch.Tensor,
+        steps: int,
+        temperature: float,
+        generator: torch.Generator | None,
+    ) -> torch.Tensor:
         """Tokens [B, P] of the frame after the cached ``past`` under actions [B].
 
         ``mask`` [B, 1, Tp + 1] and ``time`` [Tp + 1] as in ``forward``. With a

@@ -22,8 +22,16 @@ from wm_envs.models.genie.transformer import STTransformer, patchify, temporal_m
 class LatentActionModel(nn.Module):
     """Frames [B, T, 3, H, W] -> latent action indices [B, T-1] (the actions into frames 1..)."""
 
-    def __init__(self, image_size: int, patch: int, width: int, depth: int, heads: int,
-                 levels: list[int], balance: float) -> None:
+    def __init__(
+        self,
+        image_size: int,
+        patch: int,
+        width: int,
+        depth: int,
+        heads: int,
+        levels: list[int],
+        balance: float,
+    ) -> None:
         super().__init__()
         self.image_size, self.patch, self.balance = image_size, patch, balance
         tokens = (image_size // patch) ** 2
@@ -55,8 +63,9 @@ class LatentActionModel(nn.Module):
         change = unpatchify(self.patch_out(x), self.patch, self.image_size)  # [B, T, 3, H, W]
         return previous + change
 
-    def loss(self, pixels: torch.Tensor, is_first: torch.Tensor
-             ) -> tuple[torch.Tensor, dict[str, float]]:
+    def loss(
+        self, pixels: torch.Tensor, is_first: torch.Tensor
+    ) -> tuple[torch.Tensor, dict[str, float]]:
         """Reconstruction of frames 1.. from their predecessor and code, plus code balance."""
         latents = self.encode(pixels, is_first.cumsum(1))  # [B, T-1, d]
         codes = self.fsq(latents)
@@ -68,6 +77,10 @@ class LatentActionModel(nn.Module):
         balance = mean_latent.square().sum()
         copy = (pixels[:, :-1] - pixels[:, 1:]).square().sum((2, 3, 4))  # the no-action baseline
         used = self.fsq.codes_to_indices(codes)[valid.bool()].unique().numel()
-        metrics = {"reconstruction": reconstruction.item(), "balance": balance.item(),
-                   "copy_error": ((copy * valid).sum() / count).item(), "codes_used": used}
+        metrics = {
+            "reconstruction": reconstruction.item(),
+            "balance": balance.item(),
+            "copy_error": ((copy * valid).sum() / count).item(),
+            "codes_used": used,
+        }
         return reconstruction + self.balance * balance, metrics

@@ -1,0 +1,183 @@
+"""Genie: FSQ, shapes of the protocol calls, batching, the KV cache, stages and resume."""
+
+import pytest
+import torch
+
+from wm_envs.models import ModelSpec, build_model
+from wm_envs.models.genie import controllability
+from wm_envs.models.genie.fsq import FSQ
+from wm_envs.models.genie.transformer import temporal_mask
+from wm_envs.train import TrainConfig, Trainer
+
+SPEC = ModelSpec(image_size=64, state_dim=24, action_dim=4)
+
+
+def synthetic_batch(size: int = 3, frames: int = 6, seed: int = 0) -> dict:
+    """Random frames in the replay layout; row 0 starts a new episode half way."""
+    generator = torch.Generator().manual_seed(seed)
+    is_first = torch.zeros(size, frames, dtype=torch.bool)
+    is_first[:, 0] = True
+    is_first[0, frames // 2] = True
+    return {
+        "image": torch.randint(
+            0, 256, (size, frames, 64, 64, 3), generator=generator, dtype=torch.uint8
+        ),
+        "state": torch.randn(size, frames, 24, generator=generator),
+        "action": torch.rand(size, frames, 4, generator=generator) * 2 - 1,
+        "reward": torch.rand(size, frames, generator=generator),
+        "terminated": torch.zeros(size, frames, dtype=torch.bool),
+        "success": torch.zeros(size, frames, dtype=torch.bool),
+        "is_first": is_first,
+    }
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    genie = build_model("genie", SPEC, "tiny")
+    genie.prepare(synthetic_batch())
+    return genie.eval()
+
+
+@pytest.mark.parametrize("levels", [(8, 5, 5, 5), (2, 2, 2), (3, 4)])
+def test_fsq_round_trip(levels):
+    fsq = FSQ(levels)
+    codes = fsq(torch.randn(1000, len(levels)) * 3)
+    indices = fsq.codes_to_indices(codes)
+    assert indices.min() >= 0 and indices.max() < fsq.size
+    assert torch.equal(fsq.indices_to_codes(indices), codes)
+    every = torch.arange(fsq.size)
+    assert torch.equal(fsq.codes_to_indices(fsq.indices_to_codes(every)), every)
+    assert codes.abs().max() <= 1
+
+
+def test_fsq_passes_gradients_straight_through():
+    z = torch.randn(64, 3, requires_grad=True)
+    FSQ((5, 5, 5))(z).sum().backward()
+    assert z.grad.abs().min() > 0
+
+
+def test_every_stage_loss_is_finite_and_trains_only_its_part(model):
+    batch = synthetic_batch()
+    for stage in model.stages:
+        model.set_stage(stage)
+        loss, metrics = model.loss(batch)
+        assert torch.isfinite(loss) and "loss" in metrics
+        trainable = {name.split(".")[0] for name, p in model.named_parameters() if p.requires_grad}
+        assert (
+            trainable
+            == {
+                "tokenizer": {"tokenizer"},
+                "latent_actions": {"latent_actions"},
+                "dynamics": {"dynamics", "heads", "adapter"},
+            }[stage]
+        )
+    with pytest.raises(ValueError, match="stage"):
+        model.set_stage("everything")
+
+
+def test_protocol_shapes(model):
+    batch = synthetic_batch()
+    state = model.init_state({"image": batch["image"][:, :3], "state": batch["state"][:, :3]})
+    state = model.step(state, batch["action"][:, 3])
+    decoded = model.decode(state)
+    assert decoded["image"].shape == (3, 64, 64, 3) and decoded["image"].dtype == torch.uint8
+    assert decoded["state"].shape == (3, 24)
+    assert model.features(state).shape == (3, model.feature_dim)
+    for value in (model.reward(state), model.terminated(state), model.success(state)):
+        assert value.shape == (3,)
+    assert model.terminated(state).dtype == torch.bool
+
+
+def test_step_is_the_same_for_a_row_alone_and_in_a_batch(model):
+    batch = synthetic_batch()
+    state = model.init_state({"image": batch["image"][:, :2]})
+    action = batch["action"][:, 2]
+    together = model.step(state, action)
+    for row in range(3):
+        alone = model.step({k: v[row : row + 1] for k, v in state.items()}, action[row : row + 1])
+        assert torch.equal(alone["tokens"][0], together["tokens"][row])
+        torch.testing.assert_close(alone["features"][0], together["features"][row])
+
+
+def test_sampling_is_repeatable_with_a_seeded_generator(model):
+    state = model.init_state({"image": synthetic_batch()["image"][:, :2]})
+    action = torch.zeros(3, 4)
+    first, second = (model.step(state, action, torch.Generator().manual_seed(7)) for _ in "ab")
+    assert torch.equal(first["tokens"], second["tokens"])
+
+
+def test_cached_step_matches_a_full_pass_over_the_window(model):
+    """The step's cached keys and values give the features a fresh pass would give."""
+    batch = synthetic_batch()
+    frames = model.config.memory + 1
+    state = model.init_state({"image": batch["image"][:, :frames]})
+    codes = torch.tensor([0, 1, 2])
+    state = model.step_latent(state, codes)
+    pixels = torch.cat([batch["image"][:, :frames], model.decode(state)["image"][:, None]], 1)
+    is_first = torch.zeros(3, frames + 1, dtype=torch.bool)
+    is_first[:, 0] = True
+    pixels = pixels.permute(0, 1, 4, 2, 3).float() / 255 - 0.5
+    tokens = model.tokenizer.tokenize(pixels.flatten(0, 1)).view(3, frames + 1, -1)
+    tokens[:, -1] = state["tokens"]  # the generated tokens, not their re-encoding
+    actions = model.infer_actions(pixels, is_first)
+    actions[:, -1] = codes
+    mask = temporal_mask(is_first.cumsum(1), model.config.memory)
+    hidden, _ = model.dynamics(tokens, actions, mask)
+    torch.testing.assert_close(model.dynamics.features(hidden[:, -1]), state["features"])
+
+
+def test_latent_action_mode_and_bad_actions(model):
+    state = model.init_state({"image": synthetic_batch()["image"][:, :1]})
+    with pytest.raises(ValueError, match="actions must be"):
+        model.step(state, torch.zeros(3, 5))
+    model.action_mode = "latent"
+    try:
+        stepped = model.step(state, torch.arange(3) % model.n_latent_actions)
+        assert stepped["tokens"].shape == state["tokens"].shape
+        with pytest.raises(ValueError, match="integer indices"):
+            model.step(state, torch.zeros(3, 4))
+        with pytest.raises(ValueError, match="must lie in"):
+            model.step(state, torch.full((3,), model.n_latent_actions))
+    finally:
+        model.action_mode = "env"
+
+
+def test_controllability_reports_delta_psnr_and_codebook_usage(model):
+    metrics = controllability(model, synthetic_batch(frames=7), context=2)
+    assert set(metrics) >= {"delta_psnr", "token_usage", "action_usage", "action_perplexity"}
+    assert all(torch.isfinite(torch.tensor(v)) for v in metrics.values())
+    assert 0 < metrics["action_usage"] <= 1
+
+
+def test_trainer_runs_and_resumes_every_stage(tiny_dataset, tmp_path):
+    """Interrupted after every update (a tiny time limit), each re-run resumes where the last
+    stopped, stage by stage; a stage leaves the parts of the other stages untouched."""
+    root, dataset_id = tiny_dataset
+    config = TrainConfig(
+        model="genie",
+        preset="tiny",
+        data=str(root),
+        dataset_id=dataset_id,
+        out=str(tmp_path / "genie"),
+        steps=2,
+        batch_size=2,
+        window=6,
+        eval_every=100,
+        eval_context=2,
+        eval_horizon=4,
+        eval_windows=2,
+        bank_size=2,
+        max_minutes=1e-9,
+    )
+    seen, tokenizers = [], []
+    for _ in range(6):
+        trainer = Trainer(config)
+        trainer.run()
+        seen.append((trainer.model.stages[trainer.stage], trainer.step))
+        tokenizers.append(trainer.model.tokenizer.patch_in.weight.detach().clone())
+    stages = ("tokenizer", "latent_actions", "dynamics")
+    assert seen == [(stage, step) for stage in stages for step in (1, 2)]
+    assert not torch.equal(tokenizers[0], tokenizers[1])  # trained in its stage ...
+    assert all(torch.equal(tokenizers[1], later) for later in tokenizers[2:])  # ... then frozen
+    assert "val/delta_psnr" in trainer.metrics

@@ -1,0 +1,380 @@
+"""Genie (Bruce et al. 2024) as a world model: tokenizer, latent actions, MaskGIT dynamics.
+
+Three parts, trained one after the other by the trainer (``stages``):
+
+1. ``tokenizer`` -- an FSQ autoencoder turns each 64x64 frame into 8x8 discrete tokens.
+2. ``latent_actions`` -- a latent action model learns, without action labels, a handful of
+   discrete actions (8 by default) that explain how one frame becomes the next.
+3. ``dynamics`` -- a MaskGIT transformer predicts the next frame's tokens from past frames
+   and the latent action. Trained in the same stage on top of its features: heads for the
+   24-dim state, reward, termination and success, and the *action adapter*, which maps the
+   task's continuous action to the latent action the LAM infers for that transition.
+
+Two ways to act (``action_mode``): ``"env"`` (default) takes the task's actions [B, A]
+through the adapter; ``"latent"`` takes latent action indices [B] directly (Genie's own
+control, a ``Discrete(n_latent_actions)`` space).
+
+The model state holds the current frame's tokens, the dynamics' cached temporal keys and
+values of the last ``memory`` frames (so a step runs only the new frame) and its features.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from wm_envs.models.base import (
+    Batch,
+    ModelSpec,
+    State,
+    WorldModel,
+    float_to_images,
+    images_to_float,
+)
+from wm_envs.models.genie.controllability import controllability
+from wm_envs.models.genie.dynamics import Dynamics
+from wm_envs.models.genie.latent_actions import LatentActionModel
+from wm_envs.models.genie.tokenizer import Tokenizer
+from wm_envs.models.genie.transformer import temporal_mask
+
+
+@dataclass(frozen=True)
+class GenieConfig:
+    patch: int = 8  # 8x8-pixel patches: 64 tokens per 64x64 frame (the count sets the cost)
+    heads: int = 4
+    tokenizer_width: int = 96
+    tokenizer_depth: int = 2  # blocks in the encoder and in the decoder
+    token_levels: tuple[int, ...] = (8, 5, 5, 5)  # FSQ: 1000 token codes
+    action_width: int = 64
+    action_depth: int = 2
+    action_levels: tuple[int, ...] = (2, 2, 2)  # FSQ: 8 latent actions
+    action_balance: float = 1.0  # weight of the term that keeps every latent action in use
+    dynamics_width: int = 96
+    dynamics_depth: int = 4
+    memory: int = 4  # past frames each frame attends to
+    feature_channels: int = 8  # features: this many per token (the `latent` observation)
+    hidden: int = 128  # width of the heads and of the action adapter
+    maskgit_steps: int = 4  # generation passes per frame (the model attribute may change it)
+    temperature: float = 1.0  # sampling temperature when a generator is given
+    state_weight: float = 1.0
+    reward_weight: float = 1.0
+    done_weight: float = 0.1  # terminated and success heads
+    adapter_weight: float = 1.0
+
+
+PRESETS = {
+    "tiny": {
+        "patch": 16,
+        "heads": 2,
+        "tokenizer_width": 32,
+        "tokenizer_depth": 1,
+        "token_levels": (5, 5),
+        "action_width": 32,
+        "action_depth": 1,
+        "action_levels": (2, 2),
+        "dynamics_width": 32,
+        "dynamics_depth": 1,
+        "memory": 2,
+        "feature_channels": 2,
+        "hidden": 32,
+        "maskgit_steps": 2,
+    },  # tests
+    "small": {},  # ~1.5M parameters: trains on a 2-core CPU in about an hour
+    # GPU: wider and deeper parts, a longer memory, more MaskGIT passes; "large" also halves
+    # the patch (4x4 pixels: 256 tokens per frame) for sharper frames.
+    "medium": {
+        "heads": 8,
+        "tokenizer_width": 256,
+        "tokenizer_depth": 4,
+        "action_width": 128,
+        "action_depth": 4,
+        "dynamics_width": 384,
+        "dynamics_depth": 8,
+        "memory": 8,
+        "feature_channels": 16,
+        "hidden": 512,
+        "maskgit_steps": 8,
+    },
+    "large": {
+        "patch": 4,
+        "heads": 8,
+        "tokenizer_width": 512,
+        "tokenizer_depth": 8,
+        "action_width": 256,
+        "action_depth": 6,
+        "dynamics_width": 768,
+        "dynamics_depth": 12,
+        "memory": 16,
+        "feature_channels": 4,
+        "hidden": 1024,
+        "maskgit_steps": 12,
+    },
+}
+
+ACTION_MODES = ("env", "latent")
+
+
+def mlp(inputs: int, hidden: int, outputs: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Linear(inputs, hidden), nn.LayerNorm(hidden), nn.SiLU(), nn.Linear(hidden, outputs)
+    )
+
+
+class Genie(WorldModel):
+    """Genie world model (see module docstring)."""
+
+    name = "genie"
+    config_class = GenieConfig
+    stages = ("tokenizer", "latent_actions", "dynamics")
+
+    def __init__(self, spec: ModelSpec, config: GenieConfig) -> None:
+        super().__init__(spec, config)
+        if spec.depth:
+            raise ValueError("genie models RGB frames; train it on a dataset without depth")
+        if spec.image_size % config.patch:
+            raise ValueError(
+                f"image size {spec.image_size} is not a multiple of the patch size {config.patch}"
+            )
+        c = config
+        size = spec.image_size
+        self.tokenizer = Tokenizer(
+            size, c.patch, c.tokenizer_width, c.tokenizer_depth, c.heads, c.token_levels
+        )
+        self.latent_actions = LatentActionModel(
+            size,
+            c.patch,
+            c.action_width,
+            c.action_depth,
+            c.heads,
+            c.action_levels,
+            c.action_balance,
+        )
+        self.n_latent_actions = self.latent_actions.fsq.size
+        tokens = (size // c.patch) ** 2
+        self.dynamics = Dynamics(
+            tokens,
+            self.tokenizer.fsq.size,
+            self.n_latent_actions,
+            c.dynamics_width,
+            c.dynamics_depth,
+            c.heads,
+            c.memory,
+            c.feature_channels,
+        )
+        features = tokens * c.feature_channels
+        self.heads = nn.ModuleDict(
+            {
+                "state": mlp(features, c.hidden, spec.state_dim),
+                "reward": mlp(features, c.hidden, 1),
+                "terminated": mlp(features, c.hidden, 1),
+                "success": mlp(features, c.hidden, 1),
+            }
+        )
+        self.adapter = mlp(spec.action_dim, c.hidden, self.n_latent_actions)
+        self.register_buffer("state_mean", torch.zeros(spec.state_dim))
+        self.register_buffer("state_std", torch.ones(spec.state_dim))
+        self.parts = {
+            "tokenizer": [self.tokenizer],
+            "latent_actions": [self.latent_actions],
+            "dynamics": [self.dynamics, self.heads, self.adapter],
+        }
+        self.stage = self.stages[-1]
+        #: "env": step takes the task's actions [B, A]; "latent": latent action indices [B].
+        self.action_mode = "env"
+        #: Generation schedule; envs and benchmarks may change these between steps.
+        self.maskgit_steps, self.temperature = c.maskgit_steps, c.temperature
+
+    @property
+    def feature_dim(self) -> int:
+        return self.dynamics.tokens * self.config.feature_channels
+
+    # -- training -------------------------------------------------------------------------------
+    def prepare(self, batch: Batch) -> None:
+        frames = images_to_float(batch["image"]).flatten(0, 1)  # [N, 3, H, W]
+        self.tokenizer.background.copy_(frames.median(dim=0).values)
+        states = batch["state"].flatten(0, 1)
+        self.state_mean.copy_(states.mean(0))
+        self.state_std.copy_(states.std(0).clamp_min(1e-3))
+
+    def set_stage(self, stage: str) -> None:
+        """Train only the part of ``stage``; the others are frozen."""
+        if stage not in self.parts:
+            raise ValueError(f"unknown genie stage {stage!r}; stages: {self.stages}")
+        self.stage = stage
+        for name, modules in self.parts.items():
+            for module in modules:
+                module.requires_grad_(name == stage)
+
+    def loss(self, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
+        pixels = images_to_float(batch["image"])  # [B, T, 3, H, W]
+        if self.stage == "tokenizer":
+            loss = self.tokenizer.loss(pixels.flatten(0, 1))
+            return loss, {"loss": loss.item()}
+        if self.stage == "latent_actions":
+            loss, metrics = self.latent_actions.loss(pixels, batch["is_first"])
+            return loss, {"loss": loss.item(), **metrics}
+        return self._dynamics_loss(batch, pixels)
+
+    def _dynamics_loss(
+        self, batch: Batch, pixels: torch.Tensor
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        c = self.config
+        size, frames = pixels.shape[:2]
+        is_first = batch["is_first"]
+        with torch.no_grad():
+            tokens = self.tokenizer.tokenize(pixels.flatten(0, 1)).view(size, frames, -1)
+            actions = self.infer_actions(pixels, is_first)  # [B, T]
+        token_loss, hidden, metrics = self.dynamics.loss(tokens, actions, is_first.cumsum(1))
+        features = self.dynamics.features(hidden)  # [B, T, F]
+        state_target = (batch["state"] - self.state_mean) / self.state_std
+        state_loss = (self.heads["state"](features) - state_target).square().sum(-1).mean()
+        reward_loss = (self.heads["reward"](features).squeeze(-1) - batch["reward"]).square().mean()
+        bce = F.binary_cross_entropy_with_logits
+        done_loss = bce(
+            self.heads["terminated"](features).squeeze(-1), batch["terminated"].float()
+        ) + bce(self.heads["success"](features).squeeze(-1), batch["success"].float())
+        labelled = actions != self.n_latent_actions  # transitions with an inferred action
+        adapter_logits = self.adapter(batch["action"][labelled])  # [M, n]
+        adapter_loss = F.cross_entropy(adapter_logits, actions[labelled])
+        total = (
+            token_loss
+            + c.state_weight * state_loss
+            + c.reward_weight * reward_loss
+            + c.done_weight * done_loss
+            + c.adapter_weight * adapter_loss
+        )
+        adapter_accuracy = (adapter_logits.argmax(-1) == actions[labelled]).float().mean()
+        return total, {
+            "loss": total.item(),
+            "tokens": token_loss.item(),
+            "state": state_loss.item(),
+            "reward": reward_loss.item(),
+            "done": done_loss.item(),
+            "adapter": adapter_loss.item(),
+            "adapter/accuracy": adapter_accuracy.item(),
+            **metrics,
+        }
+
+    def validation_metrics(self, batch: Batch, context: int) -> dict[str, float]:
+        return controllability(self, batch, context)
+
+    # -- latent actions ----------------------------------------------------------------------------
+    def infer_actions(self, pixels: torch.Tensor, is_first: torch.Tensor) -> torch.Tensor:
+        """Latent action into each frame, from the frames: pixels [B, T, 3, H, W] -> [B, T];
+        ``n_latent_actions`` ("none") at each episode's first frame and at t = 0."""
+        codes = self.latent_actions.infer(pixels, is_first.cumsum(1))  # [B, T-1]
+        actions = F.pad(codes, (1, 0), value=self.n_latent_actions)  # [B, T]
+        return actions.masked_fill(is_first, self.n_latent_actions)
+
+    def latent_action(
+        self, action: torch.Tensor, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """What ``step`` was given -> latent action indices [B], per ``action_mode``: the
+        adapter's choice for task actions [B, A] (the mode, or a sample with ``generator``),
+        or the indices [B] themselves."""
+        if self.action_mode == "latent":
+            if action.dim() != 1 or action.dtype.is_floating_point or action.dtype == torch.bool:
+                raise ValueError(
+                    f"latent actions are integer indices [B], got "
+                    f"{action.dtype} {tuple(action.shape)}"
+                )
+            if action.numel() and (action.min() < 0 or action.max() >= self.n_latent_actions):
+                raise ValueError(
+                    f"latent actions must lie in [0, {self.n_latent_actions}), got "
+                    f"{action.min().item()}..{action.max().item()}"
+                )
+            return action.long()
+        if self.action_mode != "env":
+            raise ValueError(f"action_mode must be one of {ACTION_MODES}, got {self.action_mode!r}")
+        if action.dim() != 2 or action.shape[1] != self.spec.action_dim:
+            raise ValueError(
+                f"actions must be [B, {self.spec.action_dim}], got {tuple(action.shape)}"
+            )
+        logits = self.adapter(action.float())  # [B, n]
+        if generator is None:
+            return logits.argmax(-1)
+        return torch.multinomial(logits.softmax(-1), 1, generator=generator)[:, 0]
+
+    # -- the protocol ------------------------------------------------------------------------------
+    def init_state(
+        self,
+        obs_context: Batch,
+        action_context: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> State:
+        """State after the real frames ``obs_context["image"]`` [B, K, H, W, 3]. The latent
+        actions between them are inferred from the frames (as in training), so
+        ``action_context`` is not needed."""
+        pixels = images_to_float(obs_context["image"])  # [B, K, 3, H, W]
+        size, frames = pixels.shape[:2]
+        is_first = torch.zeros(size, frames, dtype=torch.bool, device=pixels.device)
+        is_first[:, 0] = True
+        tokens = self.tokenizer.tokenize(pixels.flatten(0, 1)).view(size, frames, -1)
+        actions = self.infer_actions(pixels, is_first)
+        mask = temporal_mask(is_first.cumsum(1), self.config.memory)
+        hidden, cache = self.dynamics(tokens, actions, mask)
+        memory = self.config.memory
+        keys = torch.stack([k for k, _ in cache], 2)[:, -memory:]  # [B, <=K, L, P, E]
+        values = torch.stack([v for _, v in cache], 2)[:, -memory:]
+        missing = memory - keys.shape[1]  # fewer context frames than memory: pad, invalid
+        pad = (0, 0, 0, 0, 0, 0, missing, 0)
+        valid = torch.arange(memory, device=pixels.device).expand(size, -1) >= missing
+        return {
+            "tokens": tokens[:, -1],
+            "keys": F.pad(keys, pad),
+            "values": F.pad(values, pad),
+            "valid": valid,
+            "features": self.dynamics.features(hidden[:, -1]),
+        }
+
+    def step(
+        self, state: State, action: torch.Tensor, generator: torch.Generator | None = None
+    ) -> State:
+        """One transition under ``action``: task actions [B, A] (``action_mode="env"``) or
+        latent action indices [B] (``"latent"``)."""
+        return self.step_latent(state, self.latent_action(action, generator), generator)
+
+    @torch.no_grad()
+    def step_latent(
+        self, state: State, actions: torch.Tensor, generator: torch.Generator | None = None
+    ) -> State:
+        """One transition under latent action indices [B]: MaskGIT-generate the next frame's
+        tokens, then run the finished frame once more to cache its keys and values."""
+        keys, values = state["keys"], state["values"]  # [B, K, L, P, E]
+        past = [(keys[:, :, i], values[:, :, i]) for i in range(keys.shape[2])]
+        valid = F.pad(state["valid"], (0, 1), value=True)  # [B, K+1]: memory and the new frame
+        mask = valid[:, None]  # [B, 1, K+1]
+        time = torch.arange(-keys.shape[1], 1, device=keys.device)  # [K+1], new frame at 0
+        tokens = self.dynamics.generate(
+            past, mask, time, actions, self.maskgit_steps, self.temperature, generator
+        )  # [B, P]
+        hidden, cache = self.dynamics(tokens[:, None], actions[:, None], mask, time, past)
+        new_keys = torch.stack([k for k, _ in cache], 2)  # [B, 1, L, P, E]
+        new_values = torch.stack([v for _, v in cache], 2)
+        return {
+            "tokens": tokens,
+            "keys": torch.cat([keys[:, 1:], new_keys], 1),
+            "values": torch.cat([values[:, 1:], new_values], 1),
+            "valid": valid[:, 1:],
+            "features": self.dynamics.features(hidden[:, 0]),
+        }
+
+    def decode(self, state: State) -> dict[str, torch.Tensor]:
+        pixels = self.tokenizer.detokenize(state["tokens"])  # [B, 3, H, W]
+        state_vector = self.heads["state"](state["features"]) * self.state_std + self.state_mean
+        return {"image": float_to_images(pixels), "state": state_vector}
+
+    def reward(self, state: State) -> torch.Tensor:
+        return self.heads["reward"](state["features"]).squeeze(-1)
+
+    def terminated(self, state: State) -> torch.Tensor:
+        return self.heads["terminated"](state["features"]).squeeze(-1) > 0
+
+    def success(self, state: State) -> torch.Tensor:
+        return self.heads["success"](state["features"]).squeeze(-1) > 0
+
+    def features(self, state: State) -> torch.Tensor:
+        return state["features"]
