@@ -225,12 +225,14 @@ class Trainer:
         model_psnr = psnr(predicted, truth).mean(0)  # [H]
         copy = batch["image"][:, c.eval_context - 1 : c.eval_context].expand_as(truth)
         copy_psnr = psnr(copy, truth).mean(0)
+        extra = self.model.validation_metrics(batch, c.eval_context)
         self.model.train()
         return {
             "val/psnr_1step": model_psnr[0].item(),
             f"val/psnr_{c.eval_horizon}step": model_psnr[-1].item(),
             "val/copy_psnr_1step": copy_psnr[0].item(),
             f"val/copy_psnr_{c.eval_horizon}step": copy_psnr[-1].item(),
+            **{f"val/{key}": value for key, value in extra.items()},
         }
 
     # -- the loop -------------------------------------------------------------------------------

@@ -5,11 +5,13 @@ from __future__ import annotations
 from dataclasses import fields
 
 from wm_envs.models.base import ModelSpec, WorldModel
+from wm_envs.models.genie import PRESETS as GENIE_PRESETS
+from wm_envs.models.genie import Genie
 from wm_envs.models.rssm import PRESETS as RSSM_PRESETS
 from wm_envs.models.rssm import RSSM
 
-MODELS: dict[str, type[WorldModel]] = {"rssm": RSSM}
-PRESETS: dict[str, dict[str, dict]] = {"rssm": RSSM_PRESETS}
+MODELS: dict[str, type[WorldModel]] = {"rssm": RSSM, "genie": Genie}
+PRESETS: dict[str, dict[str, dict]] = {"rssm": RSSM_PRESETS, "genie": GENIE_PRESETS}
 
 
 def build_model(

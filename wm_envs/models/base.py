@@ -102,6 +102,11 @@ class WorldModel(nn.Module):
     def loss(self, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
         raise NotImplementedError
 
+    def validation_metrics(self, batch: Batch, context: int) -> dict[str, float]:
+        """Model-specific metrics on held-out episode windows (image [B, T, H, W, 3], ...)
+        observed for ``context`` frames; the trainer logs them beside open-loop PSNR."""
+        return {}
+
     def forward(self, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
         return self.loss(batch)
 
