@@ -1,6 +1,7 @@
 """compare: paired physics-vs-learned rollouts write metrics, a plot and a video."""
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -9,13 +10,16 @@ from wm_envs.eval.compare import CompareConfig, compare, mid_episode_start
 
 
 def test_compare_writes_metrics_plot_and_video(tiny_checkpoint, tmp_path):
+    checkpoint = tmp_path / "checkpoint"
+    shutil.copytree(tiny_checkpoint, checkpoint)
     config = CompareConfig(
-        checkpoint=str(tiny_checkpoint),
+        checkpoint=str(checkpoint),
         episodes=2,
         horizon=3,
         videos=1,
         out=str(tmp_path),
         device="cpu",
+        record=True,
     )
     report = compare(config)
     saved = json.loads((tmp_path / "compare.json").read_text())
@@ -27,6 +31,8 @@ def test_compare_writes_metrics_plot_and_video(tiny_checkpoint, tmp_path):
         assert 0 <= curves["success_agrees"] <= 1
     assert (tmp_path / "compare.png").stat().st_size > 1000
     assert (tmp_path / "compare.mp4").stat().st_size > 1000
+    card = json.loads((checkpoint / "card.json").read_text())
+    assert card["compare"]["headline"] == saved["headline"]
 
 
 def test_mid_episode_start_is_just_before_the_object_moves():

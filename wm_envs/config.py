@@ -25,5 +25,8 @@ def add_config_arguments(parser: argparse.ArgumentParser, config_class: type) ->
     """One ``--flag`` per dataclass field, typed like its default."""
     for field in fields(config_class):
         flag = "--" + field.name.replace("_", "-")
+        if isinstance(field.default, bool):
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=field.default)
+            continue
         kind = str if field.default is None else type(field.default)
         parser.add_argument(flag, type=kind, default=field.default)

@@ -23,6 +23,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
+from wm_envs.checkpoint import read_card, shipped_checkpoint
 from wm_envs.data.collect import SmoothRandomPolicy
 from wm_envs.eval.metrics import psnr, ssim
 from wm_envs.io import atomic_path, write_json, write_video
@@ -43,6 +44,7 @@ class CompareConfig:
     videos: int = 4
     out: str = "compare_out"
     device: str = "auto"
+    record: bool = False  # also write the headline into the checkpoint's card.json
 
 
 def play_physics(task: str, seed: int, policy_kind: str, noise: float) -> dict:
@@ -201,6 +203,12 @@ def compare(config: CompareConfig) -> dict:
     if video_frames:
         write_video(out / "compare.mp4", video_frames, fps=10)
     print_headline(report["headline"])
+    if config.record:
+        folder = Path(config.checkpoint) if config.checkpoint else None
+        folder = folder or shipped_checkpoint(config.model, config.task)
+        card = {**read_card(folder), "compare": {"config": asdict(config),
+                                                 "headline": report["headline"]}}
+        write_json(folder / "card.json", card)
     return report
 
 
