@@ -11,6 +11,7 @@ from gymnasium.utils.env_checker import check_env
 
 import wm_envs  # noqa: F401
 from wm_envs.checkpoint import save_checkpoint
+from wm_envs.demo import play
 from wm_envs.models import ModelSpec, build_model
 
 
@@ -173,3 +174,9 @@ def test_the_scripted_expert_drives_the_learned_env(tiny_checkpoint):
     for _ in range(3):
         obs, *_ = env.step(expert(obs))
     assert env.unwrapped.state_vector().shape == (24,)
+
+
+def test_play_writes_a_video_of_the_learned_env(tiny_checkpoint, tmp_path):
+    result = play("WM-Grasp-v0", "random", episodes=1, out=str(tmp_path / "play.mp4"),
+                  checkpoint=str(tiny_checkpoint), device="cpu")
+    assert result["episodes"] == 1 and (tmp_path / "play.mp4").stat().st_size > 1000

@@ -36,6 +36,14 @@ def main(argv: list[str] | None = None) -> None:
     collect.add_argument("--workers", type=int, default=1)
     collect.add_argument("--backend", default="local", choices=["local", "ray"])
 
+    play = commands.add_parser("play", help="run the expert or random policy on any env, "
+                               "write a video")
+    play.add_argument("--env", default="WM-Grasp-v0")
+    play.add_argument("--policy", default="expert", choices=["expert", "random"])
+    play.add_argument("--episodes", type=int, default=3)
+    play.add_argument("--seed", type=int, default=0)
+    play.add_argument("--out", default="play.mp4")
+
     compare = commands.add_parser("compare", help="physics vs a learned simulator")
     add_config_arguments(compare, CompareConfig)
 
@@ -59,6 +67,10 @@ def main(argv: list[str] | None = None) -> None:
             obs_mode=args.obs_mode,
         )
         run_collect(config, args.out, args.dataset_id, args.workers, args.backend)
+    elif args.command == "play":
+        from wm_envs.demo import play as run_play
+
+        run_play(args.env, args.policy, args.episodes, args.seed, args.out)
     elif args.command == "compare":
         from wm_envs.eval.compare import compare as run_compare
 
