@@ -114,3 +114,20 @@ def test_invalid_randomization_is_refused():
         CollapseRandomization(floors=(2, 5))
     with pytest.raises(ValueError, match="rows"):
         CollapseRandomization(rows=(0, 2))
+
+
+def test_block_tops_agree_with_mujoco():
+    """The state's quaternions give the same rotations, so the expert sees the env's heights."""
+    env = make()
+    env.reset(seed=5)
+    env.action_space.seed(5)
+    for _ in range(30):
+        obs, *_ = env.step(env.action_space.sample())
+    task = env.unwrapped
+    _, quats, used = collapse.state_blocks(obs)
+    np.testing.assert_allclose(
+        collapse.rotation_matrices(quats[used].astype(np.float64)),
+        task.data.xmat[task._bodies[used]].reshape(-1, 3, 3),
+        atol=1e-6,
+    )
+    env.close()

@@ -156,14 +156,10 @@ def inertias(half_extents: np.ndarray, masses: np.ndarray, slots: np.ndarray) ->
     return np.where(IS_PILLAR[slots, None], cylinder, box)
 
 
-def block_extents(quats: np.ndarray, half_extents: np.ndarray, slots: np.ndarray) -> np.ndarray:
-    """World-axis half extents [n, 3] of blocks with quaternions [n, 4] (w, x, y, z).
-
-    The top of block ``i`` is at ``z_i + block_extents(...)[i, 2]``. A box projects its half
-    sizes through the absolute rotation matrix; a capsule its axis half-length, plus radius.
-    """
+def rotation_matrices(quats: np.ndarray) -> np.ndarray:
+    """Rotation matrices [n, 3, 3] of unit quaternions [n, 4] (w, x, y, z)."""
     w, x, y, z = quats.T
-    rotation = np.stack(  # [n, 3, 3], rows = world axes
+    return np.stack(
         [
             np.stack([1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)], -1),
             np.stack([2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)], -1),
@@ -171,9 +167,17 @@ def block_extents(quats: np.ndarray, half_extents: np.ndarray, slots: np.ndarray
         ],
         axis=1,
     )
-    box = np.einsum("nij,nj->ni", np.abs(rotation), half_extents)
+
+
+def block_extents(rotations: np.ndarray, half_extents: np.ndarray, slots: np.ndarray) -> np.ndarray:
+    """World-axis half extents [n, 3] of blocks with rotation matrices [n, 3, 3].
+
+    The top of block ``i`` is at ``z_i + block_extents(...)[i, 2]``. A box projects its half
+    sizes through the absolute rotation matrix; a capsule its axis half-length, plus radius.
+    """
+    box = np.einsum("nij,nj->ni", np.abs(rotations), half_extents)
     radius = half_extents[:, :1]
-    capsule = radius + np.abs(rotation[:, :, 2]) * (half_extents[:, 2:] - radius)
+    capsule = radius + np.abs(rotations[:, :, 2]) * (half_extents[:, 2:] - radius)
     return np.where(IS_PILLAR[slots, None], capsule, box)
 
 

@@ -260,7 +260,8 @@ class CollapseMujocoEnv(PhysicsTaskEnv):
         """Highest point of any block still on the site, m (0 once none is)."""
         slots = np.flatnonzero(self._used & collapse.on_site(self.data.xpos[self._bodies]))
         bodies = self._bodies[slots]
-        extents = collapse.block_extents(self.data.xquat[bodies], self._half_extents[slots], slots)
+        rotations = self.data.xmat[bodies].reshape(-1, 3, 3)
+        extents = collapse.block_extents(rotations, self._half_extents[slots], slots)
         return float((self.data.xpos[bodies, 2] + extents[:, 2]).max(initial=0.0))
 
     def state_vector(self) -> np.ndarray:

@@ -103,7 +103,8 @@ class CollapseExpert(ScriptedExpert):
         if not used.any():
             return np.array([0.0, 0.0, 0.0, -1.0])
         half = np.where(collapse.IS_PILLAR[:, None], state[11:14], state[14:17])
-        extents = collapse.block_extents(quats, half, np.arange(collapse.MAX_BLOCKS))
+        rotations = collapse.rotation_matrices(quats)
+        extents = collapse.block_extents(rotations, half, np.arange(collapse.MAX_BLOCKS))
         target, height, sweep = self._pick_target(positions, extents, used, quats, state[13])
         near, far = (
             positions[target, 0] - extents[target, 0],
