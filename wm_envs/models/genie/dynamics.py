@@ -111,21 +111,23 @@ class Dynamics(nn.Module):
     ) -> torch.Tensor:
         """Tokens [B, P] of the frame after the cached ``past`` under actions [B].
 
-        ``mask`` [B, 1, Tp + 1] and ``time`` [Tp + 1] as in ``forward``. With a
-        ``generator``, tokens are sampled at ``temperature`` (Gumbel-max); without, each pass
-        takes the most likely token (the mode, deterministic).
+        ``mask`` [B, 1, Tp + 1] and the new frame's ``time`` [B, 1] as in ``forward``. With
+        a ``generator``, tokens are sampled at ``temperature`` (Gumbel-max); without, each
+        pass takes the most likely token (the mode, deterministic).
         """
         size = actions.shape[0]
         tokens = actions.new_full((size, self.tokens), self.mask_token)  # [B, P]
         for step in range(steps):
             hidden, _ = self(tokens[:, None], actions[:, None], mask, time, past)
-            logits = self.to_logits(hidden[:, 0]).float() / max(temperature, 1e-6)  # [B, P, V]
+            logits = self.to_logits(hidden[:, 0]).float()  # [B, P, V]
             if generator is None:
-                chosen = logits.argmax(-1)
+                score, chosen = logits.max(-1)
             else:
+                logits = logits / max(temperature, 1e-6)
                 uniform = torch.rand(logits.shape, generator=generator, device=logits.device)
                 chosen = (logits - torch.log(-torch.log(uniform.clamp_min(1e-20)))).argmax(-1)
-            confidence = logits.log_softmax(-1).gather(-1, chosen[..., None])[..., 0]  # [B, P]
+                score = logits.gather(-1, chosen[..., None])[..., 0]
+            confidence = score - logits.logsumexp(-1)  # log-probability of the choice [B, P]
             still_masked = tokens == self.mask_token
             confidence = confidence.masked_fill(~still_masked, math.inf)
             revealed = math.ceil(self.tokens * (1 - math.cos(0.5 * math.pi * (step + 1) / steps)))

@@ -15,7 +15,8 @@ through the adapter; ``"latent"`` takes latent action indices [B] directly (Geni
 control, a ``Discrete(n_latent_actions)`` space).
 
 The model state holds the current frame's tokens, the dynamics' cached temporal keys and
-values of the last ``memory`` frames (so a step runs only the new frame) and its features.
+values of the last ``memory`` frames (so a step runs only the new frame), the current
+frame's time (for the rotary time embedding) and its features.
 """
 
 from __future__ import annotations
@@ -317,16 +318,17 @@ class Genie(WorldModel):
         mask = temporal_mask(is_first.cumsum(1), self.config.memory)
         hidden, cache = self.dynamics(tokens, actions, mask)
         memory = self.config.memory
-        keys = torch.stack([k for k, _ in cache], 2)[:, -memory:]  # [B, <=K, L, P, E]
-        values = torch.stack([v for _, v in cache], 2)[:, -memory:]
-        missing = memory - keys.shape[1]  # fewer context frames than memory: pad, invalid
-        pad = (0, 0, 0, 0, 0, 0, missing, 0)
+        keys = torch.stack([k for k, _ in cache], 1)[:, :, -memory:]  # [B, L, <=K, P, E]
+        values = torch.stack([v for _, v in cache], 1)[:, :, -memory:]
+        missing = memory - keys.shape[2]  # fewer context frames than memory: pad, invalid
+        pad = (0, 0, 0, 0, missing, 0)
         valid = torch.arange(memory, device=pixels.device).expand(size, -1) >= missing
         return {
             "tokens": tokens[:, -1],
             "keys": F.pad(keys, pad),
             "values": F.pad(values, pad),
             "valid": valid,
+            "time": torch.full((size,), frames - 1, device=pixels.device),
             "features": self.dynamics.features(hidden[:, -1]),
         }
 
@@ -343,22 +345,23 @@ class Genie(WorldModel):
     ) -> State:
         """One transition under latent action indices [B]: MaskGIT-generate the next frame's
         tokens, then run the finished frame once more to cache its keys and values."""
-        keys, values = state["keys"], state["values"]  # [B, K, L, P, E]
-        past = [(keys[:, :, i], values[:, :, i]) for i in range(keys.shape[2])]
+        keys, values = state["keys"], state["values"]  # [B, L, K, P, E]
+        past = list(zip(keys.unbind(1), values.unbind(1), strict=True))  # per block [B, K, P, E]
         valid = F.pad(state["valid"], (0, 1), value=True)  # [B, K+1]: memory and the new frame
         mask = valid[:, None]  # [B, 1, K+1]
-        time = torch.arange(-keys.shape[1], 1, device=keys.device)  # [K+1], new frame at 0
+        time = state["time"][:, None] + 1  # [B, 1]
         tokens = self.dynamics.generate(
             past, mask, time, actions, self.maskgit_steps, self.temperature, generator
         )  # [B, P]
         hidden, cache = self.dynamics(tokens[:, None], actions[:, None], mask, time, past)
-        new_keys = torch.stack([k for k, _ in cache], 2)  # [B, 1, L, P, E]
-        new_values = torch.stack([v for _, v in cache], 2)
+        new_keys = torch.stack([k for k, _ in cache], 1)  # [B, L, 1, P, E]
+        new_values = torch.stack([v for _, v in cache], 1)
         return {
             "tokens": tokens,
-            "keys": torch.cat([keys[:, 1:], new_keys], 1),
-            "values": torch.cat([values[:, 1:], new_values], 1),
+            "keys": torch.cat([keys[:, :, 1:], new_keys], 2),
+            "values": torch.cat([values[:, :, 1:], new_values], 2),
             "valid": valid[:, 1:],
+            "time": time[:, 0],
             "features": self.dynamics.features(hidden[:, 0]),
         }
 

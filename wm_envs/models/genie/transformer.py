@@ -5,10 +5,10 @@ frame), then across frames (temporal: each token sees the token at the same patc
 in itself and the last ``memory`` frames, causal), then applies a feed-forward layer; all
 pre-norm residuals. ``memory=0`` drops the temporal part (the per-frame tokenizer).
 
-Temporal attention encodes time with rotary embeddings, so only frame offsets matter and
-the attention window slides: the keys and values a block computed for a frame stay valid
-for later frames. The dynamics caches them in the model state, so one generation step runs
-the new frame alone instead of the whole context.
+Temporal attention encodes each frame's time with rotary embeddings, under which attention
+depends only on frame offsets: the (rotated) keys and values a block computed for a frame
+stay valid for every later frame. The dynamics caches them in the model state, so one
+generation step runs the new frame alone instead of the whole context.
 """
 
 from __future__ import annotations
@@ -34,14 +34,20 @@ def unpatchify(tokens: torch.Tensor, patch: int, size: int) -> torch.Tensor:
     )
 
 
-def rotary(x: torch.Tensor, time: torch.Tensor) -> torch.Tensor:
-    """Rotate channel pairs of x [..., T, D] by angles time [T] x frequencies (RoPE)."""
-    half = x.shape[-1] // 2
-    frequencies = 10.0 ** (-4 * torch.arange(half, device=x.device) / half)  # [D/2]
-    angles = time.float()[:, None] * frequencies  # [T, D/2]
-    cos, sin = angles.cos().to(x.dtype), angles.sin().to(x.dtype)
-    first, second = x[..., :half], x[..., half:]
-    return torch.cat([first * cos - second * sin, first * sin + second * cos], -1)
+def time_rotation(time: torch.Tensor, head_width: int) -> torch.Tensor:
+    """Rotary time embedding (RoPE) for frame times ``time`` ([T], or [B, T] per row): unit
+    complex numbers [(B,) T, 1, 1, head_width / 2], one per channel pair of a head."""
+    half = head_width // 2
+    frequencies = 10.0 ** (-4 * torch.arange(half, device=time.device) / half)  # [D/2]
+    angles = (time.float()[..., None] * frequencies)[..., None, None, :]
+    return torch.polar(torch.ones_like(angles), angles)
+
+
+def rotate(x: torch.Tensor, rotation: torch.Tensor, heads: int) -> torch.Tensor:
+    """Rotate the channel pairs of each head of x [B, T, P, E] by ``rotation``."""
+    pairs = rearrange(x.float(), "... (h d two) -> ... h d two", h=heads, two=2).contiguous()
+    rotated = torch.view_as_real(torch.view_as_complex(pairs) * rotation)  # [B, T, P, H, D/2, 2]
+    return rearrange(rotated, "... h d two -> ... (h d two)").to(x.dtype)
 
 
 def temporal_mask(segment: torch.Tensor, memory: int, strict: bool = False) -> torch.Tensor:
@@ -78,14 +84,15 @@ class Block(nn.Module):
         self,
         x: torch.Tensor,
         mask: torch.Tensor | None = None,
-        time: torch.Tensor | None = None,
+        rotation: torch.Tensor | None = None,
         past: KeyValues | None = None,
     ) -> tuple[torch.Tensor, KeyValues | None]:
         """x [B, T, P, E] -> (x [B, T, P, E], this block's temporal keys and values of x).
 
-        ``past``: cached keys and values [B, Tp, P, E] of earlier frames; ``time`` [Tp + T]
-        the times of past and new frames; ``mask`` bool [B, T, Tp + T] what each new frame
-        may attend to. Without temporal attention (memory 0) only ``x`` is used.
+        ``rotation``: the frames' time embedding (``time_rotation``); ``past``: cached keys
+        and values [B, Tp, P, E] of earlier frames, as returned for them; ``mask`` bool
+        [B, T, Tp + T]: what each frame of x may attend to. Without temporal attention
+        (memory 0) only ``x`` is used.
         """
         size, frames, patches, _ = x.shape
         qkv = self.spatial_qkv(self.spatial_norm(x))  # [B, T, P, 3E]
@@ -95,11 +102,11 @@ class Block(nn.Module):
         new = None
         if self.memory > 0:
             q, k, v = self.temporal_qkv(self.temporal_norm(x)).chunk(3, -1)  # [B, T, P, E]
+            q, k = rotate(q, rotation, self.heads), rotate(k, rotation, self.heads)
             new = (k, v)
             if past is not None:
                 k, v = torch.cat([past[0], k], 1), torch.cat([past[1], v], 1)  # [B, Tp+T, P, E]
             q, k, v = (rearrange(y, "b t p (h d) -> b (p h) t d", h=self.heads) for y in (q, k, v))
-            q, k = rotary(q, time[-frames:]), rotary(k, time)
             attended = F.scaled_dot_product_attention(q, k, v, attn_mask=mask[:, None])
             attended = rearrange(attended, "b (p h) t d -> b t p (h d)", p=patches)  # [B, T, P, E]
             x = x + self.temporal_out(attended)
@@ -114,7 +121,7 @@ class STTransformer(nn.Module):
         super().__init__()
         if width % heads:
             raise ValueError(f"width {width} is not divisible by {heads} heads")
-        self.memory = memory
+        self.memory, self.heads = memory, heads
         self.blocks = nn.ModuleList(Block(width, heads, memory) for _ in range(depth))
         self.norm = nn.LayerNorm(width)
 
@@ -127,13 +134,16 @@ class STTransformer(nn.Module):
     ) -> tuple[torch.Tensor, list[KeyValues | None]]:
         """x [B, T, P, E] -> (x [B, T, P, E], per block the keys and values of x's frames).
 
-        ``mask``, ``time`` and ``past`` (one entry per block) as in ``Block.forward``; with
-        no ``past``, ``time`` defaults to 0..T-1.
+        ``time`` ([T], or [B, T] per row; default 0..T-1) are the frame times of x; ``mask``
+        and ``past`` (one entry per block) as in ``Block.forward``.
         """
-        if self.memory > 0 and time is None:
-            time = torch.arange(x.shape[1], device=x.device)
+        rotation = None
+        if self.memory > 0:
+            if time is None:
+                time = torch.arange(x.shape[1], device=x.device)
+            rotation = time_rotation(time, x.shape[-1] // self.heads)
         cache = []
         for i, block in enumerate(self.blocks):
-            x, new = block(x, mask, time, None if past is None else past[i])
+            x, new = block(x, mask, rotation, None if past is None else past[i])
             cache.append(new)
         return self.norm(x), cache
