@@ -53,7 +53,7 @@ class CollapseRandomization:
 
     floors: tuple[int, int] = (2, 4)
     rows: tuple[int, int] = (1, 2)  # pillar rows along y
-    pillar_radius: tuple[float, float] = (0.022, 0.026)
+    pillar_radius: tuple[float, float] = (0.026, 0.03)
     pillar_half_height: tuple[float, float] = (0.045, 0.055)  # centre to the tip of an end
     slab_half_thickness: tuple[float, float] = (0.01, 0.014)
     span_x: tuple[float, float] = (0.05, 0.08)  # half distance between pillar columns

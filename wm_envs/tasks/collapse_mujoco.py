@@ -79,7 +79,7 @@ class CollapseMujocoEnv(PhysicsTaskEnv):
     ``Box(-1, 1, (4,), float32)``: ram target displacement dx, dy, dz (1 = 2 cm per step, the
     target is kept inside the workspace) and the strike: the head's motor force along +x,
     ``60 N x strike`` over an 8 cm stroke (a 150 N/m spring pulls the head back; negative
-    retracts it harder). A strike hits hardest with a run-up: the head reaches ~4 m/s over
+    retracts it harder). A strike hits hardest with a run-up: the head reaches ~3.4 m/s over
     5 cm. Out-of-range values are clipped; a wrong shape or a NaN/inf raises ``ValueError``.
 
     ## Observation Space

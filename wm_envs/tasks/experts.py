@@ -127,7 +127,7 @@ class CollapseExpert(ScriptedExpert):
 
         A pillar bears load when it stands upright with a block resting on its top: the
         lowest of them, nearest first, is struck low to kick its foot out. Without any, the
-        block on top of the pile is swept just below its top.
+        block on top of the pile is swept through its centre.
         """
         tops, bottoms = positions[:, 2] + extents[:, 2], positions[:, 2] - extents[:, 2]
         upright = 1 - 2 * (quats[:, 1] ** 2 + quats[:, 2] ** 2) > 0.9  # body z vs vertical
@@ -141,7 +141,7 @@ class CollapseExpert(ScriptedExpert):
             target = int(low[np.argmin(positions[low, 0])])
             return target, positions[target, 2] - 0.5 * pillar_half_height, False
         target = int(np.argmax(np.where(used, tops, -np.inf)))
-        return target, tops[target] - 0.02, True
+        return target, positions[target, 2], True
 
 
 class DriveExpert(ScriptedExpert):
