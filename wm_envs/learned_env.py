@@ -25,6 +25,18 @@ from wm_envs.tasks.base import check_action, make_observation_space
 from wm_envs.train import resolve_device
 
 OBS_MODES = ("dict", "state", "pixels", "rgbd", "latent")
+METADATA = {
+    "render_modes": ["rgb_array"],
+    "render_fps": 25,
+    "autoreset_mode": AutoresetMode.NEXT_STEP,
+}
+
+
+def check_render_mode(render_mode: str | None) -> None:
+    if render_mode is not None and render_mode not in METADATA["render_modes"]:
+        raise ValueError(
+            f"render_mode must be one of {METADATA['render_modes']}, got {render_mode!r}"
+        )
 
 
 class LearnedSimulator:
@@ -136,6 +148,42 @@ class LearnedSimulator:
             context[key] = value if batched else value.unsqueeze(0)
         return context
 
+    def start_from(
+        self,
+        options: dict | None,
+        rng: np.random.Generator,
+        count: int,
+        batched: bool,
+        generator: torch.Generator | None,
+    ) -> tuple[State, np.ndarray]:
+        """States for ``count`` envs: from ``options["observation"]`` (and ``"actions"``, the
+        action that led into each context frame) if given, else from start-bank frames drawn
+        with ``rng``. Also returns the bank rows used (-1: the start came from options)."""
+        if not options or "observation" not in options:
+            rows = rng.integers(len(self.bank["image"]), size=count)
+            return self.start(self.bank_context(rows), None, generator), rows
+        context = self.context_from_observation(options["observation"], batched)
+        size, frames = context["state"].shape[:2]
+        if size != count:
+            raise ValueError(f"options['observation'] holds {size} observations for {count} envs")
+        actions = options.get("actions")
+        if actions is not None:
+            actions = torch.as_tensor(np.asarray(actions, np.float32), device=self.device)
+            expected = (count, frames, self.model.spec.action_dim)
+            if tuple(actions.shape) != (expected if batched else expected[1:]):
+                raise ValueError(
+                    f"options['actions'] must have shape {expected if batched else expected[1:]}"
+                    f" (the action that led into each context frame), got {tuple(actions.shape)}"
+                )
+            actions = actions if batched else actions[None]
+        return self.start(context, actions, generator), np.full(count, -1)
+
+    def generator(self, rng: np.random.Generator) -> torch.Generator:
+        """A torch generator on the model's device, seeded from ``rng`` (stochastic mode)."""
+        generator = torch.Generator(self.device)
+        generator.manual_seed(int(rng.integers(2**63)))
+        return generator
+
     def observation_space_shapes(self) -> dict[str, tuple]:
         spec = self.model.spec
         size = spec.image_size
@@ -212,11 +260,7 @@ class WorldModelEnv(gym.Env):
     with the reset seed instead of taking their mode).
     """
 
-    metadata = {
-        "render_modes": ["rgb_array"],
-        "render_fps": 25,
-        "autoreset_mode": AutoresetMode.NEXT_STEP,
-    }
+    metadata = METADATA
 
     def __init__(
         self,
@@ -228,10 +272,7 @@ class WorldModelEnv(gym.Env):
         device: str = "auto",
         stochastic: bool = False,
     ) -> None:
-        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
-            raise ValueError(
-                f"render_mode must be one of {self.metadata['render_modes']}, got {render_mode!r}"
-            )
+        check_render_mode(render_mode)
         self.simulator = LearnedSimulator(task, model, checkpoint, obs_mode, device)
         self.observation_space = self.simulator.observation_space
         self.action_space = self.simulator.action_space
@@ -243,28 +284,12 @@ class WorldModelEnv(gym.Env):
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         super().reset(seed=seed)
-        sim = self.simulator
         if self.stochastic:
-            self._generator = torch.Generator(sim.device)
-            self._generator.manual_seed(int(self.np_random.integers(2**63)))
-        options = options or {}
-        if "observation" in options:
-            context = sim.context_from_observation(options["observation"], batched=False)
-            actions = options.get("actions")
-            if actions is not None:
-                actions = torch.as_tensor(np.asarray(actions, np.float32), device=sim.device)
-                if actions.shape != (context["state"].shape[1], sim.action_space.shape[0]):
-                    raise ValueError(
-                        f"options['actions'] must have shape (K, A) = "
-                        f"{(context['state'].shape[1], sim.action_space.shape[0])}"
-                        f", got {tuple(actions.shape)}"
-                    )
-                actions = actions[None]
-            start = None
-        else:
-            start = int(self.np_random.integers(len(sim.bank["image"])))
-            context, actions = sim.bank_context(np.array([start])), None
-        self._state = sim.start(context, actions, self._generator)
+            self._generator = self.simulator.generator(self.np_random)
+        self._state, rows = self.simulator.start_from(
+            options, self.np_random, 1, batched=False, generator=self._generator
+        )
+        start = None if rows[0] < 0 else int(rows[0])
         return self._observation(), {"is_success": False, "bank_index": start}
 
     def step(self, action: Any):
@@ -303,11 +328,7 @@ class WorldModelVectorEnv(gym.vector.VectorEnv):
     ``num_envs`` and ``max_episode_steps`` (default: the task's).
     """
 
-    metadata = {
-        "render_modes": ["rgb_array"],
-        "render_fps": 25,
-        "autoreset_mode": AutoresetMode.NEXT_STEP,
-    }
+    metadata = METADATA
 
     def __init__(
         self,
@@ -322,6 +343,7 @@ class WorldModelVectorEnv(gym.vector.VectorEnv):
         max_episode_steps: int | None = None,
         render_mode: str | None = None,
     ) -> None:
+        check_render_mode(render_mode)
         self.simulator = sim = LearnedSimulator(task, model, checkpoint, obs_mode, device)
         self.num_envs = num_envs
         self.single_observation_space = sim.observation_space
@@ -346,24 +368,10 @@ class WorldModelVectorEnv(gym.vector.VectorEnv):
         if seed is not None or self._state is None:
             self._rng = np.random.default_rng(seed)
             if self.stochastic:
-                self._generator = torch.Generator(sim.device)
-                self._generator.manual_seed(int(self._rng.integers(2**63)))
-        options = options or {}
-        if "observation" in options:
-            context = sim.context_from_observation(options["observation"], batched=True)
-            if context["state"].shape[0] != self.num_envs:
-                raise ValueError(
-                    f"options['observation'] holds {context['state'].shape[0]} "
-                    f"observations for {self.num_envs} envs"
-                )
-            actions = options.get("actions")
-            if actions is not None:
-                actions = torch.as_tensor(np.asarray(actions, np.float32), device=sim.device)
-            starts = np.full(self.num_envs, -1)
-        else:
-            starts = self._rng.integers(len(sim.bank["image"]), size=self.num_envs)
-            context, actions = sim.bank_context(starts), None
-        self._state = sim.start(context, actions, self._generator)
+                self._generator = sim.generator(self._rng)
+        self._state, starts = sim.start_from(
+            options, self._rng, self.num_envs, batched=True, generator=self._generator
+        )
         self._steps.zero_()
         self._needs_reset.zero_()
         return self._output(sim.observe(self._state)), {"bank_index": starts}
