@@ -39,75 +39,66 @@ def env_rate(env_id: str, obs_mode: str, steps: int, **kwargs) -> float:
     return result
 
 
-def mujoco_ceiling(env: gym.Env, steps: int, warmup: int = 20) -> tuple[float, float]:
-    """Bare ``mj_step`` for one control step, and that plus one tuned 64x64 render, per second.
+def timed_ceiling(env: gym.Env, steps: int, elapsed: dict, render, warmup: int = 20):
+    """Run ``env`` under random actions and return engine steps/s and engine+render steps/s.
 
-    Times only those engine calls while the env runs under random actions, as the PyBullet
-    ceiling does: a replay of recorded states cannot restore what an env changes in its model
-    at each reset (Grasp's object, Collapse's building) or the welds Collapse breaks between
-    substeps, so this way the engine does exactly the env's physics work on its own states.
+    The caller has wrapped the engine's step call so that it adds its own time to
+    ``elapsed["physics"]``; ``render()`` draws one 64x64 image of the task camera. Timing
+    the engine inside the running env makes it do exactly the env's physics work on the
+    env's own states: a replay of recorded states cannot restore what an env changes at each
+    reset (Grasp's object, Collapse's building, a rebuilt PyBullet world) or mid-step (welds
+    that break).
     """
-    import mujoco  # after wm_envs has chosen the headless GL backend
-
-    task = env.unwrapped
-    mj_step = mujoco.mj_step
-    elapsed = {"physics": 0.0, "render": 0.0}
-
-    def timed_mj_step(*args, **kwargs) -> None:
-        start = time.perf_counter()
-        mj_step(*args, **kwargs)
-        elapsed["physics"] += time.perf_counter() - start
-
-    mujoco.mj_step = timed_mj_step  # the envs call it through the module attribute
-    try:
-        env.reset(seed=0)
-        env.action_space.seed(0)
-        for i in range(warmup + steps):
-            if i == warmup:
-                elapsed.update(physics=0.0, render=0.0)
-            _, _, terminated, truncated, _ = env.step(env.action_space.sample())
-            start = time.perf_counter()
-            task.renderer(task.data, 64, 64, False)
-            elapsed["render"] += time.perf_counter() - start
-            if terminated or truncated:
-                env.reset()
-    finally:
-        mujoco.mj_step = mj_step
-    return steps / elapsed["physics"], steps / (elapsed["physics"] + elapsed["render"])
-
-
-def pybullet_ceiling(env: gym.Env, steps: int, warmup: int = 20) -> tuple[float, float]:
-    """Bare ``stepSimulation`` for one control step, and that plus one 64x64 TinyRenderer
-    image of the task camera, per second.
-
-    Times only those engine calls while the env runs under random actions (PyBullet cannot
-    restore a state across the env's per-episode world rebuild), so the engine does exactly
-    the env's physics work and renders the env's own states.
-    """
-    task = env.unwrapped
-    client = task.client
-    step_simulation = client.stepSimulation
-    elapsed = {"physics": 0.0, "render": 0.0}
-
-    def timed_step_simulation() -> None:
-        start = time.perf_counter()
-        step_simulation()
-        elapsed["physics"] += time.perf_counter() - start
-
-    client.stepSimulation = timed_step_simulation  # shadows BulletClient's attribute lookup
     env.reset(seed=0)
     env.action_space.seed(0)
     for i in range(warmup + steps):
-        if i == warmup:
+        if i in (0, warmup):
             elapsed.update(physics=0.0, render=0.0)
         _, _, terminated, truncated, _ = env.step(env.action_space.sample())
-        task._place_camera()
         start = time.perf_counter()
-        task.camera.render(client, 64, 64)
+        render()
         elapsed["render"] += time.perf_counter() - start
         if terminated or truncated:
             env.reset()
     return steps / elapsed["physics"], steps / (elapsed["physics"] + elapsed["render"])
+
+
+def timer(function, elapsed: dict):
+    """``function`` wrapped to add its run time to ``elapsed["physics"]``."""
+
+    def timed(*args, **kwargs):
+        start = time.perf_counter()
+        result = function(*args, **kwargs)
+        elapsed["physics"] += time.perf_counter() - start
+        return result
+
+    return timed
+
+
+def mujoco_ceiling(env: gym.Env, steps: int) -> tuple[float, float]:
+    """Bare ``mj_step`` for one control step, and that plus one tuned 64x64 render."""
+    import mujoco  # after wm_envs has chosen the headless GL backend
+
+    task, elapsed, mj_step = env.unwrapped, {}, mujoco.mj_step
+    mujoco.mj_step = timer(mj_step, elapsed)  # the envs call it through the module attribute
+    try:
+        return timed_ceiling(env, steps, elapsed, lambda: task.renderer(task.data, 64, 64, False))
+    finally:
+        mujoco.mj_step = mj_step
+
+
+def pybullet_ceiling(env: gym.Env, steps: int) -> tuple[float, float]:
+    """Bare ``stepSimulation`` for one control step, and that plus one 64x64 TinyRenderer
+    image of the task camera."""
+    task, elapsed = env.unwrapped, {}
+    client = task.client
+    client.stepSimulation = timer(client.stepSimulation, elapsed)  # shadows the attribute
+
+    def render() -> None:
+        task._place_camera()
+        task.camera.render(client, 64, 64)
+
+    return timed_ceiling(env, steps, elapsed, render)
 
 
 #: The raw ceiling of each engine.
