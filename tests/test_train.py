@@ -118,3 +118,22 @@ def test_ddp_two_processes_on_cpu_with_gloo(tiny_dataset, tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     card = json.loads((tmp_path / "ddp" / "card.json").read_text())
     assert card["recipe"]["processes"] == 2 and card["recipe"]["updates"] == 2
+
+
+def test_init_from_continues_a_checkpoint_and_adds_up_its_history(
+    tiny_checkpoint, tiny_dataset, tmp_path
+):
+    trainer = Trainer(config_for(tiny_dataset, tmp_path / "next", init_from=str(tiny_checkpoint)))
+    model, _, _ = load_checkpoint(tiny_checkpoint)
+    for key, value in model.state_dict().items():
+        torch.testing.assert_close(trainer.model.state_dict()[key], value)
+    trainer.run()
+    recipe = json.loads((tmp_path / "next" / "card.json").read_text())["recipe"]
+    assert recipe["updates"] == 2 and recipe["total_updates"] == 3 + 2
+    assert len(recipe["history"]) == 1 and recipe["total_wall_time_s"] > recipe["wall_time_s"]
+    with pytest.raises(ValueError, match="config"):
+        Trainer(
+            config_for(
+                tiny_dataset, tmp_path / "other", preset="small", init_from=str(tiny_checkpoint)
+            )
+        )

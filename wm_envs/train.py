@@ -55,6 +55,7 @@ class TrainConfig:
     device: str = "auto"
     threads: int = 0  # torch CPU threads; 0 = torch's default
     max_minutes: float = 0.0  # end this run (with a checkpoint) after this long; 0 = never
+    init_from: str = ""  # continue from a checkpoint folder's weights (e.g. a shipped one)
 
 
 def resolve_device(device: str) -> torch.device:
@@ -111,8 +112,11 @@ class Trainer:
         self.stage, self.step, self.elapsed = 0, 0, 0.0
         self.rng = np.random.default_rng([config.seed, self.rank])
         self.metrics: dict[str, float] = {}
+        self.history: list[dict] = []  # earlier runs this model continues (``init_from``)
         if (self.out / "trainer.pt").exists():
             self._resume()
+        elif config.init_from:
+            self._init_from(Path(config.init_from))
         else:
             self.model.prepare(self.train_data.sample(64, np.random.default_rng(config.seed)))
         self.model.to(self.device)
@@ -126,6 +130,38 @@ class Trainer:
         return torch.optim.AdamW(params, self.config.lr, weight_decay=self.config.weight_decay)
 
     # -- resume -----------------------------------------------------------------------------
+    def _init_from(self, folder: Path) -> None:
+        """Start from a checkpoint's weights with a fresh optimizer: how training continues
+        across working sessions once the run folder is gone (the shipped checkpoint keeps no
+        optimizer state, to stay small). The card's history adds up updates and wall time."""
+        model, card, _ = load_checkpoint(folder)
+        if card["model"] != self.config.model or card["spec"] != asdict(self.spec):
+            raise ValueError(
+                f"{folder} holds a {card['model']} for {card['spec']}, not a "
+                f"{self.config.model} for {asdict(self.spec)}"
+            )
+        if card["config"] != asdict(self.model.config):
+            raise ValueError(
+                f"{folder} has config {card['config']}, this run "
+                f"{asdict(self.model.config)}; pass the same preset and --set"
+            )
+        self.model.load_state_dict(model.state_dict())
+        recipe = card["recipe"]
+        self.history = recipe.get("history", []) + [
+            {key: recipe[key] for key in ("command", "stage", "updates", "wall_time_s")}
+        ]
+        self.stage = self.model.stages.index(recipe["stage"])
+        if self.rank == 0:
+            print(
+                f"continuing {folder}: {self.total('updates')} updates, "
+                f"{self.total('wall_time_s') / 60:.1f} min so far"
+            )
+
+    def total(self, key: str) -> float:
+        """Updates or wall time of this run plus the runs it continues."""
+        mine = {"updates": self.step, "wall_time_s": self.elapsed}[key]
+        return sum(h[key] for h in self.history) + mine
+
     def _resume(self) -> None:
         saved = torch.load(self.out / "trainer.pt", weights_only=False)
         mine = {k: v for k, v in asdict(self.config).items() if k in RUN_IDENTITY}
@@ -138,6 +174,7 @@ class Trainer:
         model, _, _ = load_checkpoint(self.out)
         self.model.load_state_dict(model.state_dict())
         self.stage, self.step, self.elapsed = saved["stage"], saved["step"], saved["elapsed"]
+        self.history = saved.get("history", [])  # absent in runs saved before it existed
         self.rng.bit_generator.state = saved["rng"][self.rank % len(saved["rng"])]
         torch.set_rng_state(saved["torch_rng"])
         self.metrics = saved["metrics"]
@@ -161,6 +198,7 @@ class Trainer:
                     "stage": self.stage,
                     "step": self.step,
                     "elapsed": self.elapsed,
+                    "history": self.history,
                     "rng": [self.rng.bit_generator.state],
                     "torch_rng": torch.get_rng_state(),
                     "optimizer": self.optimizer.state_dict(),
@@ -191,6 +229,9 @@ class Trainer:
                 "stage": self.model.stages[self.stage],
                 "updates": self.step,
                 "wall_time_s": round(self.elapsed, 1),
+                "history": self.history,
+                "total_updates": self.total("updates"),
+                "total_wall_time_s": round(self.total("wall_time_s"), 1),
                 "processes": self.world,
                 "device": self.device.type,
                 "parameters": sum(p.numel() for p in self.model.parameters()),
