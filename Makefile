@@ -26,5 +26,6 @@ test: setup
 	$(VENV)/bin/ruff check wm_envs agents benchmarks tests
 	$(PY) -m pytest -q
 
-bench: setup
-	$(PY) benchmarks/throughput.py
+bench: setup  # every benchmark; each writes benchmarks/results/<name>.json and .md
+	for name in throughput experts sim2sim collect_throughput wm_throughput genie_throughput; do \
+		$(PY) -m benchmarks.$$name || exit 1; done
