@@ -133,22 +133,24 @@ class Trainer:
     def _init_from(self, folder: Path) -> None:
         """Start from a checkpoint's weights with a fresh optimizer: how training continues
         across working sessions once the run folder is gone (the shipped checkpoint keeps no
-        optimizer state, to stay small). The card's history adds up updates and wall time."""
+        optimizer state, to stay small). Loss weights and other settings may change; the
+        architecture must fit. The card's history adds up updates and wall time."""
         model, card, _ = load_checkpoint(folder)
         if card["model"] != self.config.model or card["spec"] != asdict(self.spec):
             raise ValueError(
                 f"{folder} holds a {card['model']} for {card['spec']}, not a "
                 f"{self.config.model} for {asdict(self.spec)}"
             )
-        if card["config"] != asdict(self.model.config):
+        try:
+            self.model.load_state_dict(model.state_dict())
+        except RuntimeError as error:
             raise ValueError(
-                f"{folder} has config {card['config']}, this run "
-                f"{asdict(self.model.config)}; pass the same preset and --set"
-            )
-        self.model.load_state_dict(model.state_dict())
+                f"{folder} does not fit this run's {self.config.model} architecture: {error}"
+            ) from error
         recipe = card["recipe"]
         self.history = recipe.get("history", []) + [
             {key: recipe[key] for key in ("command", "stage", "updates", "wall_time_s")}
+            | {"config": card["config"]}
         ]
         self.stage = self.model.stages.index(recipe["stage"])
         if self.rank == 0:
