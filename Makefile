@@ -23,7 +23,7 @@ demo: setup
 	$(VENV)/bin/wm-envs demo
 
 test: setup
-	$(VENV)/bin/ruff check wm_envs agents benchmarks tests
+	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -q
 
 bench: setup  # every benchmark; each writes benchmarks/results/<name>.json and .md
