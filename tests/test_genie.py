@@ -175,7 +175,7 @@ def test_trainer_runs_and_resumes_every_stage(tiny_dataset, tmp_path):
         trainer = Trainer(config)
         trainer.run()
         seen.append((trainer.model.stages[trainer.stage], trainer.step))
-        tokenizers.append(trainer.model.tokenizer.patch_in.weight.detach().clone())
+        tokenizers.append(trainer.model.tokenizer.patch_out.weight.detach().clone())
     stages = ("tokenizer", "latent_actions", "dynamics")
     assert seen == [(stage, step) for stage in stages for step in (1, 2)]
     assert not torch.equal(tokenizers[0], tokenizers[1])  # trained in its stage ...

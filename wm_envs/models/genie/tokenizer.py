@@ -1,11 +1,16 @@
 """Genie's video tokenizer: an FSQ autoencoder from a frame to a grid of discrete tokens.
 
-Frames are cut into patches (8x8 pixels -> an 8x8 grid, 64 tokens at 64x64); a space-time
-transformer encodes them, FSQ rounds each token to one of ``prod(levels)`` codes, and a
-second transformer decodes codes back to patches. The tokenizer is per-frame (memory 0):
-the dynamics does the temporal modelling, and the env decodes one generated frame from its
-own tokens. As in the RSSM, the decoder paints RGB and an alpha mask over a fixed
-background (the per-pixel median of the data), so tokens spend their bits on what moves.
+Frames are cut into patches (8x8 pixels -> an 8x8 grid, 64 tokens at 64x64); an MLP encodes
+each patch on its own, FSQ rounds it to one of ``prod(levels)`` codes, and a space-time
+transformer (spatial attention only, memory 0) decodes the grid of codes back to patches.
+
+The encoder sees one patch, not the frame, on purpose: a patch that does not change keeps
+its token exactly. A first version encoded with spatial attention, so the moving gripper
+nudged every token of the frame and a quarter of them flipped between consecutive frames;
+the dynamics cannot predict that noise. The tokenizer is per-frame: the dynamics does the
+temporal modelling, and the env decodes one generated frame from its own tokens. As in the
+RSSM, the decoder paints RGB and an alpha mask over a fixed background (the per-pixel
+median of the data), so tokens spend their bits on what moves.
 """
 
 from __future__ import annotations
@@ -27,10 +32,13 @@ class Tokenizer(nn.Module):
         self.image_size, self.patch = image_size, patch
         tokens = (image_size // patch) ** 2
         self.fsq = FSQ(levels)
-        self.patch_in = nn.Linear(3 * patch * patch, width)
-        self.encoder_position = nn.Parameter(0.02 * torch.randn(tokens, width))
-        self.encoder = STTransformer(width, depth, heads, memory=0)
-        self.to_code = nn.Linear(width, self.fsq.dim)
+        self.encoder = nn.Sequential(  # one patch -> its latent
+            nn.Linear(3 * patch * patch, width),
+            nn.GELU(),
+            nn.Linear(width, width),
+            nn.GELU(),
+            nn.Linear(width, self.fsq.dim),
+        )
         self.from_code = nn.Linear(self.fsq.dim, width)
         self.decoder_position = nn.Parameter(0.02 * torch.randn(tokens, width))
         self.decoder = STTransformer(width, depth, heads, memory=0)
@@ -39,9 +47,7 @@ class Tokenizer(nn.Module):
 
     def encode(self, pixels: torch.Tensor) -> torch.Tensor:
         """Frames [N, 3, H, W] -> FSQ codes [N, P, d] (straight-through)."""
-        x = self.patch_in(patchify(pixels, self.patch)) + self.encoder_position  # [N, P, E]
-        x, _ = self.encoder(x[:, None])  # [N, 1, P, E]
-        return self.fsq(self.to_code(x[:, 0]))  # [N, P, d]
+        return self.fsq(self.encoder(patchify(pixels, self.patch)))  # [N, P, d]
 
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
         """FSQ codes [N, P, d] -> frames [N, 3, H, W] composited over the background."""
