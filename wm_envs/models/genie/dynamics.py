@@ -1,9 +1,18 @@
 """Genie's dynamics: a MaskGIT transformer over frame tokens, conditioned on past frames and
 latent actions.
 
-Input per frame: token embeddings (one extra index is the mask token), a learned position
-per patch, and the embedding of the latent action that led into the frame (one extra index
-means "none": an episode's first frame). Output: logits over the tokenizer's codes.
+Input per frame: each token enters as its FSQ code vector through a linear layer (a learned
+mask embedding where it is masked), plus a learned position per patch and the embedding of
+the latent action that led into the frame (one extra index means "none": an episode's first
+frame). Output: for each FSQ dimension of a token, logits over that dimension's levels.
+
+Why codes in and per-dimension logits out, not one embedding and one 1000-way softmax per
+token: a first version did that, and in the training budget it never learned to copy rare
+tokens -- each of the 1000 codes needs its own embedding-to-logit path -- so objects that
+did not move vanished from generated frames. With code vectors, copying is one linear map
+for every code, and neighbouring FSQ levels (which decode to similar patches) share
+structure. A token's dimensions are chosen independently given the context, as the tokens
+of one MaskGIT pass are.
 
 Training masks a random fraction of each frame's tokens (MaskGIT's cosine schedule) and
 predicts them. The window runs twice in one pass: a clean copy, in which frame t sees clean
@@ -24,6 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from wm_envs.models.genie.fsq import FSQ
 from wm_envs.models.genie.transformer import KeyValues, STTransformer, temporal_mask
 
 
@@ -33,7 +43,7 @@ class Dynamics(nn.Module):
     def __init__(
         self,
         tokens: int,
-        vocabulary: int,
+        levels: list[int],
         actions: int,
         width: int,
         depth: int,
@@ -42,13 +52,15 @@ class Dynamics(nn.Module):
         feature_channels: int,
     ) -> None:
         super().__init__()
-        self.tokens, self.vocabulary, self.memory = tokens, vocabulary, memory
-        self.mask_token, self.no_action = vocabulary, actions
-        self.token_embed = nn.Embedding(vocabulary + 1, width)
+        self.fsq, self.levels = FSQ(levels), list(levels)
+        self.tokens, self.memory = tokens, memory
+        self.mask_token, self.no_action = self.fsq.size, actions  # the indices after the last
+        self.code_in = nn.Linear(self.fsq.dim, width)
+        self.mask_embed = nn.Parameter(0.02 * torch.randn(width))
         self.action_embed = nn.Embedding(actions + 1, width)
         self.position = nn.Parameter(0.02 * torch.randn(tokens, width))
         self.transformer = STTransformer(width, depth, heads, memory)
-        self.to_logits = nn.Linear(width, vocabulary)
+        self.to_logits = nn.Linear(width, sum(levels))  # per FSQ dimension, over its levels
         self.to_features = nn.Linear(width, feature_channels)
 
     def forward(
@@ -61,8 +73,15 @@ class Dynamics(nn.Module):
     ) -> tuple[torch.Tensor, list[KeyValues]]:
         """Tokens [B, T, P] and actions [B, T] -> hidden [B, T, P, E] and per-block keys
         and values of these frames (``mask``, ``time``, ``past`` as in ``STTransformer``)."""
-        x = self.token_embed(tokens) + self.position + self.action_embed(actions)[:, :, None]
+        codes = self.fsq.indices_to_codes(tokens.clamp_max(self.mask_token - 1))  # [B, T, P, d]
+        masked = (tokens == self.mask_token)[..., None]
+        x = torch.where(masked, self.mask_embed, self.code_in(codes))  # [B, T, P, E]
+        x = x + self.position + self.action_embed(actions)[:, :, None]
         return self.transformer(x, mask, time, past)
+
+    def logits(self, hidden: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Hidden [..., E] -> per FSQ dimension i, float logits [..., L_i]."""
+        return self.to_logits(hidden).float().split(self.levels, -1)
 
     def features(self, hidden: torch.Tensor) -> torch.Tensor:
         """Hidden [..., P, E] -> the flat feature vector [..., P * feature_channels]."""
@@ -92,10 +111,13 @@ class Dynamics(nn.Module):
         hidden, _ = self(torch.cat([tokens, masked], 1), actions.repeat(1, 2), mask, time)
         # Frames with no earlier frame of their episode are never generated: no loss there.
         target = hidden_tokens & past_sees.any(-1)[..., None]  # [B, T, P]
-        logits = self.to_logits(hidden[:, frames:][target])  # [M, V]
+        digits = self.fsq.indices_to_digits(tokens[target])  # [M, d]
         count = target.sum().clamp_min(1)
-        loss = F.cross_entropy(logits.float(), tokens[target], reduction="sum") / count
-        accuracy = (logits.argmax(-1) == tokens[target]).sum() / count
+        loss, correct = 0.0, torch.ones_like(digits[:, 0], dtype=torch.bool)
+        for i, logits in enumerate(self.logits(hidden[:, frames:][target])):  # [M, L_i]
+            loss = loss + F.cross_entropy(logits, digits[:, i], reduction="sum") / count
+            correct &= logits.argmax(-1) == digits[:, i]
+        accuracy = correct.sum() / count
         return loss, hidden[:, :frames], {"dynamics/accuracy": accuracy.item()}
 
     @torch.no_grad()
@@ -112,22 +134,25 @@ class Dynamics(nn.Module):
         """Tokens [B, P] of the frame after the cached ``past`` under actions [B].
 
         ``mask`` [B, 1, Tp + 1] and the new frame's ``time`` [B, 1] as in ``forward``. With
-        a ``generator``, tokens are sampled at ``temperature`` (Gumbel-max); without, each
-        pass takes the most likely token (the mode, deterministic).
+        a ``generator``, each FSQ dimension is sampled at ``temperature`` (Gumbel-max);
+        without, each pass takes the most likely level (the mode, deterministic).
         """
         size = actions.shape[0]
         tokens = actions.new_full((size, self.tokens), self.mask_token)  # [B, P]
         for step in range(steps):
             hidden, _ = self(tokens[:, None], actions[:, None], mask, time, past)
-            logits = self.to_logits(hidden[:, 0]).float()  # [B, P, V]
-            if generator is None:
-                score, chosen = logits.max(-1)
-            else:
-                logits = logits / max(temperature, 1e-6)
-                uniform = torch.rand(logits.shape, generator=generator, device=logits.device)
-                chosen = (logits - torch.log(-torch.log(uniform.clamp_min(1e-20)))).argmax(-1)
-                score = logits.gather(-1, chosen[..., None])[..., 0]
-            confidence = score - logits.logsumexp(-1)  # log-probability of the choice [B, P]
+            digits, confidence = [], 0.0
+            for logits in self.logits(hidden[:, 0]):  # per FSQ dimension [B, P, L_i]
+                if generator is None:
+                    score, choice = logits.max(-1)
+                else:
+                    logits = logits / max(temperature, 1e-6)
+                    uniform = torch.rand(logits.shape, generator=generator, device=logits.device)
+                    choice = (logits - torch.log(-torch.log(uniform.clamp_min(1e-20)))).argmax(-1)
+                    score = logits.gather(-1, choice[..., None])[..., 0]
+                confidence = confidence + score - logits.logsumexp(-1)  # log-probability [B, P]
+                digits.append(choice)
+            chosen = self.fsq.digits_to_indices(torch.stack(digits, -1))  # [B, P]
             still_masked = tokens == self.mask_token
             confidence = confidence.masked_fill(~still_masked, math.inf)
             revealed = math.ceil(self.tokens * (1 - math.cos(0.5 * math.pi * (step + 1) / steps)))

@@ -48,10 +48,16 @@ class FSQ(nn.Module):
 
     def codes_to_indices(self, codes: torch.Tensor) -> torch.Tensor:
         """Codes [..., d] -> indices [...] in [0, prod(levels))."""
-        digits = torch.round(codes.float() * self.half + self.half).long()  # [..., d] in [0, L)
-        return (digits * self.basis).sum(-1)
+        return self.digits_to_indices(torch.round(codes.float() * self.half + self.half).long())
 
     def indices_to_codes(self, indices: torch.Tensor) -> torch.Tensor:
         """Indices [...] -> codes [..., d] (the inverse of ``codes_to_indices``)."""
-        digits = (indices[..., None] // self.basis) % self.levels  # [..., d]
-        return (digits - self.half) / self.half
+        return (self.indices_to_digits(indices) - self.half) / self.half
+
+    def digits_to_indices(self, digits: torch.Tensor) -> torch.Tensor:
+        """Level numbers [..., d] (dimension i in [0, L_i)) -> indices [...]."""
+        return (digits * self.basis).sum(-1)
+
+    def indices_to_digits(self, indices: torch.Tensor) -> torch.Tensor:
+        """Indices [...] -> level numbers [..., d]."""
+        return (indices[..., None] // self.basis) % self.levels

@@ -157,7 +157,7 @@ class Genie(WorldModel):
         tokens = (size // c.patch) ** 2
         self.dynamics = Dynamics(
             tokens,
-            self.tokenizer.fsq.size,
+            c.token_levels,
             self.n_latent_actions,
             c.dynamics_width,
             c.dynamics_depth,
