@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from wm_envs.checkpoint import load_checkpoint
-from wm_envs.train import TrainConfig, Trainer
+from wm_envs.train import TrainConfig, Trainer, learning_rate
 
 
 def config_for(tiny_dataset, out, **changes):
@@ -63,6 +63,16 @@ def test_resume_refuses_a_different_run(tiny_dataset, tmp_path):
     Trainer(config_for(tiny_dataset, tmp_path / "run", steps=1)).run()
     with pytest.raises(ValueError, match="different run"):
         Trainer(config_for(tiny_dataset, tmp_path / "run", window=6))
+
+
+def test_cosine_schedule_decays_to_a_tenth_and_unknown_ones_are_refused(tiny_dataset, tmp_path):
+    config = TrainConfig(lr=1e-3, steps=100, lr_schedule="cosine")
+    rates = [learning_rate(config, step) for step in range(101)]
+    assert rates[0] == pytest.approx(1e-3) and rates[-1] == pytest.approx(1e-4)
+    assert all(a >= b for a, b in zip(rates[:-1], rates[1:], strict=True))
+    assert learning_rate(TrainConfig(lr=1e-3), 50) == 1e-3
+    with pytest.raises(ValueError, match="lr_schedule"):
+        Trainer(config_for(tiny_dataset, tmp_path / "run", lr_schedule="linear"))
 
 
 def test_corrupt_checkpoint_is_refused(tiny_checkpoint, tmp_path):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import shlex
 import sys
@@ -43,6 +44,7 @@ class TrainConfig:
     batch_size: int = 16
     window: int = 24
     lr: float = 3e-4
+    lr_schedule: str = "constant"  # or "cosine": decays to lr / 10 over each stage's steps
     weight_decay: float = 1e-4
     grad_clip: float = 100.0
     save_every: int = 200
@@ -56,6 +58,14 @@ class TrainConfig:
     threads: int = 0  # torch CPU threads; 0 = torch's default
     max_minutes: float = 0.0  # end this run (with a checkpoint) after this long; 0 = never
     init_from: str = ""  # continue from a checkpoint folder's weights (e.g. a shipped one)
+
+
+def learning_rate(config: TrainConfig, step: int) -> float:
+    """The rate for update ``step`` of a stage; a function of the step alone, so resume keeps it."""
+    if config.lr_schedule == "constant":
+        return config.lr
+    progress = min(step / config.steps, 1.0)
+    return config.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
 def resolve_device(device: str) -> torch.device:
@@ -85,6 +95,10 @@ class Trainer:
     def __init__(
         self, config: TrainConfig, overrides: dict | None = None, command: str = ""
     ) -> None:
+        if config.lr_schedule not in ("constant", "cosine"):
+            raise ValueError(
+                f"unknown lr_schedule {config.lr_schedule!r}; use 'constant' or 'cosine'"
+            )
         self.config = config
         self.command = command  # how this run was started, for the card's recipe
         self.world = int(os.environ.get("WORLD_SIZE", 1))
@@ -308,6 +322,8 @@ class Trainer:
                 batch = _to(self.train_data.sample(c.batch_size, self.rng), self.device)
                 with autocast:
                     loss, metrics = network(batch)
+                for group in self.optimizer.param_groups:
+                    group["lr"] = learning_rate(c, self.step)
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 metrics["grad_norm"] = torch.nn.utils.clip_grad_norm_(
