@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from wm_envs.eval.compare import CompareConfig, compare
 from wm_envs.models import ModelSpec, build_model
 from wm_envs.models.genie import controllability
 from wm_envs.models.genie.fsq import FSQ
@@ -181,3 +182,16 @@ def test_trainer_runs_and_resumes_every_stage(tiny_dataset, tmp_path):
     assert not torch.equal(tokenizers[0], tokenizers[1])  # trained in its stage ...
     assert all(torch.equal(tokenizers[1], later) for later in tokenizers[2:])  # ... then frozen
     assert "val/delta_psnr" in trainer.metrics
+    # compare reports Genie's controllability and codebook usage on the physics episodes
+    compared = compare(
+        CompareConfig(
+            model="genie",
+            checkpoint=config.out,
+            episodes=1,
+            horizon=3,
+            videos=0,
+            out=str(tmp_path / "compare"),
+            device="cpu",
+        )
+    )
+    assert {"delta_psnr", "token_usage", "action_usage"} <= set(compared["model_metrics"])

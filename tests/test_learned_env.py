@@ -177,6 +177,12 @@ def test_the_scripted_expert_drives_the_learned_env(tiny_checkpoint):
 
 
 def test_play_writes_a_video_of_the_learned_env(tiny_checkpoint, tmp_path):
-    result = play("WM-Grasp-v0", "random", episodes=1, out=str(tmp_path / "play.mp4"),
-                  checkpoint=str(tiny_checkpoint), device="cpu")
+    result = play(
+        "WM-Grasp-v0",
+        "random",
+        episodes=1,
+        out=str(tmp_path / "play.mp4"),
+        checkpoint=str(tiny_checkpoint),
+        device="cpu",
+    )
     assert result["episodes"] == 1 and (tmp_path / "play.mp4").stat().st_size > 1000

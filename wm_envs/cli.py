@@ -36,8 +36,9 @@ def main(argv: list[str] | None = None) -> None:
     collect.add_argument("--workers", type=int, default=1)
     collect.add_argument("--backend", default="local", choices=["local", "ray"])
 
-    play = commands.add_parser("play", help="run the expert or random policy on any env, "
-                               "write a video")
+    play = commands.add_parser(
+        "play", help="run the expert or random policy on any env, write a video"
+    )
     play.add_argument("--env", default="WM-Grasp-v0")
     play.add_argument("--policy", default="expert", choices=["expert", "random"])
     play.add_argument("--episodes", type=int, default=3)

@@ -97,8 +97,14 @@ def physics_table(env_id: str, episodes: int, out: str, video_episodes: int = 3)
     return rows
 
 
-def play(env_id: str, policy: str = "expert", episodes: int = 3, seed: int = 0,
-         out: str = "play.mp4", **env_kwargs) -> dict:
+def play(
+    env_id: str,
+    policy: str = "expert",
+    episodes: int = 3,
+    seed: int = 0,
+    out: str = "play.mp4",
+    **env_kwargs,
+) -> dict:
     """Run the expert or random policy on any registered env (Phys-* or WM-*), print its
     success and return, and write the rendered episodes as an mp4."""
     frames: list = []
@@ -106,7 +112,10 @@ def play(env_id: str, policy: str = "expert", episodes: int = 3, seed: int = 0,
         actor = make_expert(env) if policy == "expert" else RandomPolicy(env, seed=seed)
         result = run_policy(env, actor, list(range(seed, seed + episodes)), frames)
         fps = env.metadata["render_fps"]
-    write_video(out, [np.kron(f, np.ones((256 // f.shape[0],) * 2 + (1,), np.uint8))
-                      for f in frames], fps=fps)
+    write_video(
+        out,
+        [np.kron(f, np.ones((256 // f.shape[0],) * 2 + (1,), np.uint8)) for f in frames],
+        fps=fps,
+    )
     print(f"{env_id} ({policy}): {result}; video: {out}")
     return result

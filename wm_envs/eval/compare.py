@@ -89,6 +89,13 @@ def mid_episode_start(states: np.ndarray, position: slice, horizon: int) -> int:
     return int(np.clip(first - 1, 1, last))
 
 
+def clip_around(images: np.ndarray, start: int, context: int, after: int = 4) -> np.ndarray:
+    """``context`` real frames up to ``start`` and ``after`` frames past it, shifted to fit
+    the episode: [context + after, H, W, 3]."""
+    first = int(np.clip(start - context + 1, 0, len(images) - context - after))
+    return images[first : first + context + after]
+
+
 def rollout_learned(env: gym.Env, episode: dict, start: int, context: int) -> dict:
     """Start the learned env from real frames up to ``start``, replay the rest open-loop."""
     first = max(0, start - context + 1)
@@ -151,7 +158,9 @@ def _mean_curves(scores: list[dict], horizon: int) -> dict:
         padded = np.full((len(scores), horizon), np.nan)
         for row, s in enumerate(scores):
             padded[row, : len(s[key])] = s[key]
-        curves[key] = np.nanmean(padded, axis=0).round(4).tolist()
+        reached = (~np.isnan(padded)).sum(0)  # rollouts that reach each step (NaN: none)
+        mean = np.nansum(padded, axis=0) / np.maximum(reached, 1)
+        curves[key] = np.where(reached > 0, mean, np.nan).round(4).tolist()
     return curves
 
 
@@ -171,6 +180,7 @@ def compare(config: CompareConfig) -> dict:
     )
     results = {"first_frame": [], "mid_episode": []}
     video_frames: list[np.ndarray] = []
+    clips = []  # real frames around each mid-episode start, for model-specific metrics
     for i in range(config.episodes):
         kind = "expert" if i % 2 == 0 else "random"
         episode = play_physics(config.task, config.seed + i, kind, config.expert_noise)
@@ -183,9 +193,14 @@ def compare(config: CompareConfig) -> dict:
             results[name].append(score(prediction, episode, start, config.horizon, position))
             if name == "mid_episode" and i < config.videos:
                 video_frames += side_by_side(episode, prediction, start, config.horizon)
+        clips.append(clip_around(episode["image"], starts["mid_episode"], config.context))
+    simulator = env.unwrapped.simulator
+    model_metrics = simulator.model.validation_metrics(
+        {"image": torch.from_numpy(np.stack(clips)).to(simulator.device)}, config.context
+    )
     env.close()
     summary = {name: _mean_curves(scores, config.horizon) for name, scores in results.items()}
-    checkpoint_card = env.unwrapped.simulator.card
+    checkpoint_card = simulator.card
     report = {
         "config": asdict(config),
         "checkpoint": {
@@ -195,6 +210,7 @@ def compare(config: CompareConfig) -> dict:
         },
         "results": summary,
         "headline": headline(summary, config.horizon),
+        "model_metrics": model_metrics,
         "wall_time_s": round(time.perf_counter() - started, 1),
     }
     out = Path(config.out)
@@ -203,11 +219,13 @@ def compare(config: CompareConfig) -> dict:
     if video_frames:
         write_video(out / "compare.mp4", video_frames, fps=10)
     print_headline(report["headline"])
+    if model_metrics:
+        print(", ".join(f"{key} {value:.3g}" for key, value in model_metrics.items()))
     if config.record:
         folder = Path(config.checkpoint) if config.checkpoint else None
         folder = folder or shipped_checkpoint(config.model, config.task)
-        card = {**read_card(folder), "compare": {"config": asdict(config),
-                                                 "headline": report["headline"]}}
+        recorded = {key: report[key] for key in ("config", "headline", "model_metrics")}
+        card = {**read_card(folder), "compare": recorded}
         write_json(folder / "card.json", card)
     return report
 

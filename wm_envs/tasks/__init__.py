@@ -19,12 +19,25 @@ class TaskSpec:
 
 
 TASKS: dict[str, TaskSpec] = {
-    "grasp": TaskSpec("Grasp", "wm_envs.tasks.grasp:make_grasp_env", 100, ("pybullet",),
-                      tracked_position=(7, 10)),  # the object
-    "drive": TaskSpec("Drive", "wm_envs.tasks.drive_pybullet:DrivePybulletEnv", 300,
-                      tracked_position=(0, 2)),  # the car
-    "collapse": TaskSpec("Collapse", "wm_envs.tasks.collapse_mujoco:CollapseMujocoEnv", 150,
-                         tracked_position=(49, 52)),  # the ground-floor slab
+    "grasp": TaskSpec(
+        "Grasp",
+        "wm_envs.tasks.grasp:make_grasp_env",
+        100,
+        ("pybullet",),
+        tracked_position=(7, 10),  # the object
+    ),
+    "drive": TaskSpec(
+        "Drive",
+        "wm_envs.tasks.drive_pybullet:DrivePybulletEnv",
+        300,
+        tracked_position=(0, 2),  # the car
+    ),
+    "collapse": TaskSpec(
+        "Collapse",
+        "wm_envs.tasks.collapse_mujoco:CollapseMujocoEnv",
+        150,
+        tracked_position=(49, 52),  # the ground-floor slab
+    ),
 }
 
 
