@@ -82,6 +82,11 @@ def load_checkpoint(
     return model.to(device).eval(), card, extra
 
 
+def shipped_models(task: str) -> list[str]:
+    """Names of the models that ship a checkpoint for ``task``."""
+    return [model for model in MODELS if (SHIPPED / f"{model}-{task}" / "card.json").exists()]
+
+
 def shipped_checkpoint(model: str, task: str) -> Path:
     """The checkpoint folder that ships with the package for ``model`` on ``task``."""
     folder = SHIPPED / f"{model}-{task}"

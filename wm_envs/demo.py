@@ -8,6 +8,7 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 
+from wm_envs.checkpoint import shipped_models
 from wm_envs.eval.compare import CompareConfig, compare
 from wm_envs.io import write_video
 from wm_envs.tasks.experts import make_expert
@@ -58,18 +59,28 @@ class RandomPolicy:
 
 
 def demo(env_id: str = "Phys-Grasp-v0", episodes: int = 20, out: str = "demo_out") -> dict:
-    """The main job: physics baselines, then physics against the shipped learned simulator.
+    """The main job: physics baselines, then physics against each shipped learned simulator.
 
-    Expert and random policies on ``env_id`` (a table and an mp4), then ``compare`` of the
-    shipped RSSM against the physics on held-out seeds (metrics, plot, side-by-side video).
+    Expert and random policies on ``env_id`` (a table and an mp4), then ``compare`` of every
+    model shipped for the task against the physics on the same held-out seeds and actions
+    (metrics, plot and side-by-side video per model under ``out/<model>/``).
     """
     rows = physics_table(env_id, episodes, out)
     task = env_id.removeprefix("Phys-").split("-")[0].lower()
-    config = CompareConfig(task=task, model="rssm", episodes=episodes, out=out)
-    print(f"\nlearned simulator vs physics (same seeds, same actions): {config}\n")
-    compare(config)
-    print(f"\nwritten to {out}/: compare.json, compare.png, compare.mp4")
-    return rows
+    models = shipped_models(task)
+    if not models:
+        print(f"\nno learned simulator ships for {task!r}; train one with `wm-envs train`")
+        return rows
+    headlines = {}
+    for model in models:
+        config = CompareConfig(task=task, model=model, episodes=episodes, out=f"{out}/{model}")
+        print(
+            f"\nshipped {model} vs {env_id}: {episodes} held-out seeds from {config.seed}, "
+            f"same actions (noisy expert / random), open loop for {config.horizon} steps"
+        )
+        headlines[model] = compare(config)["headline"]
+        print(f"written to {config.out}/: compare.json, compare.png, compare.mp4")
+    return {"physics": rows, "learned": headlines}
 
 
 def physics_table(env_id: str, episodes: int, out: str, video_episodes: int = 3) -> dict:

@@ -1,0 +1,33 @@
+"""The main job on a couple of seeds, with the checkpoints that ship with the package."""
+
+import json
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+from wm_envs.checkpoint import shipped_models
+from wm_envs.demo import demo
+
+
+def test_grasp_ships_an_rssm():
+    assert "rssm" in shipped_models("grasp")
+
+
+@pytest.mark.parametrize("model", shipped_models("grasp"))
+def test_shipped_checkpoint_steps_out_of_the_box(model):
+    with gym.make("WM-Grasp-v0", model=model, device="cpu") as env:
+        obs, _ = env.reset(seed=0)
+        obs, reward, terminated, truncated, info = env.step(env.action_space.sample())
+        assert env.observation_space.contains(obs)
+        assert np.isfinite(reward) and isinstance(info["is_success"], bool)
+
+
+def test_demo_writes_the_physics_video_and_one_comparison_per_shipped_model(tmp_path):
+    result = demo("Phys-Grasp-v0", episodes=2, out=str(tmp_path))
+    assert result["physics"]["expert"]["episodes"] == 2
+    assert (tmp_path / "Phys-Grasp-v0-expert.mp4").stat().st_size > 1000
+    for model in shipped_models("grasp"):
+        report = json.loads((tmp_path / model / "compare.json").read_text())
+        assert set(report["headline"]) == {"first_frame", "mid_episode"}
+        assert (tmp_path / model / "compare.mp4").exists()
