@@ -2,14 +2,16 @@
 
 import json
 import os
+import signal
 import subprocess
 import sys
 
 import pytest
 import torch
 
+from wm_envs import train
 from wm_envs.checkpoint import load_checkpoint
-from wm_envs.train import TrainConfig, Trainer, learning_rate
+from wm_envs.train import TrainConfig, Trainer, learning_rate, stage_updates
 
 
 def config_for(tiny_dataset, out, **changes):
@@ -67,12 +69,40 @@ def test_resume_refuses_a_different_run(tiny_dataset, tmp_path):
 
 def test_cosine_schedule_decays_to_a_tenth_and_unknown_ones_are_refused(tiny_dataset, tmp_path):
     config = TrainConfig(lr=1e-3, steps=100, lr_schedule="cosine")
-    rates = [learning_rate(config, step) for step in range(101)]
+    rates = [learning_rate(config, step, 100) for step in range(101)]
     assert rates[0] == pytest.approx(1e-3) and rates[-1] == pytest.approx(1e-4)
     assert all(a >= b for a, b in zip(rates[:-1], rates[1:], strict=True))
-    assert learning_rate(TrainConfig(lr=1e-3), 50) == 1e-3
+    assert learning_rate(TrainConfig(lr=1e-3), 50, 100) == 1e-3
     with pytest.raises(ValueError, match="lr_schedule"):
         Trainer(config_for(tiny_dataset, tmp_path / "run", lr_schedule="linear"))
+
+
+def test_stage_steps_override_steps_per_stage(tiny_dataset, tmp_path):
+    config = TrainConfig(steps=7, stage_steps="tokenizer=3, dynamics=5")
+    assert [stage_updates(config, s) for s in ("tokenizer", "latent_actions", "dynamics")] == [
+        3,
+        7,
+        5,
+    ]
+    with pytest.raises(ValueError, match="stage=count"):
+        stage_updates(TrainConfig(stage_steps="tokenizer:3"), "tokenizer")
+    with pytest.raises(ValueError, match="stages"):
+        Trainer(config_for(tiny_dataset, tmp_path / "run", stage_steps="tokenizer=3"))
+
+
+def test_ctrl_c_checkpoints_after_the_current_update(tiny_dataset, tmp_path, monkeypatch):
+    log = train.Logger.log
+
+    def log_then_interrupt(self, step, values):  # Ctrl-C arrives during update 1
+        log(self, step, values)
+        if step == 1:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.setattr(train.Logger, "log", log_then_interrupt)
+    config = config_for(tiny_dataset, tmp_path / "run", steps=5, save_every=100)
+    Trainer(config).run()
+    assert torch.load(tmp_path / "run" / "trainer.pt", weights_only=False)["step"] == 1
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
 def test_corrupt_checkpoint_is_refused(tiny_checkpoint, tmp_path):

@@ -15,7 +15,9 @@ import json
 import math
 import os
 import shlex
+import signal
 import sys
+import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -41,6 +43,7 @@ class TrainConfig:
     dataset_id: str = "grasp/mixed-v0"
     out: str = "runs/rssm-grasp"
     steps: int = 10_000  # updates per stage, in total over all resumed runs
+    stage_steps: str = ""  # per-stage counts, e.g. "tokenizer=1500,dynamics=3000"; else steps
     batch_size: int = 16
     window: int = 24
     lr: float = 3e-4
@@ -60,11 +63,23 @@ class TrainConfig:
     init_from: str = ""  # continue from a checkpoint folder's weights (e.g. a shipped one)
 
 
-def learning_rate(config: TrainConfig, step: int) -> float:
-    """The rate for update ``step`` of a stage; a function of the step alone, so resume keeps it."""
+def stage_updates(config: TrainConfig, stage: str) -> int:
+    """Updates for ``stage``: its entry in ``stage_steps`` if it has one, else ``steps``."""
+    counts = {}
+    for pair in filter(None, config.stage_steps.split(",")):
+        name, sep, value = pair.partition("=")
+        if not sep or not value.strip().isdigit():
+            raise ValueError(f"--stage-steps expects stage=count pairs, got {pair!r}")
+        counts[name.strip()] = int(value)
+    return counts.get(stage, config.steps)
+
+
+def learning_rate(config: TrainConfig, step: int, steps: int) -> float:
+    """The rate for update ``step`` of a stage of ``steps`` updates; a function of the step
+    alone, so resume keeps it."""
     if config.lr_schedule == "constant":
         return config.lr
-    progress = min(step / config.steps, 1.0)
+    progress = min(step / steps, 1.0)
     return config.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
@@ -122,6 +137,12 @@ class Trainer:
         self.spec = _spec_from(self.train_data)
         torch.manual_seed(config.seed)
         self.model = build_model(config.model, self.spec, config.preset, overrides)
+        unknown = {p.partition("=")[0].strip() for p in config.stage_steps.split(",") if p}
+        if unknown - set(self.model.stages):
+            raise ValueError(
+                f"--stage-steps names {sorted(unknown - set(self.model.stages))}; "
+                f"{config.model} trains the stages {self.model.stages}"
+            )
         self.overrides = overrides or {}
         self.stage, self.step, self.elapsed = 0, 0, 0.0
         self.rng = np.random.default_rng([config.seed, self.rank])
@@ -306,24 +327,31 @@ class Trainer:
             )
         logger = Logger(self.out) if self.rank == 0 else None
         autocast = torch.autocast("cuda", torch.bfloat16, enabled=self.device.type == "cuda")
+        with StopRequest(enabled=self.world == 1) as stop:
+            return self._loop(network, logger, autocast, stop)
+
+    def _loop(self, network, logger, autocast, stop: StopRequest) -> dict[str, float]:
+        """Every stage from the current one, until done, out of time or asked to stop."""
+        c = self.config
         run_start, last_time = time.time(), time.time()
         for stage in range(self.stage, len(self.model.stages)):
             if stage != self.stage:
                 self.stage, self.step = stage, 0
                 self.optimizer = self._optimizer()
+            steps = stage_updates(c, self.model.stages[stage])
             bar = tqdm(
-                total=c.steps,
+                total=steps,
                 initial=self.step,
                 disable=self.rank != 0,
                 desc=f"train[{self.model.stages[stage]}]",
                 unit="upd",
             )
-            while self.step < c.steps:
+            while self.step < steps:
                 batch = _to(self.train_data.sample(c.batch_size, self.rng), self.device)
                 with autocast:
                     loss, metrics = network(batch)
                 for group in self.optimizer.param_groups:
-                    group["lr"] = learning_rate(c, self.step)
+                    group["lr"] = learning_rate(c, self.step, steps)
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 metrics["grad_norm"] = torch.nn.utils.clip_grad_norm_(
@@ -338,21 +366,53 @@ class Trainer:
                 bar.set_postfix(loss=f"{metrics['loss']:.3g}")
                 if logger:
                     logger.log(self.step, {f"train/{k}": v for k, v in metrics.items()})
-                if self.step % c.eval_every == 0 or self.step == c.steps:
+                if self.step % c.eval_every == 0 or self.step == steps:
                     if self.rank == 0:
                         self.metrics = {**self.evaluate(), "updates": self.step}
                         logger.log(self.step, self.metrics)
                         bar.write(json.dumps(self.metrics))
                 out_of_time = c.max_minutes and now - run_start > 60 * c.max_minutes
-                if self.step % c.save_every == 0 or self.step == c.steps or out_of_time:
+                if (
+                    self.step % c.save_every == 0
+                    or self.step == steps
+                    or out_of_time
+                    or stop.requested
+                ):
                     self.save()
-                if out_of_time:
+                if out_of_time or stop.requested:
                     bar.close()
-                    print(f"stopping after {c.max_minutes} min; re-run to resume")
+                    reason = "asked to stop" if stop.requested else f"after {c.max_minutes} min"
+                    print(f"stopping {reason} at update {self.step}; re-run to resume")
                     return self.metrics
             bar.close()
         self.save()
         return self.metrics
+
+
+class StopRequest:
+    """Turns Ctrl-C or SIGTERM into a request to stop after the current update (single
+    process only: under DDP every rank must leave the loop at the same update)."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.requested = False
+        self.enabled = enabled and threading.current_thread() is threading.main_thread()
+        self.previous: dict[int, object] = {}
+
+    def __enter__(self) -> StopRequest:
+        if self.enabled:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self.previous[sig] = signal.signal(sig, self._request)
+        return self
+
+    def _request(self, signum: int, frame) -> None:
+        if self.requested:  # a second signal: stop now, without a checkpoint
+            raise KeyboardInterrupt
+        self.requested = True
+        print(f"\n{signal.Signals(signum).name}: checkpointing after this update, then stopping")
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
 
 
 class Logger:
