@@ -100,9 +100,10 @@ def test_ctrl_c_checkpoints_after_the_current_update(tiny_dataset, tmp_path, mon
 
     monkeypatch.setattr(train.Logger, "log", log_then_interrupt)
     config = config_for(tiny_dataset, tmp_path / "run", steps=5, save_every=100)
+    handler = signal.getsignal(signal.SIGINT)
     Trainer(config).run()
     assert torch.load(tmp_path / "run" / "trainer.pt", weights_only=False)["step"] == 1
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert signal.getsignal(signal.SIGINT) is handler  # the caller's handler is back
 
 
 def test_corrupt_checkpoint_is_refused(tiny_checkpoint, tmp_path):
