@@ -29,8 +29,15 @@ def main() -> None:
             collect(config, root, "grasp/bench-v0", workers=workers, previews=0)
             elapsed = time.perf_counter() - start
             steps = open_dataset(root, "grasp/bench-v0").total_steps
-        rows.append({"workers": workers, "episodes": args.episodes, "steps": steps,
-                     "seconds": elapsed, "steps/s": steps / elapsed})
+        rows.append(
+            {
+                "workers": workers,
+                "episodes": args.episodes,
+                "steps": steps,
+                "seconds": elapsed,
+                "steps/s": steps / elapsed,
+            }
+        )
     rows[1]["speed-up"] = rows[1]["steps/s"] / rows[0]["steps/s"]
     rows[0]["speed-up"] = 1.0
     write_results("collect_throughput", rows, "Phys-Grasp-v0, mixed policy, obs_mode=dict.")

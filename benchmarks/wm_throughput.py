@@ -36,10 +36,17 @@ def phys_rate(seconds: float) -> float:
     return result
 
 
-def vector_rate(num_envs: int, obs_mode: str, device: str, checkpoint: str | None,
-                seconds: float) -> float:
-    envs = gym.make_vec("WM-Grasp-v0", num_envs=num_envs, obs_mode=obs_mode, device=device,
-                        checkpoint=checkpoint, torch_obs=True)
+def vector_rate(
+    num_envs: int, obs_mode: str, device: str, checkpoint: str | None, seconds: float
+) -> float:
+    envs = gym.make_vec(
+        "WM-Grasp-v0",
+        num_envs=num_envs,
+        obs_mode=obs_mode,
+        device=device,
+        checkpoint=checkpoint,
+        torch_obs=True,
+    )
     envs.reset(seed=0)
     actions = torch.rand(8, num_envs, 4, device=envs.simulator.device) * 2 - 1
     counter = iter(range(10**9))
@@ -65,11 +72,20 @@ def main() -> None:
         for num_envs in (1, 16, 256, 1024):
             latent = vector_rate(num_envs, "latent", device, args.checkpoint, args.seconds)
             images = vector_rate(num_envs, "dict", device, args.checkpoint, args.seconds)
-            rows.append({"device": device, "N": num_envs, "latent steps/s": latent,
-                         "latent / physics": latent / physics, "dict steps/s": images,
-                         "dict / physics": images / physics})
-    notes = (f"Phys-Grasp-v0 (dict, 1 env) in the same run: {physics:.0f} steps/s. "
-             f"torch threads: {torch.get_num_threads()}; measured {time.strftime('%Y-%m-%d')}.")
+            rows.append(
+                {
+                    "device": device,
+                    "N": num_envs,
+                    "latent steps/s": latent,
+                    "latent / physics": latent / physics,
+                    "dict steps/s": images,
+                    "dict / physics": images / physics,
+                }
+            )
+    notes = (
+        f"Phys-Grasp-v0 (dict, 1 env) in the same run: {physics:.0f} steps/s. "
+        f"torch threads: {torch.get_num_threads()}; measured {time.strftime('%Y-%m-%d')}."
+    )
     write_results("wm_throughput", rows, notes)
 
 
