@@ -27,6 +27,7 @@ from wm_envs.checkpoint import read_card, shipped_checkpoint
 from wm_envs.data.collect import SmoothRandomPolicy
 from wm_envs.eval.metrics import psnr, ssim
 from wm_envs.io import atomic_path, write_json, write_video
+from wm_envs.learned_env import LearnedSimulator
 from wm_envs.tasks import TASKS
 from wm_envs.tasks.experts import make_expert
 
@@ -96,32 +97,55 @@ def clip_around(images: np.ndarray, start: int, context: int, after: int = 4) ->
     return images[first : first + context + after]
 
 
-def rollout_learned(env: gym.Env, episode: dict, start: int, context: int) -> dict:
-    """Start the learned env from real frames up to ``start``, replay the rest open-loop."""
-    first = max(0, start - context + 1)
-    frames = {
-        "image": episode["image"][first : start + 1],
-        "state": episode["state"][first : start + 1],
-    }
-    # action that led into each context frame; the first one is ignored
-    actions = np.zeros((start + 1 - first, episode["action"].shape[1]), np.float32)
-    actions[1:] = episode["action"][first:start]
-    env.reset(options={"observation": frames, "actions": actions})
-    images, states, rewards, success = [], [], [], False
-    for action in episode["action"][start:]:
-        obs, reward, terminated, _, info = env.step(action)
-        images.append(obs["image"])
-        states.append(obs["state"])
-        rewards.append(reward)
-        success = success or info["is_success"]
-        if terminated:
-            break
-    return {
-        "image": np.stack(images),
-        "state": np.stack(states),
-        "reward": np.array(rewards),
-        "success": success,
-    }
+def rollout_learned(
+    simulator: LearnedSimulator, episodes: list[dict], starts: list[int], context: int
+) -> list[dict]:
+    """Start the learned simulator from real frames up to each episode's ``start`` and replay
+    the rest of its actions open loop, until the episode ends or the learned termination
+    fires. Rollouts with the same number of context frames run as one batch."""
+    firsts = [max(0, start - context + 1) for start in starts]
+    groups: dict[int, list[int]] = {}
+    for i, (first, start) in enumerate(zip(firsts, starts, strict=True)):
+        groups.setdefault(start + 1 - first, []).append(i)
+    predictions: list[dict] = [{} for _ in episodes]
+    action_dim = simulator.model.spec.action_dim
+    for frames, rows in groups.items():
+        observation = {
+            key: np.stack([episodes[i][key][firsts[i] : starts[i] + 1] for i in rows])
+            for key in ("image", "state")
+        }  # [N, K, ...]
+        led_in = np.zeros((len(rows), frames, action_dim), np.float32)  # the first is ignored
+        rest = [episodes[i]["action"][starts[i] :] for i in rows]
+        plan = np.zeros((max(map(len, rest)), len(rows), action_dim), np.float32)  # [T, N, A]
+        for j, i in enumerate(rows):
+            led_in[j, 1:] = episodes[i]["action"][firsts[i] : starts[i]]
+            plan[: len(rest[j]), j] = rest[j]
+        options = {"observation": observation, "actions": led_in}
+        state, _ = simulator.start_from(options, None, len(rows), batched=True, generator=None)
+        steps = []
+        for action in torch.from_numpy(np.clip(plan, -1, 1)).to(simulator.device):
+            state, reward, terminated, success = simulator.step(state, action, None)
+            obs = simulator.observe(state)
+            steps.append(
+                {
+                    "image": obs["image"].cpu().numpy(),
+                    "state": obs["state"].cpu().numpy(),
+                    "reward": reward.float().cpu().numpy(),
+                    "terminated": terminated.cpu().numpy(),
+                    "success": success.cpu().numpy(),
+                }
+            )
+        rollout = {key: np.stack([step[key] for step in steps], 1) for key in steps[0]}  # [N, T]
+        for j, i in enumerate(rows):
+            ended = np.flatnonzero(rollout["terminated"][j, : len(rest[j])])
+            length = int(ended[0]) + 1 if len(ended) else len(rest[j])
+            predictions[i] = {
+                "image": rollout["image"][j, :length],
+                "state": rollout["state"][j, :length],
+                "reward": rollout["reward"][j, :length],
+                "success": bool(rollout["success"][j, :length].any()),
+            }
+    return predictions
 
 
 def score(prediction: dict, episode: dict, start: int, horizon: int, position: slice) -> dict:
@@ -171,34 +195,39 @@ def compare(config: CompareConfig) -> dict:
     if task.tracked_position is None:
         raise ValueError(f"task {config.task!r} names no tracked position to compare")
     position = slice(*task.tracked_position)
-    env = gym.make(
-        f"WM-{task.name}-v0",
-        model=config.model,
-        checkpoint=config.checkpoint,
-        obs_mode="dict",
-        device=config.device,
+    simulator = LearnedSimulator(
+        config.task, config.model, config.checkpoint, obs_mode="dict", device=config.device
     )
-    results = {"first_frame": [], "mid_episode": []}
-    video_frames: list[np.ndarray] = []
-    clips = []  # real frames around each mid-episode start, for model-specific metrics
-    for i in range(config.episodes):
-        kind = "expert" if i % 2 == 0 else "random"
-        episode = play_physics(config.task, config.seed + i, kind, config.expert_noise)
-        starts = {
-            "first_frame": 0,
-            "mid_episode": mid_episode_start(episode["state"], position, config.horizon),
-        }
-        for name, start in starts.items():
-            prediction = rollout_learned(env.unwrapped, episode, start, config.context)
-            results[name].append(score(prediction, episode, start, config.horizon, position))
-            if name == "mid_episode" and i < config.videos:
-                video_frames += side_by_side(episode, prediction, start, config.horizon)
-        clips.append(clip_around(episode["image"], starts["mid_episode"], config.context))
-    simulator = env.unwrapped.simulator
+    episodes = [
+        play_physics(
+            config.task, config.seed + i, "expert" if i % 2 == 0 else "random", config.expert_noise
+        )
+        for i in range(config.episodes)
+    ]
+    starts = {
+        "first_frame": [0] * len(episodes),
+        "mid_episode": [
+            mid_episode_start(episode["state"], position, config.horizon) for episode in episodes
+        ],
+    }
+    results, video_frames = {}, []
+    for name, rows in starts.items():
+        predictions = rollout_learned(simulator, episodes, rows, config.context)
+        results[name] = [
+            score(prediction, episode, start, config.horizon, position)
+            for prediction, episode, start in zip(predictions, episodes, rows, strict=True)
+        ]
+        if name == "mid_episode":
+            for i in range(min(config.videos, len(episodes))):
+                video_frames += side_by_side(episodes[i], predictions[i], rows[i], config.horizon)
+    # real frames around each mid-episode start, for model-specific metrics
+    clips = [
+        clip_around(episode["image"], start, config.context)
+        for episode, start in zip(episodes, starts["mid_episode"], strict=True)
+    ]
     model_metrics = simulator.model.validation_metrics(
         {"image": torch.from_numpy(np.stack(clips)).to(simulator.device)}, config.context
     )
-    env.close()
     summary = {name: _mean_curves(scores, config.horizon) for name, scores in results.items()}
     checkpoint_card = simulator.card
     report = {
