@@ -1,8 +1,13 @@
 """Genie: FSQ, shapes of the protocol calls, batching, the KV cache, stages and resume."""
 
+import gymnasium as gym
+import numpy as np
 import pytest
 import torch
+from gymnasium.utils.env_checker import check_env
 
+import wm_envs  # noqa: F401  (registers WM-Grasp-v0)
+from wm_envs.checkpoint import save_checkpoint
 from wm_envs.eval.compare import CompareConfig, compare
 from wm_envs.models import ModelSpec, build_model
 from wm_envs.models.genie import controllability
@@ -142,6 +147,58 @@ def test_latent_action_mode_and_bad_actions(model):
             model.step(state, torch.full((3,), model.n_latent_actions))
     finally:
         model.action_mode = "env"
+
+
+def test_learned_env_takes_latent_actions_and_generation_settings(model, tmp_path):
+    batch = synthetic_batch()
+    bank = {"bank/image": batch["image"][:, 0], "bank/state": batch["state"][:, 0]}
+    save_checkpoint(tmp_path, model, {"task": "grasp"}, bank)
+    settings = {"maskgit_steps": 1, "temperature": 0.5}
+    env = gym.make(
+        "WM-Grasp-v0",
+        model="genie",
+        checkpoint=str(tmp_path),
+        device="cpu",
+        action_mode="latent",
+        model_settings=settings,
+    )
+    assert env.action_space == gym.spaces.Discrete(model.n_latent_actions)
+    simulator = env.unwrapped.simulator
+    assert (simulator.model.maskgit_steps, simulator.model.temperature) == (1, 0.5)
+    check_env(env.unwrapped)
+    env.reset(seed=0)
+    for bad in (0.5, model.n_latent_actions, np.zeros(4)):
+        with pytest.raises(ValueError, match="latent action"):
+            env.step(bad)
+    envs = gym.make_vec(
+        "WM-Grasp-v0",
+        num_envs=3,
+        model="genie",
+        checkpoint=str(tmp_path),
+        device="cpu",
+        action_mode="latent",
+    )
+    envs.reset(seed=0)
+    obs, *_ = envs.step(np.arange(3) % model.n_latent_actions)
+    assert obs["image"].shape == (3, 64, 64, 3)
+    with pytest.raises(ValueError, match="must lie in"):
+        envs.step(np.full(3, model.n_latent_actions))
+    with pytest.raises(ValueError, match="action_mode 'tokens'"):
+        gym.make(
+            "WM-Grasp-v0",
+            model="genie",
+            checkpoint=str(tmp_path),
+            device="cpu",
+            action_mode="tokens",
+        )
+    with pytest.raises(ValueError, match="model_settings"):
+        gym.make(
+            "WM-Grasp-v0",
+            model="genie",
+            checkpoint=str(tmp_path),
+            device="cpu",
+            model_settings={"beam_width": 4},
+        )
 
 
 def test_controllability_reports_delta_psnr_and_codebook_usage(model):

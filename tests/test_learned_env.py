@@ -162,6 +162,8 @@ def test_checkpoints_for_another_task_or_other_spaces_are_refused(tiny_checkpoin
         make(tmp_path / "other_spaces")
     with pytest.raises(ValueError, match="depth"):
         make(tiny_checkpoint, obs_mode="rgbd")
+    with pytest.raises(ValueError, match="action_mode 'latent': a rssm model"):
+        make(tiny_checkpoint, action_mode="latent")
     with pytest.raises(FileNotFoundError, match="no checkpoint card"):
         make(tmp_path / "nothing_here")
 

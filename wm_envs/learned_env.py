@@ -49,6 +49,8 @@ class LearnedSimulator:
         checkpoint: str | None = None,
         obs_mode: str = "dict",
         device: str = "auto",
+        action_mode: str = "env",
+        model_settings: dict | None = None,
     ) -> None:
         if task not in TASKS:
             raise ValueError(f"unknown task {task!r}; known: {sorted(TASKS)}")
@@ -74,7 +76,12 @@ class LearnedSimulator:
             )
         self.task, self.obs_mode = task, obs_mode
         self.bank = {k.removeprefix("bank/"): v for k, v in extra.items() if k.startswith("bank/")}
-        self.action_space = spaces.Box(-1.0, 1.0, (spec.action_dim,), np.float32)
+        self._configure(action_mode, model_settings or {})
+        self.action_mode = action_mode
+        if action_mode == "latent":
+            self.action_space = spaces.Discrete(self.model.n_latent_actions)
+        else:
+            self.action_space = spaces.Box(-1.0, 1.0, (spec.action_dim,), np.float32)
         if obs_mode == "latent":
             self.observation_space = spaces.Box(
                 -np.inf, np.inf, (self.model.feature_dim,), np.float32
@@ -83,6 +90,23 @@ class LearnedSimulator:
             self.observation_space = make_observation_space(
                 obs_mode, spec.image_size, spec.state_dim
             )
+
+    def _configure(self, action_mode: str, settings: dict) -> None:
+        """Set the model's action mode and inference settings, refusing what it lacks."""
+        model = self.model
+        if action_mode not in model.action_modes:
+            raise ValueError(
+                f"action_mode {action_mode!r}: a {model.name} model takes {model.action_modes}"
+            )
+        unknown = set(settings) - set(model.inference_settings)
+        if unknown:
+            raise ValueError(
+                f"model_settings {sorted(unknown)}: a {model.name} model has "
+                f"{list(model.inference_settings) or 'none'}"
+            )
+        model.action_mode = action_mode
+        for name, value in settings.items():
+            setattr(model, name, type(getattr(model, name))(value))
 
     def _check_spaces(self, task: str, spec, folder) -> type:
         """Refuse a checkpoint whose shapes differ from the physics twin's spaces; return
@@ -233,7 +257,8 @@ class WorldModelEnv(gym.Env):
 
     ## Action Space
     The physics twin's (``Box(-1, 1, (A,))``); the same checks: a wrong shape or NaN/inf
-    raises ``ValueError``, out-of-range values are clipped.
+    raises ``ValueError``, out-of-range values are clipped. With ``action_mode="latent"``:
+    ``Discrete(n)``, the model's latent actions; anything else raises ``ValueError``.
 
     ## Observation Space
     The physics twin's for ``obs_mode`` in dict / state / pixels / rgbd (rgbd needs a model
@@ -254,10 +279,13 @@ class WorldModelEnv(gym.Env):
     ``max_episode_steps`` (the twin's).
 
     ## Arguments
-    ``task`` (set by the registration), ``model`` ("rssm"), ``checkpoint`` (a folder; default
-    the shipped one), ``obs_mode``, ``render_mode`` ("rgb_array": the decoded frame),
-    ``device`` ("auto": CUDA when present), ``stochastic`` (sample the latent transitions
-    with the reset seed instead of taking their mode).
+    ``task`` (set by the registration), ``model`` ("rssm" or "genie"), ``checkpoint`` (a
+    folder; default the shipped one), ``obs_mode``, ``render_mode`` ("rgb_array": the decoded
+    frame), ``device`` ("auto": CUDA when present), ``stochastic`` (sample the latent
+    transitions with the reset seed instead of taking their mode), ``action_mode`` ("env":
+    the twin's actions; "latent": ``Discrete(n)``, the model's own learned controls, for
+    models that have them -- Genie's latent actions), ``model_settings`` (inference settings
+    the model declares, e.g. ``{"maskgit_steps": 8, "temperature": 0.8}`` for Genie).
     """
 
     metadata = METADATA
@@ -271,9 +299,13 @@ class WorldModelEnv(gym.Env):
         render_mode: str | None = None,
         device: str = "auto",
         stochastic: bool = False,
+        action_mode: str = "env",
+        model_settings: dict | None = None,
     ) -> None:
         check_render_mode(render_mode)
-        self.simulator = LearnedSimulator(task, model, checkpoint, obs_mode, device)
+        self.simulator = LearnedSimulator(
+            task, model, checkpoint, obs_mode, device, action_mode, model_settings
+        )
         self.observation_space = self.simulator.observation_space
         self.action_space = self.simulator.action_space
         self.render_mode = render_mode
@@ -295,7 +327,14 @@ class WorldModelEnv(gym.Env):
     def step(self, action: Any):
         if self._state is None:
             raise RuntimeError("call reset() before step()")
-        action = check_action(action, self.action_space)
+        if self.simulator.action_mode == "latent":
+            if not self.action_space.contains(action):
+                raise ValueError(
+                    f"a latent action is an integer in [0, {self.action_space.n}), got {action!r}"
+                )
+            action = np.int64(action)
+        else:
+            action = check_action(action, self.action_space)
         tensor = torch.as_tensor(action, device=self.simulator.device)[None]
         self._state, reward, terminated, success = self.simulator.step(
             self._state, tensor, self._generator
@@ -342,9 +381,13 @@ class WorldModelVectorEnv(gym.vector.VectorEnv):
         torch_obs: bool = False,
         max_episode_steps: int | None = None,
         render_mode: str | None = None,
+        action_mode: str = "env",
+        model_settings: dict | None = None,
     ) -> None:
         check_render_mode(render_mode)
-        self.simulator = sim = LearnedSimulator(task, model, checkpoint, obs_mode, device)
+        self.simulator = sim = LearnedSimulator(
+            task, model, checkpoint, obs_mode, device, action_mode, model_settings
+        )
         self.num_envs = num_envs
         self.single_observation_space = sim.observation_space
         self.single_action_space = sim.action_space
@@ -353,8 +396,6 @@ class WorldModelVectorEnv(gym.vector.VectorEnv):
         self.render_mode = render_mode
         self.torch_obs, self.stochastic = torch_obs, stochastic
         self.max_episode_steps = max_episode_steps or TASKS[task].max_episode_steps
-        self._low = torch.as_tensor(sim.action_space.low, device=sim.device)
-        self._high = torch.as_tensor(sim.action_space.high, device=sim.device)
         self._rng = np.random.default_rng()
         self._generator: torch.Generator | None = None
         self._state: State | None = None
@@ -380,14 +421,16 @@ class WorldModelVectorEnv(gym.vector.VectorEnv):
         if self._state is None:
             raise RuntimeError("call reset() before step()")
         sim = self.simulator
-        action = torch.as_tensor(actions, dtype=torch.float32, device=sim.device)
+        action = torch.as_tensor(actions, device=sim.device)
         if action.shape != self.action_space.shape:
             raise ValueError(
                 f"actions must have shape {self.action_space.shape}, got {tuple(action.shape)}"
             )
-        if not torch.isfinite(action).all():
-            raise ValueError("actions must be finite (NaN or inf found)")
-        action = torch.clamp(action, self._low, self._high)
+        if sim.action_mode == "env":  # latent indices are checked by the model
+            action = action.float()
+            if not torch.isfinite(action).all():
+                raise ValueError("actions must be finite (NaN or inf found)")
+            action = action.clamp(-1.0, 1.0)
         state, reward, terminated, success = sim.step(self._state, action, self._generator)
         resetting = self._needs_reset
         if resetting.any():

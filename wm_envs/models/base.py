@@ -46,11 +46,18 @@ class WorldModel(nn.Module):
     config_class: ClassVar[type]
     #: Training stages run in order by the trainer; most models have one.
     stages: ClassVar[tuple[str, ...]] = ("all",)
+    #: What ``step`` may take: "env" = the task's actions [B, A]; models that learn their
+    #: own discrete controls add "latent" (indices [B] below ``n_latent_actions``).
+    action_modes: ClassVar[tuple[str, ...]] = ("env",)
+    #: Attributes a learned env may set at inference (``model_settings=``), e.g. the
+    #: number of generation passes.
+    inference_settings: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, spec: ModelSpec, config) -> None:
         super().__init__()
         self.spec = spec
         self.config = config
+        self.action_mode = "env"
 
     @property
     def feature_dim(self) -> int:

@@ -115,8 +115,6 @@ PRESETS = {
     },
 }
 
-ACTION_MODES = ("env", "latent")
-
 
 def mlp(inputs: int, hidden: int, outputs: int) -> nn.Sequential:
     return nn.Sequential(
@@ -130,6 +128,8 @@ class Genie(WorldModel):
     name = "genie"
     config_class = GenieConfig
     stages = ("tokenizer", "latent_actions", "dynamics")
+    action_modes = ("env", "latent")
+    inference_settings = ("maskgit_steps", "temperature")
 
     def __init__(self, spec: ModelSpec, config: GenieConfig) -> None:
         super().__init__(spec, config)
@@ -183,8 +183,6 @@ class Genie(WorldModel):
             "dynamics": [self.dynamics, self.heads, self.adapter],
         }
         self.stage = self.stages[-1]
-        #: "env": step takes the task's actions [B, A]; "latent": latent action indices [B].
-        self.action_mode = "env"
         #: Generation schedule; envs and benchmarks may change these between steps.
         self.maskgit_steps, self.temperature = c.maskgit_steps, c.temperature
 
@@ -291,7 +289,9 @@ class Genie(WorldModel):
                 )
             return action.long()
         if self.action_mode != "env":
-            raise ValueError(f"action_mode must be one of {ACTION_MODES}, got {self.action_mode!r}")
+            raise ValueError(
+                f"action_mode must be one of {self.action_modes}, got {self.action_mode!r}"
+            )
         if action.dim() != 2 or action.shape[1] != self.spec.action_dim:
             raise ValueError(
                 f"actions must be [B, {self.spec.action_dim}], got {tuple(action.shape)}"
