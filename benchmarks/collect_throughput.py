@@ -19,7 +19,7 @@ from wm_envs.data import CollectConfig, collect, open_dataset
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--episodes", type=int, default=60)
+    parser.add_argument("--episodes", type=int, default=400)
     args = parser.parse_args()
     config = CollectConfig(episodes=args.episodes)
     rows = []
