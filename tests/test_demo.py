@@ -10,8 +10,8 @@ from wm_envs.checkpoint import shipped_models
 from wm_envs.demo import demo
 
 
-def test_grasp_ships_an_rssm():
-    assert "rssm" in shipped_models("grasp")
+def test_grasp_ships_an_rssm_and_a_genie():
+    assert shipped_models("grasp") == ["rssm", "genie"]
 
 
 @pytest.mark.parametrize("model", shipped_models("grasp"))

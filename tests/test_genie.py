@@ -251,4 +251,6 @@ def test_trainer_runs_and_resumes_every_stage(tiny_dataset, tmp_path):
             device="cpu",
         )
     )
-    assert {"delta_psnr", "token_usage", "action_usage"} <= set(compared["model_metrics"])
+    for start in ("first_frame", "mid_episode"):
+        metrics = compared["model_metrics"][start]
+        assert {"delta_psnr", "token_usage", "action_usage"} <= set(metrics)

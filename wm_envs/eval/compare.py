@@ -220,14 +220,18 @@ def compare(config: CompareConfig) -> dict:
         if name == "mid_episode":
             for i in range(min(config.videos, len(episodes))):
                 video_frames += side_by_side(episodes[i], predictions[i], rows[i], config.horizon)
-    # real frames around each mid-episode start, for model-specific metrics
-    clips = [
-        clip_around(episode["image"], start, config.context)
-        for episode, start in zip(episodes, starts["mid_episode"], strict=True)
-    ]
-    model_metrics = simulator.model.validation_metrics(
-        {"image": torch.from_numpy(np.stack(clips)).to(simulator.device)}, config.context
-    )
+    # Model-specific metrics (Genie: controllability, codebook usage) on the real frames
+    # around each start: [episodes, context + 4, H, W, 3] per start kind.
+    model_metrics = {}
+    for name, rows in starts.items():
+        clips = [
+            clip_around(episode["image"], start, config.context)
+            for episode, start in zip(episodes, rows, strict=True)
+        ]
+        batch = {"image": torch.from_numpy(np.stack(clips)).to(simulator.device)}
+        metrics = simulator.model.validation_metrics(batch, config.context)
+        if metrics:
+            model_metrics[name] = metrics
     summary = {name: _mean_curves(scores, config.horizon) for name, scores in results.items()}
     checkpoint_card = simulator.card
     report = {
@@ -248,8 +252,8 @@ def compare(config: CompareConfig) -> dict:
     if video_frames:
         write_video(out / "compare.mp4", video_frames, fps=10)
     print_headline(report["headline"])
-    if model_metrics:
-        print(", ".join(f"{key} {value:.3g}" for key, value in model_metrics.items()))
+    for name, metrics in model_metrics.items():
+        print(f"{name}: " + ", ".join(f"{key} {value:.3g}" for key, value in metrics.items()))
     if config.record:
         folder = Path(config.checkpoint) if config.checkpoint else None
         folder = folder or shipped_checkpoint(config.model, config.task)
