@@ -2,12 +2,14 @@
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 
 import pytest
 import torch
+from safetensors.torch import load_file, save_file
 
 from wm_envs import train
 from wm_envs.checkpoint import load_checkpoint
@@ -178,3 +180,21 @@ def test_init_from_continues_a_checkpoint_and_adds_up_its_history(
                 tiny_dataset, tmp_path / "other", preset="small", init_from=str(tiny_checkpoint)
             )
         )
+
+
+def test_init_from_starts_parts_the_checkpoint_lacks_fresh(tiny_checkpoint, tiny_dataset, tmp_path):
+    older = tmp_path / "older"  # a checkpoint saved before the motion head existed
+    shutil.copytree(tiny_checkpoint, older)
+    tensors = load_file(str(older / "model.safetensors"))
+    save_file(
+        {k: v for k, v in tensors.items() if not k.startswith("model/motion_")},
+        str(older / "model.safetensors"),
+    )
+    trainer = Trainer(config_for(tiny_dataset, tmp_path / "next", init_from=str(older)))
+    assert trainer.fresh_parts == ["motion_head", "motion_std"]
+    torch.testing.assert_close(
+        trainer.model.state_dict()["gru.weight_ih"], tensors["model/gru.weight_ih"]
+    )
+    trainer.run()
+    card = json.loads((tmp_path / "next" / "card.json").read_text())
+    assert card["recipe"]["fresh_parts"] == ["motion_head", "motion_std"]

@@ -62,24 +62,32 @@ def load_checkpoint(
     folder: str | Path, device: str | torch.device = "cpu"
 ) -> tuple[WorldModel, dict, dict[str, torch.Tensor]]:
     """Model (eval mode), card and extra tensors of a checkpoint folder."""
-    folder = Path(folder)
     card = read_card(folder)
     model_class = MODELS[card["model"]]
     model = model_class(ModelSpec(**card["spec"]), model_class.config_class(**card["config"]))
-    weights = folder / "model.safetensors"
+    state, extra = read_weights(folder, device)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as error:
+        raise ValueError(
+            f"{Path(folder) / 'model.safetensors'} does not fit its card's {card['model']} "
+            f"config: {error}"
+        ) from error
+    return model.to(device).eval(), card, extra
+
+
+def read_weights(
+    folder: str | Path, device: str | torch.device = "cpu"
+) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """The model's state dict and the extra tensors of a checkpoint folder."""
+    weights = Path(folder) / "model.safetensors"
     try:
         tensors = load_file(str(weights), device=str(device))
     except Exception as error:
         raise ValueError(f"checkpoint weights {weights} are missing or corrupt: {error}") from error
     state = {k.removeprefix("model/"): v for k, v in tensors.items() if k.startswith("model/")}
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as error:
-        raise ValueError(
-            f"{weights} does not fit its card's {card['model']} config: {error}"
-        ) from error
     extra = {k.removeprefix("extra/"): v for k, v in tensors.items() if k.startswith("extra/")}
-    return model.to(device).eval(), card, extra
+    return state, extra
 
 
 def shipped_models(task: str) -> list[str]:

@@ -27,7 +27,7 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
-from wm_envs.checkpoint import load_checkpoint, save_checkpoint
+from wm_envs.checkpoint import load_checkpoint, read_card, read_weights, save_checkpoint
 from wm_envs.config import add_config_arguments, parse_overrides
 from wm_envs.data.windows import WindowDataset
 from wm_envs.eval.metrics import open_loop, psnr
@@ -148,12 +148,13 @@ class Trainer:
         self.rng = np.random.default_rng([config.seed, self.rank])
         self.metrics: dict[str, float] = {}
         self.history: list[dict] = []  # earlier runs this model continues (``init_from``)
+        self.fresh_parts: list[str] = []  # what ``init_from`` found no weights for
         if (self.out / "trainer.pt").exists():
             self._resume()
-        elif config.init_from:
-            self._init_from(Path(config.init_from))
         else:
             self.model.prepare(self.train_data.sample(64, np.random.default_rng(config.seed)))
+            if config.init_from:
+                self._init_from(Path(config.init_from))
         self.model.to(self.device)
         self.optimizer = self._optimizer()
         if (self.out / "trainer.pt").exists():
@@ -169,19 +170,26 @@ class Trainer:
         """Start from a checkpoint's weights with a fresh optimizer: how training continues
         across working sessions once the run folder is gone (the shipped checkpoint keeps no
         optimizer state, to stay small). Loss weights and other settings may change; the
-        architecture must fit. The card's history adds up updates and wall time."""
-        model, card, _ = load_checkpoint(folder)
+        architecture must fit, except that parts the checkpoint lacks (a head added since)
+        start fresh and are listed. The card's history adds up updates and wall time."""
+        card = read_card(folder)
         if card["model"] != self.config.model or card["spec"] != asdict(self.spec):
             raise ValueError(
                 f"{folder} holds a {card['model']} for {card['spec']}, not a "
                 f"{self.config.model} for {asdict(self.spec)}"
             )
+        weights, _ = read_weights(folder)
         try:
-            self.model.load_state_dict(model.state_dict())
-        except RuntimeError as error:
+            missing, unexpected = self.model.load_state_dict(weights, strict=False)
+        except RuntimeError as error:  # a tensor of another shape
             raise ValueError(
                 f"{folder} does not fit this run's {self.config.model} architecture: {error}"
             ) from error
+        if unexpected:
+            raise ValueError(
+                f"{folder} has parts this run's {self.config.model} lacks: {unexpected}"
+            )
+        self.fresh_parts = sorted({name.split(".")[0] for name in missing})
         recipe = card["recipe"]
         self.history = recipe.get("history", []) + [
             {key: recipe[key] for key in ("command", "stage", "updates", "wall_time_s")}
@@ -191,7 +199,7 @@ class Trainer:
         if self.rank == 0:
             print(
                 f"continuing {folder}: {self.total('updates')} updates, "
-                f"{self.total('wall_time_s') / 60:.1f} min so far"
+                f"{self.total('wall_time_s') / 60:.1f} min so far; fresh: {self.fresh_parts}"
             )
 
     def total(self, key: str) -> float:
@@ -212,6 +220,7 @@ class Trainer:
         self.model.load_state_dict(model.state_dict())
         self.stage, self.step, self.elapsed = saved["stage"], saved["step"], saved["elapsed"]
         self.history = saved.get("history", [])  # absent in runs saved before it existed
+        self.fresh_parts = saved.get("fresh_parts", [])
         self.rng.bit_generator.state = saved["rng"][self.rank % len(saved["rng"])]
         torch.set_rng_state(saved["torch_rng"])
         self.metrics = saved["metrics"]
@@ -236,6 +245,7 @@ class Trainer:
                     "step": self.step,
                     "elapsed": self.elapsed,
                     "history": self.history,
+                    "fresh_parts": self.fresh_parts,
                     "rng": [self.rng.bit_generator.state],
                     "torch_rng": torch.get_rng_state(),
                     "optimizer": self.optimizer.state_dict(),
@@ -267,6 +277,7 @@ class Trainer:
                 "updates": self.step,
                 "wall_time_s": round(self.elapsed, 1),
                 "history": self.history,
+                "fresh_parts": self.fresh_parts,
                 "total_updates": self.total("updates"),
                 "total_wall_time_s": round(self.total("wall_time_s"), 1),
                 "processes": self.world,
@@ -448,9 +459,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--set",
         nargs="*",
+        action="extend",
         default=[],
         metavar="KEY=VALUE",
-        help="model config overrides on top of the preset",
+        help="model config overrides on top of the preset (repeatable)",
     )
     argv = sys.argv[1:] if argv is None else argv
     args = vars(parser.parse_args(argv))
