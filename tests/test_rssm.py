@@ -6,6 +6,7 @@ import torch
 from wm_envs.data.windows import WindowDataset
 from wm_envs.models import ModelSpec, build_model
 from wm_envs.models.base import select_state
+from wm_envs.models.rssm import state_motion
 
 
 def tiny_model(**overrides):
@@ -60,6 +61,27 @@ def test_a_few_updates_reduce_the_loss_on_a_fixed_batch(tiny_dataset):
         losses.append(metrics["loss"])
     assert losses[-1] < 0.8 * losses[0]
     assert set(metrics) >= {"image", "state", "reward", "done", "kl"}
+
+
+def test_rollout_state_starts_at_the_real_state_and_integrates_the_motion_head(tiny_dataset):
+    batch = WindowDataset(*tiny_dataset, 6).sample(3, np.random.default_rng(3))
+    model = tiny_model()
+    model.prepare(batch)
+    context = {"image": batch["image"][:, :2], "state": batch["state"][:, :2]}
+    with torch.no_grad():
+        state = model.init_state(context, batch["action"][:, :2])
+        torch.testing.assert_close(model.decode(state)["state"], batch["state"][:, 1])
+        after = model.step(state, batch["action"][:, 2])
+        motion = model.motion_head(model.features(after)) * model.motion_std
+    torch.testing.assert_close(model.decode(after)["state"], batch["state"][:, 1] + motion)
+
+
+def test_state_motion_is_undefined_across_episode_starts():
+    states = torch.arange(4.0).view(1, 4, 1).expand(2, 4, 3)
+    is_first = torch.tensor([[True, False, True, False], [False, False, False, False]])
+    motion, valid = state_motion({"state": states, "is_first": is_first})
+    assert valid.tolist() == [[False, True, False, True], [False, True, True, True]]
+    assert motion[valid].eq(1).all()
 
 
 def test_select_state_merges_rows():

@@ -10,6 +10,13 @@ an alpha mask over a fixed background (the per-pixel median of the first batch),
 goes to what moves; pixels that differ from that background weigh ten times more in the image
 loss; and the state vector is a training target, which forces the latent to know where the
 object is even when it covers a handful of pixels.
+
+The state vector a rollout reports is integrated, not read off the latent: it starts at the
+last real state of the context and each step adds the change the motion head predicts. An
+absolute read-out is off by its approximation error (~1 cm here) from the first step on,
+while an object at rest moves by millimetres; integrated, the error grows only with what
+the model gets wrong about the motion. The motion head trains on prior features (no look at
+the frame it predicts), as a rollout uses it.
 """
 
 from __future__ import annotations
@@ -46,6 +53,7 @@ class RSSMConfig:
     image_weight: float = 1.0
     foreground_weight: float = 9.0  # extra loss weight of pixels that differ from background
     state_weight: float = 1.0
+    motion_weight: float = 1.0  # the state change per step (what rollouts integrate)
     reward_weight: float = 1.0
     done_weight: float = 0.1  # terminated and success heads
 
@@ -143,12 +151,14 @@ class RSSM(WorldModel):
         self.posterior = mlp(c.deter + c.hidden, c.hidden, self.stoch)
         features = c.deter + self.stoch
         self.decoder = Decoder(spec, features, c)
-        self.state_head = mlp(features, c.hidden, spec.state_dim)
+        self.state_head = mlp(features, c.hidden, spec.state_dim)  # a training target only
+        self.motion_head = mlp(features, c.hidden, spec.state_dim)
         self.outcome_head = mlp(features, c.head_hidden, 3)  # reward, terminated, success
         size = spec.image_size
         self.register_buffer("background", torch.zeros(3 + spec.depth, size, size))
         self.register_buffer("state_mean", torch.zeros(spec.state_dim))
         self.register_buffer("state_std", torch.ones(spec.state_dim))
+        self.register_buffer("motion_std", torch.ones(spec.state_dim))
 
     @property
     def feature_dim(self) -> int:
@@ -161,6 +171,8 @@ class RSSM(WorldModel):
         states = batch["state"].flatten(0, 1)
         self.state_mean.copy_(states.mean(0))
         self.state_std.copy_(states.std(0).clamp_min(1e-3))
+        motion, valid = state_motion(batch)
+        self.motion_std.copy_(motion[valid].std(0).clamp_min(1e-4))
 
     def _pixels(self, batch: Batch) -> torch.Tensor:
         """Model-space pixels [..., C, H, W]: RGB in [-0.5, 0.5] (+ depth in metres)."""
@@ -233,14 +245,15 @@ class RSSM(WorldModel):
         is_first[:, 0] = True
         batch = {**obs_context, "action": actions, "is_first": is_first}
         deter, stoch, _, _ = self._observe(batch, generator, straight_through=False)
-        return {"deter": deter[:, -1], "stoch": stoch[:, -1]}
+        return {"deter": deter[:, -1], "stoch": stoch[:, -1], "vector": obs_context["state"][:, -1]}
 
     def step(
         self, state: State, action: torch.Tensor, generator: torch.Generator | None = None
     ) -> State:
         deter = self._transition(state["deter"], state["stoch"], action)
         stoch = self._draw(self._distribution(self.prior(deter)), generator)
-        return {"deter": deter, "stoch": stoch}
+        motion = self.motion_head(torch.cat([deter, stoch], -1)) * self.motion_std  # [B, S]
+        return {"deter": deter, "stoch": stoch, "vector": state["vector"] + motion}
 
     def features(self, state: State) -> torch.Tensor:
         return torch.cat([state["deter"], state["stoch"]], -1)
@@ -259,7 +272,7 @@ class RSSM(WorldModel):
         pixels = torch.cat([self._render(chunk) for chunk in features.split(64)])
         out = {
             "image": float_to_images(pixels[:, :3]),
-            "state": self.state_head(features) * self.state_std + self.state_mean,
+            "state": state["vector"],
         }
         if self.spec.depth:
             out["depth"] = rearrange(pixels[:, 3:].clamp_min(0), "b c h w -> b h w c")
@@ -294,6 +307,14 @@ class RSSM(WorldModel):
         # Huber in units of the data's std: velocities are heavy-tailed (a tumbling object)
         state_loss = F.huber_loss(self.state_head(features), state_target, reduction="none")
         state_loss = state_loss.sum(-1).mean()
+        # The motion head reads what a rollout has: the deterministic path and a prior sample.
+        prior_stoch = self._draw(prior.flatten(0, 1), None, straight_through=True)  # [B*T, G*K]
+        prior_features = torch.cat([deter.flatten(0, 1), prior_stoch.detach()], -1)
+        motion, valid = state_motion(batch)
+        motion_target = (motion / self.motion_std).flatten(0, 1)  # [B*T, S]
+        motion_prediction = self.motion_head(prior_features)
+        motion_loss = F.huber_loss(motion_prediction, motion_target, reduction="none")
+        motion_loss = (motion_loss.sum(-1) * valid.flatten()).sum() / valid.sum().clamp_min(1)
         reward, terminated, success = self.outcome_head(features).unbind(-1)  # [B*T] each
         reward_loss = (reward - batch["reward"].flatten()).square().mean()
         bce = F.binary_cross_entropy_with_logits
@@ -305,6 +326,7 @@ class RSSM(WorldModel):
         total = (
             c.image_weight * image_loss
             + c.state_weight * state_loss
+            + c.motion_weight * motion_loss
             + c.reward_weight * reward_loss
             + c.done_weight * done_loss
             + c.kl_dynamics * dynamics
@@ -314,11 +336,22 @@ class RSSM(WorldModel):
             "loss": total.item(),
             "image": image_loss.item(),
             "state": state_loss.item(),
+            "motion": motion_loss.item(),
             "reward": reward_loss.item(),
             "done": done_loss.item(),
             "kl": categorical_kl(post, prior).mean().item(),
         }
         return total, metrics
+
+
+def state_motion(batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+    """Change of the state vector into each step [B, T, S] and where it is defined [B, T]
+    (not at the first step of an episode)."""
+    states = batch["state"]
+    previous = torch.cat([states[:, :1], states[:, :-1]], 1)
+    valid = ~batch["is_first"].bool()
+    valid[:, 0] = False  # the window's first step has no previous state in the window
+    return states - previous, valid
 
 
 def categorical_kl(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
