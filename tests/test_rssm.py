@@ -72,7 +72,9 @@ def test_rollout_state_starts_at_the_real_state_and_integrates_the_motion_head(t
         state = model.init_state(context, batch["action"][:, :2])
         torch.testing.assert_close(model.decode(state)["state"], batch["state"][:, 1])
         after = model.step(state, batch["action"][:, 2])
-        motion = model.motion_head(model.features(after)) * model.motion_std
+        before = (batch["state"][:, 1] - model.state_mean) / model.state_std
+        motion = model.motion_head(torch.cat([model.features(after), before], -1))
+        motion = motion * model.motion_std
     torch.testing.assert_close(model.decode(after)["state"], batch["state"][:, 1] + motion)
 
 

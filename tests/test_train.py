@@ -198,3 +198,22 @@ def test_init_from_starts_parts_the_checkpoint_lacks_fresh(tiny_checkpoint, tiny
     trainer.run()
     card = json.loads((tmp_path / "next" / "card.json").read_text())
     assert card["recipe"]["fresh_parts"] == ["motion_head", "motion_std"]
+
+
+def test_fresh_parts_start_over_and_the_rest_continues(tiny_checkpoint, tiny_dataset, tmp_path):
+    tensors = load_file(str(tiny_checkpoint / "model.safetensors"))
+    trainer = Trainer(
+        config_for(
+            tiny_dataset, tmp_path / "next", init_from=str(tiny_checkpoint), fresh="motion_head"
+        )
+    )
+    assert trainer.fresh_parts == ["motion_head"]
+    weights = trainer.model.state_dict()
+    torch.testing.assert_close(weights["gru.weight_ih"], tensors["model/gru.weight_ih"])
+    assert not torch.equal(weights["motion_head.0.weight"], tensors["model/motion_head.0.weight"])
+    with pytest.raises(ValueError, match="lacks"):
+        Trainer(
+            config_for(tiny_dataset, tmp_path / "a", init_from=str(tiny_checkpoint), fresh="wings")
+        )
+    with pytest.raises(ValueError, match="no --init-from"):
+        Trainer(config_for(tiny_dataset, tmp_path / "b", fresh="motion_head"))

@@ -61,6 +61,7 @@ class TrainConfig:
     threads: int = 0  # torch CPU threads; 0 = torch's default
     max_minutes: float = 0.0  # end this run (with a checkpoint) after this long; 0 = never
     init_from: str = ""  # continue from a checkpoint folder's weights (e.g. a shipped one)
+    fresh: str = ""  # parts that start fresh rather than from init_from, e.g. "motion_head"
 
 
 def stage_updates(config: TrainConfig, stage: str) -> int:
@@ -149,6 +150,8 @@ class Trainer:
         self.metrics: dict[str, float] = {}
         self.history: list[dict] = []  # earlier runs this model continues (``init_from``)
         self.fresh_parts: list[str] = []  # what ``init_from`` found no weights for
+        if config.fresh and not config.init_from:
+            raise ValueError("--fresh names parts to start fresh from --init-from; no --init-from")
         if (self.out / "trainer.pt").exists():
             self._resume()
         else:
@@ -171,7 +174,8 @@ class Trainer:
         across working sessions once the run folder is gone (the shipped checkpoint keeps no
         optimizer state, to stay small). Loss weights and other settings may change; the
         architecture must fit, except that parts the checkpoint lacks (a head added since)
-        start fresh and are listed. The card's history adds up updates and wall time."""
+        and parts named in ``fresh`` (a head whose inputs changed) start fresh and are listed.
+        The card's history adds up updates and wall time."""
         card = read_card(folder)
         if card["model"] != self.config.model or card["spec"] != asdict(self.spec):
             raise ValueError(
@@ -179,6 +183,15 @@ class Trainer:
                 f"{self.config.model} for {asdict(self.spec)}"
             )
         weights, _ = read_weights(folder)
+        fresh = set(filter(None, self.config.fresh.split(",")))
+        unknown = fresh - {name.split(".")[0] for name in self.model.state_dict()}
+        if unknown:
+            raise ValueError(
+                f"--fresh names parts the {self.config.model} lacks: {sorted(unknown)}"
+            )
+        weights = {
+            name: value for name, value in weights.items() if name.split(".")[0] not in fresh
+        }
         try:
             missing, unexpected = self.model.load_state_dict(weights, strict=False)
         except RuntimeError as error:  # a tensor of another shape

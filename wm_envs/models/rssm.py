@@ -15,8 +15,9 @@ The state vector a rollout reports is integrated, not read off the latent: it st
 last real state of the context and each step adds the change the motion head predicts. An
 absolute read-out is off by its approximation error (~1 cm here) from the first step on,
 while an object at rest moves by millimetres; integrated, the error grows only with what
-the model gets wrong about the motion. The motion head trains on prior features (no look at
-the frame it predicts), as a rollout uses it.
+the model gets wrong about the motion. The motion head reads what a rollout has: prior
+features (no look at the frame it predicts) and the state it integrates, whose gripper-object
+geometry and velocities are exact at the start where the latent only approximates them.
 """
 
 from __future__ import annotations
@@ -152,7 +153,7 @@ class RSSM(WorldModel):
         features = c.deter + self.stoch
         self.decoder = Decoder(spec, features, c)
         self.state_head = mlp(features, c.hidden, spec.state_dim)  # a training target only
-        self.motion_head = mlp(features, c.hidden, spec.state_dim)
+        self.motion_head = mlp(features + spec.state_dim, c.hidden, spec.state_dim)
         self.outcome_head = mlp(features, c.head_hidden, 3)  # reward, terminated, success
         size = spec.image_size
         self.register_buffer("background", torch.zeros(3 + spec.depth, size, size))
@@ -252,8 +253,14 @@ class RSSM(WorldModel):
     ) -> State:
         deter = self._transition(state["deter"], state["stoch"], action)
         stoch = self._draw(self._distribution(self.prior(deter)), generator)
-        motion = self.motion_head(torch.cat([deter, stoch], -1)) * self.motion_std  # [B, S]
-        return {"deter": deter, "stoch": stoch, "vector": state["vector"] + motion}
+        vector = state["vector"]  # [B, S]
+        motion = self._motion(torch.cat([deter, stoch], -1), vector) * self.motion_std
+        return {"deter": deter, "stoch": stoch, "vector": vector + motion}
+
+    def _motion(self, features: torch.Tensor, vector: torch.Tensor) -> torch.Tensor:
+        """Features [N, F] and the state before the step [N, S] -> its normalised change [N, S]."""
+        normalised = (vector - self.state_mean) / self.state_std
+        return self.motion_head(torch.cat([features, normalised], -1))
 
     def features(self, state: State) -> torch.Tensor:
         return torch.cat([state["deter"], state["stoch"]], -1)
@@ -307,12 +314,14 @@ class RSSM(WorldModel):
         # Huber in units of the data's std: velocities are heavy-tailed (a tumbling object)
         state_loss = F.huber_loss(self.state_head(features), state_target, reduction="none")
         state_loss = state_loss.sum(-1).mean()
-        # The motion head reads what a rollout has: the deterministic path and a prior sample.
+        # The motion head reads what a rollout has: the deterministic path, a prior sample and
+        # the state before the step.
         prior_stoch = self._draw(prior.flatten(0, 1), None, straight_through=True)  # [B*T, G*K]
         prior_features = torch.cat([deter.flatten(0, 1), prior_stoch.detach()], -1)
-        motion, valid = state_motion(batch)
+        motion, valid = state_motion(batch)  # [B, T, S], [B, T]
+        previous = (batch["state"] - motion).flatten(0, 1)  # [B*T, S]
         motion_target = (motion / self.motion_std).flatten(0, 1)  # [B*T, S]
-        motion_prediction = self.motion_head(prior_features)
+        motion_prediction = self._motion(prior_features, previous)
         motion_loss = F.huber_loss(motion_prediction, motion_target, reduction="none")
         motion_loss = (motion_loss.sum(-1) * valid.flatten()).sum() / valid.sum().clamp_min(1)
         reward, terminated, success = self.outcome_head(features).unbind(-1)  # [B*T] each
