@@ -13,6 +13,7 @@ from safetensors.torch import load_file, save_file
 
 from wm_envs import train
 from wm_envs.checkpoint import load_checkpoint
+from wm_envs.io import write_json
 from wm_envs.train import TrainConfig, Trainer, learning_rate, stage_updates
 
 
@@ -217,3 +218,13 @@ def test_fresh_parts_start_over_and_the_rest_continues(tiny_checkpoint, tiny_dat
         )
     with pytest.raises(ValueError, match="no --init-from"):
         Trainer(config_for(tiny_dataset, tmp_path / "b", fresh="motion_head"))
+
+
+def test_atomic_writes_keep_the_usual_permissions(tmp_path):
+    umask = os.umask(0o022)
+    try:
+        write_json(tmp_path / "card.json", {"a": 1})
+    finally:
+        os.umask(umask)
+    assert (tmp_path / "card.json").stat().st_mode & 0o777 == 0o644
+    assert json.loads((tmp_path / "card.json").read_text()) == {"a": 1}
