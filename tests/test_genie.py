@@ -89,6 +89,7 @@ def test_protocol_shapes(model):
     decoded = model.decode(state)
     assert decoded["image"].shape == (3, 64, 64, 3) and decoded["image"].dtype == torch.uint8
     assert decoded["state"].shape == (3, 24)
+    torch.testing.assert_close(model.state_vector(state), decoded["state"])
     assert model.features(state).shape == (3, model.feature_dim)
     for value in (model.reward(state), model.terminated(state), model.success(state)):
         assert value.shape == (3,)

@@ -14,13 +14,20 @@ def tiny_model(**overrides):
     return build_model("rssm", ModelSpec(64, 24, 4), "tiny", overrides)
 
 
-def test_protocol_shapes(tiny_dataset):
-    batch = WindowDataset(*tiny_dataset, 6).sample(3, np.random.default_rng(0))
+def started(tiny_dataset, seed: int):
+    """A prepared tiny model, a batch of 3 windows and the state after their 2 first frames."""
+    batch = WindowDataset(*tiny_dataset, 6).sample(3, np.random.default_rng(seed))
     model = tiny_model()
     model.prepare(batch)
     context = {"image": batch["image"][:, :2], "state": batch["state"][:, :2]}
     with torch.no_grad():
         state = model.init_state(context, batch["action"][:, :2])
+    return model, batch, state
+
+
+def test_protocol_shapes(tiny_dataset):
+    model, batch, state = started(tiny_dataset, seed=0)
+    with torch.no_grad():
         state = model.step(state, batch["action"][:, 2])
         decoded = model.decode(state)
         reward, terminated, success = model.outcomes(state)
@@ -64,18 +71,15 @@ def test_a_few_updates_reduce_the_loss_on_a_fixed_batch(tiny_dataset):
 
 
 def test_rollout_state_starts_at_the_real_state_and_integrates_the_motion_head(tiny_dataset):
-    batch = WindowDataset(*tiny_dataset, 6).sample(3, np.random.default_rng(3))
-    model = tiny_model()
-    model.prepare(batch)
-    context = {"image": batch["image"][:, :2], "state": batch["state"][:, :2]}
+    model, batch, state = started(tiny_dataset, seed=3)
     with torch.no_grad():
-        state = model.init_state(context, batch["action"][:, :2])
         torch.testing.assert_close(model.decode(state)["state"], batch["state"][:, 1])
         after = model.step(state, batch["action"][:, 2])
         before = (batch["state"][:, 1] - model.state_mean) / model.state_std
         motion = model.motion_head(torch.cat([model.features(after), before], -1))
         motion = motion * model.motion_std
     torch.testing.assert_close(model.decode(after)["state"], batch["state"][:, 1] + motion)
+    torch.testing.assert_close(model.state_vector(after), batch["state"][:, 1] + motion)
 
 
 def test_state_motion_is_undefined_across_episode_starts():

@@ -226,9 +226,9 @@ class LearnedSimulator:
         """Batched observation tensors for ``obs_mode`` (decoding only what is asked)."""
         if self.obs_mode == "latent":
             return self.model.features(state).float()
-        decoded = self.model.decode(state)
         if self.obs_mode == "state":
-            return decoded["state"].float()
+            return self.model.state_vector(state).float()
+        decoded = self.model.decode(state)
         if self.obs_mode == "pixels":
             return decoded["image"]
         obs = {"image": decoded["image"], "state": decoded["state"].float()}
@@ -348,7 +348,7 @@ class WorldModelEnv(gym.Env):
     def state_vector(self) -> np.ndarray:
         """The decoded state vector: what a scripted expert reads (``wm_envs.make_expert``)."""
         with torch.inference_mode():
-            return self.simulator.model.decode(self._state)["state"][0].cpu().numpy()
+            return self.simulator.model.state_vector(self._state)[0].cpu().numpy()
 
     def render(self) -> np.ndarray | None:
         if self.render_mode != "rgb_array" or self._state is None:

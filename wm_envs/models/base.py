@@ -90,6 +90,10 @@ class WorldModel(nn.Module):
         """``image`` uint8 [B, H, W, 3], ``state`` [B, S] and, if trained on it, ``depth``."""
         raise NotImplementedError
 
+    def state_vector(self, state: State) -> torch.Tensor:
+        """The state vector [B, S] alone, without the cost of decoding images."""
+        return self.decode(state)["state"]
+
     def outcomes(self, state: State) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Reward, terminated and success [B] together (models may share one pass)."""
         return self.reward(state), self.terminated(state), self.success(state)

@@ -277,13 +277,13 @@ class RSSM(WorldModel):
         features = self.features(state)
         # In chunks: a CPU decodes 64 frames 4x faster per frame than 256 (cache-bound).
         pixels = torch.cat([self._render(chunk) for chunk in features.split(64)])
-        out = {
-            "image": float_to_images(pixels[:, :3]),
-            "state": state["vector"],
-        }
+        out = {"image": float_to_images(pixels[:, :3]), "state": self.state_vector(state)}
         if self.spec.depth:
             out["depth"] = rearrange(pixels[:, 3:].clamp_min(0), "b c h w -> b h w c")
         return out
+
+    def state_vector(self, state: State) -> torch.Tensor:
+        return state["vector"]
 
     def outcomes(self, state: State) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         reward, terminated, success = self.outcome_head(self.features(state)).unbind(-1)

@@ -369,8 +369,10 @@ class Genie(WorldModel):
 
     def decode(self, state: State) -> dict[str, torch.Tensor]:
         pixels = self.tokenizer.detokenize(state["tokens"])  # [B, 3, H, W]
-        state_vector = self.heads["state"](state["features"]) * self.state_std + self.state_mean
-        return {"image": float_to_images(pixels), "state": state_vector}
+        return {"image": float_to_images(pixels), "state": self.state_vector(state)}
+
+    def state_vector(self, state: State) -> torch.Tensor:
+        return self.heads["state"](state["features"]) * self.state_std + self.state_mean
 
     def reward(self, state: State) -> torch.Tensor:
         return self.heads["reward"](state["features"]).squeeze(-1)
