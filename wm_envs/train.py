@@ -64,6 +64,11 @@ class TrainConfig:
     fresh: str = ""  # parts that start fresh rather than from init_from, e.g. "motion_head"
 
 
+def _part(name: str) -> str:
+    """The model part a state-dict entry belongs to: "motion_head.0.weight" -> "motion_head"."""
+    return name.split(".")[0]
+
+
 def stage_updates(config: TrainConfig, stage: str) -> int:
     """Updates for ``stage``: its entry in ``stage_steps`` if it has one, else ``steps``."""
     counts = {}
@@ -184,14 +189,12 @@ class Trainer:
             )
         weights, _ = read_weights(folder)
         fresh = set(filter(None, self.config.fresh.split(",")))
-        unknown = fresh - {name.split(".")[0] for name in self.model.state_dict()}
+        unknown = fresh - {_part(name) for name in self.model.state_dict()}
         if unknown:
             raise ValueError(
                 f"--fresh names parts the {self.config.model} lacks: {sorted(unknown)}"
             )
-        weights = {
-            name: value for name, value in weights.items() if name.split(".")[0] not in fresh
-        }
+        weights = {name: value for name, value in weights.items() if _part(name) not in fresh}
         try:
             missing, unexpected = self.model.load_state_dict(weights, strict=False)
         except RuntimeError as error:  # a tensor of another shape
@@ -202,7 +205,7 @@ class Trainer:
             raise ValueError(
                 f"{folder} has parts this run's {self.config.model} lacks: {unexpected}"
             )
-        self.fresh_parts = sorted({name.split(".")[0] for name in missing})
+        self.fresh_parts = sorted({_part(name) for name in missing})
         recipe = card["recipe"]
         self.history = recipe.get("history", []) + [
             {key: recipe[key] for key in ("command", "stage", "updates", "wall_time_s")}
