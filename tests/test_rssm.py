@@ -6,7 +6,7 @@ import torch
 from wm_envs.data.windows import WindowDataset
 from wm_envs.models import ModelSpec, build_model
 from wm_envs.models.base import select_state
-from wm_envs.models.rssm import state_motion
+from wm_envs.models.rssm import cold_starts, state_motion
 
 
 def tiny_model(**overrides):
@@ -56,7 +56,7 @@ def test_mode_is_deterministic_and_sampling_follows_the_generator(tiny_dataset):
 
 def test_a_few_updates_reduce_the_loss_on_a_fixed_batch(tiny_dataset):
     batch = WindowDataset(*tiny_dataset, 6).sample(4, np.random.default_rng(2))
-    model = tiny_model()
+    model = tiny_model(cold_start_rate=0.5)
     model.prepare(batch)
     optimizer = torch.optim.AdamW(model.parameters(), 1e-2)
     losses = []
@@ -88,6 +88,20 @@ def test_state_motion_is_undefined_across_episode_starts():
     motion, valid = state_motion({"state": states, "is_first": is_first})
     assert valid.tolist() == [[False, True, False, True], [False, True, True, True]]
     assert motion[valid].eq(1).all()
+
+
+def test_cold_starts_add_one_restart_after_the_first_step_of_chosen_windows():
+    is_first = torch.zeros(64, 8, dtype=torch.bool)
+    is_first[0, 5] = True  # a real episode start stays
+    torch.manual_seed(0)
+    assert cold_starts(is_first, 0.0).equal(is_first)
+    restarted = cold_starts(is_first, 1.0)
+    added = restarted & ~is_first
+    assert restarted[0, 5] and not restarted[:, 0].any()
+    assert added[1:].sum(1).eq(1).all() and added[0].sum() <= 1
+    assert added.any(0)[1:].all()  # every later step is drawn somewhere in 64 windows
+    half = (cold_starts(torch.zeros(4000, 8, dtype=torch.bool), 0.5).sum(1) == 1).float()
+    assert 0.45 < half.mean() < 0.55
 
 
 def test_select_state_merges_rows():

@@ -57,6 +57,7 @@ class RSSMConfig:
     motion_weight: float = 1.0  # the state change per step (what rollouts integrate)
     reward_weight: float = 1.0
     done_weight: float = 0.1  # terminated and success heads
+    cold_start_rate: float = 0.0  # share of training windows restarted at a random step
 
 
 PRESETS = {
@@ -301,6 +302,8 @@ class RSSM(WorldModel):
     # -- training -------------------------------------------------------------------------------
     def loss(self, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
         c = self.config
+        if c.cold_start_rate > 0:
+            batch = {**batch, "is_first": cold_starts(batch["is_first"], c.cold_start_rate)}
         deter, stoch, prior, post = self._observe(batch, None, straight_through=True)
         features = torch.cat([deter, stoch], -1).flatten(0, 1)  # [B*T, F]
         target = self._pixels(batch).flatten(0, 1)  # [B*T, C, H, W]
@@ -361,6 +364,16 @@ def state_motion(batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
     valid = ~batch["is_first"].bool()
     valid[:, 0] = False  # the window's first step has no previous state in the window
     return states - previous, valid
+
+
+def cold_starts(is_first: torch.Tensor, rate: float) -> torch.Tensor:
+    """``is_first`` [B, T] with one more restart, at a random step, in a ``rate`` share of the
+    windows. The latent starts cold there, as it does when the learned env starts from a real
+    mid-episode frame; episode starts alone teach only the first frames' few layouts."""
+    size, time = is_first.shape
+    step = torch.randint(1, time, (size,), device=is_first.device)  # [B]
+    chosen = torch.rand(size, device=is_first.device) < rate  # [B]
+    return is_first.bool() | (F.one_hot(step, time).bool() & chosen[:, None])
 
 
 def categorical_kl(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
