@@ -109,8 +109,9 @@ def main() -> None:
         for kind, image in predict(model, batch).items():
             split = error_split(image, truths[kind], static)
             rows.append({"model": card["model"], "context": context, "prediction": kind, **split})
+    label = args.checkpoint or f"shipped {args.model}-{args.task}"
     notes = (
-        f"Checkpoint `{folder}`; {len(batch['action'])} target frames of {args.episodes} "
+        f"Checkpoint `{label}`; {len(batch['action'])} target frames of {args.episodes} "
         f"held-out episodes (seeds {SEED}-{SEED + args.episodes - 1}, expert and random "
         f"alternating). `python -m benchmarks.image_error --model {args.model}`"
     )

@@ -7,9 +7,13 @@ rgbd), reward, termination and success. KL balancing with free bits as in Dreame
 
 Three choices keep a small model honest on a static scene: the image decoder paints RGB and
 an alpha mask over a fixed background (the per-pixel median of the first batch), so capacity
-goes to what moves; pixels that differ from that background weigh ten times more in the image
-loss; and the state vector is a training target, which forces the latent to know where the
-object is even when it covers a handful of pixels.
+goes to what moves; pixels that differ from that background can weigh more in the image loss
+(a fresh model finds the object sooner; a trained one paints a halo for it, an uncertain edge
+being cheaper in the object's colour, so later training lowers the weight); and the state
+vector is a training target, which forces the latent to know where the object is even when it
+covers a handful of pixels. Training windows restart the latent at a random step
+(``cold_start_rate``), so the model learns to know a scene from one real frame anywhere in an
+episode, not only from an episode's first frame.
 
 The state vector a rollout reports is integrated, not read off the latent: it starts at the
 last real state of the context and each step adds the change the motion head predicts. An
@@ -307,8 +311,8 @@ class RSSM(WorldModel):
         deter, stoch, prior, post = self._observe(batch, None, straight_through=True)
         features = torch.cat([deter, stoch], -1).flatten(0, 1)  # [B*T, F]
         target = self._pixels(batch).flatten(0, 1)  # [B*T, C, H, W]
-        # Pixels that differ from the static background (gripper, object) weigh 1 + 9: a 10 px
-        # object must not drown in a 4096 px table.
+        # Pixels that differ from the static background (gripper, object) weigh
+        # 1 + foreground_weight: a 10 px object must not drown in a 4096 px table.
         foreground = (target[:, :3] - self.background[:3]).abs().amax(1, keepdim=True) > 0.08
         weight = 1.0 + c.foreground_weight * foreground.float()  # [B*T, 1, H, W]
         error = (self._render(features) - target).square()
