@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from benchmarks.common import write_results
 from wm_envs.checkpoint import load_checkpoint, shipped_checkpoint
 from wm_envs.eval.compare import play_physics
+from wm_envs.models.base import WorldModel
 
 SEED = 200_000  # held out from training (seeds 0..5999) and from compare (100000..)
 CONTEXTS = (1, 4, 8)  # real frames observed (compare observes 4 before a mid-episode start)
@@ -52,7 +53,9 @@ def windows(episodes: list[dict], context: int) -> dict[str, torch.Tensor]:
 
 
 @torch.no_grad()
-def predict(model, batch: dict[str, torch.Tensor], chunk: int = 128) -> dict[str, torch.Tensor]:
+def predict(
+    model: WorldModel, batch: dict[str, torch.Tensor], chunk: int = 128
+) -> dict[str, torch.Tensor]:
     """Reconstructions of each window's last frame and 1-step predictions of the next,
     uint8 [N, H, W, 3] each."""
     reconstruction, one_step = [], []
