@@ -24,7 +24,8 @@ import torch.nn.functional as F
 
 from benchmarks.common import write_results
 from wm_envs.checkpoint import load_checkpoint, shipped_checkpoint
-from wm_envs.eval.compare import play_physics
+from wm_envs.eval.compare import held_out_episodes
+from wm_envs.eval.metrics import psnr_of_mse
 from wm_envs.models.base import WorldModel
 
 SEED = 200_000  # held out from training (seeds 0..5999) and from compare (100000..)
@@ -77,10 +78,9 @@ def error_split(prediction: torch.Tensor, truth: torch.Tensor, static: torch.Ten
     per_frame = error.mean((1, 2))  # [N]
     without_ring = (error * ~ring).mean((1, 2))
     total = error.sum()
-    psnr = lambda mse: (-10 * torch.log10(mse.clamp_min(1e-10))).mean().item()  # noqa: E731
     return {
-        "PSNR": psnr(per_frame),
-        "PSNR, ring exact": psnr(without_ring),
+        "PSNR": psnr_of_mse(per_frame).mean().item(),
+        "PSNR, ring exact": psnr_of_mse(without_ring).mean().item(),
         "error share moving": (error[moving].sum() / total).item(),
         "error share ring": (error[ring].sum() / total).item(),
         "error share static": (error[~near].sum() / total).item(),
@@ -98,10 +98,7 @@ def main() -> None:
     torch.manual_seed(0)
     folder = args.checkpoint or shipped_checkpoint(args.model, args.task)
     model, card, _ = load_checkpoint(folder)
-    episodes = [
-        play_physics(args.task, SEED + i, "expert" if i % 2 == 0 else "random", noise=0.3)
-        for i in range(args.episodes)
-    ]
+    episodes = held_out_episodes(args.task, SEED, args.episodes, noise=0.3)
     static = torch.from_numpy(
         np.median(np.concatenate([e["image"] for e in episodes]), axis=0) / 255
     ).float()  # [H, W, 3]

@@ -80,6 +80,15 @@ def play_physics(task: str, seed: int, policy_kind: str, noise: float) -> dict:
     }
 
 
+def held_out_episodes(task: str, seed: int, count: int, noise: float) -> list[dict]:
+    """``count`` physics episodes from seed ``seed`` on: even ones a noisy expert, odd ones
+    smooth random actions."""
+    return [
+        play_physics(task, seed + i, "expert" if i % 2 == 0 else "random", noise)
+        for i in range(count)
+    ]
+
+
 def mid_episode_start(states: np.ndarray, position: slice, horizon: int) -> int:
     """The step before the tracked position first moves by 5 mm (else mid-episode)."""
     last = len(states) - 1 - horizon
@@ -198,12 +207,7 @@ def compare(config: CompareConfig) -> dict:
     simulator = LearnedSimulator(
         config.task, config.model, config.checkpoint, obs_mode="dict", device=config.device
     )
-    episodes = [
-        play_physics(
-            config.task, config.seed + i, "expert" if i % 2 == 0 else "random", config.expert_noise
-        )
-        for i in range(config.episodes)
-    ]
+    episodes = held_out_episodes(config.task, config.seed, config.episodes, config.expert_noise)
     starts = {
         "first_frame": [0] * len(episodes),
         "mid_episode": [

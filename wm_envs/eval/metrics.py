@@ -12,8 +12,12 @@ if TYPE_CHECKING:  # models import these metrics too
 
 def psnr(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """PSNR in dB of uint8 images [..., H, W, C], one value per image -> [...]."""
-    error = (prediction.float() - target.float()).div(255).square().mean((-3, -2, -1))
-    return -10 * torch.log10(error.clamp_min(1e-10))
+    return psnr_of_mse((prediction.float() - target.float()).div(255).square().mean((-3, -2, -1)))
+
+
+def psnr_of_mse(mse: torch.Tensor) -> torch.Tensor:
+    """PSNR in dB of mean squared errors of pixels in [0, 1] -> the same shape."""
+    return -10 * torch.log10(mse.clamp_min(1e-10))
 
 
 def ssim(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
