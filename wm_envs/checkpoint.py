@@ -15,11 +15,12 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from wm_envs.assets import CHECKPOINTS
 from wm_envs.io import atomic_path, write_json
 from wm_envs.models import MODELS, ModelSpec, WorldModel
 
 FORMAT = "wm-envs-checkpoint/1"
-SHIPPED = Path(__file__).parent / "assets" / "checkpoints"
+SHIPPED = CHECKPOINTS
 
 
 def save_checkpoint(

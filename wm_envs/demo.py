@@ -11,6 +11,7 @@ import numpy as np
 from wm_envs.checkpoint import shipped_models
 from wm_envs.eval.compare import CompareConfig, compare
 from wm_envs.io import write_video
+from wm_envs.tasks import task_of
 from wm_envs.tasks.experts import make_expert
 
 
@@ -66,7 +67,7 @@ def demo(env_id: str = "Phys-Grasp-v0", episodes: int = 20, out: str = "demo_out
     (metrics, plot and side-by-side video per model under ``out/<model>/``).
     """
     rows = physics_table(env_id, episodes, out)
-    task = env_id.removeprefix("Phys-").split("-")[0].lower()
+    task = task_of(env_id)
     models = shipped_models(task)
     if not models:
         print(f"\nno learned simulator ships for {task!r}; train one with `wm-envs train`")

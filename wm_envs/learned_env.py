@@ -19,10 +19,10 @@ from gymnasium.vector import AutoresetMode
 from gymnasium.vector.utils import batch_space
 
 from wm_envs.checkpoint import load_checkpoint, shipped_checkpoint
+from wm_envs.device import resolve_device
 from wm_envs.models.base import State
 from wm_envs.tasks import TASKS
 from wm_envs.tasks.base import check_action, make_observation_space
-from wm_envs.train import resolve_device
 
 OBS_MODES = ("dict", "state", "pixels", "rgbd", "latent")
 METADATA = {

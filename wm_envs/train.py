@@ -30,9 +30,11 @@ from tqdm import tqdm
 from wm_envs.checkpoint import load_checkpoint, read_card, read_weights, save_checkpoint
 from wm_envs.config import add_config_arguments, parse_overrides
 from wm_envs.data.windows import WindowDataset
+from wm_envs.device import resolve_device
 from wm_envs.eval.metrics import open_loop, psnr
 from wm_envs.io import atomic_path
 from wm_envs.models import ModelSpec, build_model
+from wm_envs.tasks import task_of
 
 
 @dataclass
@@ -87,13 +89,6 @@ def learning_rate(config: TrainConfig, step: int, steps: int) -> float:
         return config.lr
     progress = min(step / steps, 1.0)
     return config.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
-
-
-def resolve_device(device: str) -> torch.device:
-    """``auto`` picks CUDA when present, else the CPU."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 def _spec_from(dataset: WindowDataset) -> ModelSpec:
@@ -272,7 +267,7 @@ class Trainer:
 
     def card(self) -> dict:
         env_spec = self.train_data.env_spec
-        task = env_spec.id.removeprefix("Phys-").split("-")[0].lower()
+        task = task_of(env_spec.id)
         return {
             "task": task,
             "env_id": env_spec.id,

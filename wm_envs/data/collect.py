@@ -21,6 +21,7 @@ import numpy as np
 from tqdm import tqdm
 
 from wm_envs.io import atomic_path, write_json, write_video
+from wm_envs.tasks import task_of
 from wm_envs.tasks.experts import make_expert
 
 POLICIES = ("expert", "random", "mixed")
@@ -52,7 +53,7 @@ class CollectConfig:
 
     @property
     def default_dataset_id(self) -> str:
-        task = self.env_id.removeprefix("Phys-").split("-")[0].lower()
+        task = task_of(self.env_id)
         return f"{task}/{self.policy}-v0"
 
 

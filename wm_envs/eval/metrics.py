@@ -49,9 +49,3 @@ def open_loop(model: WorldModel, batch: Batch, context: int) -> dict[str, torch.
         images.append(decoded["image"])
         states.append(decoded["state"])
     return {"image": torch.stack(images, 1), "state": torch.stack(states, 1)}
-
-
-def open_loop_psnr(model: WorldModel, batch: Batch, context: int) -> torch.Tensor:
-    """Mean PSNR per horizon step [H'] of an open-loop rollout after ``context`` frames."""
-    predicted = open_loop(model, batch, context)["image"]
-    return psnr(predicted, batch["image"][:, context:]).mean(0)

@@ -41,6 +41,15 @@ TASKS: dict[str, TaskSpec] = {
 }
 
 
+def task_of(env_id: str) -> str:
+    """The ``TASKS`` key of an env id: "Phys-Grasp-v0" or "WM-Grasp-v0" -> "grasp"."""
+    name = env_id.split(":")[-1].removeprefix("Phys-").removeprefix("WM-").split("-")[0]
+    key = name.lower()
+    if key not in TASKS:
+        raise ValueError(f"{env_id!r} names no known task; known: {sorted(TASKS)}")
+    return key
+
+
 def phys_envs() -> list[tuple[str, dict]]:
     """Every ground-truth env as ``(id, gym.make kwargs)``: each task on its default engine,
     then on each of its other backends. Tests and benchmarks iterate over this."""

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from importlib import resources
-
 import mujoco
 import numpy as np
 
+from wm_envs.assets import ASSETS
 from wm_envs.tasks import collapse
 from wm_envs.tasks.base import Evaluation, PhysicsTaskEnv
 from wm_envs.tasks.collapse import CollapseRandomization
@@ -29,7 +28,7 @@ def build_model() -> mujoco.MjModel:
     Blocks start parked out of sight (below the floor, spread apart); a reset moves the ones
     its layout uses into place. Weld ``w`` is equality ``w``; each starts inactive.
     """
-    spec = mujoco.MjSpec.from_file(str(resources.files("wm_envs") / "assets" / "collapse.xml"))
+    spec = mujoco.MjSpec.from_file(str(ASSETS / "collapse.xml"))
     block, weld_class = spec.find_default("block"), spec.find_default("weld")
     for slot in range(collapse.MAX_BLOCKS):
         pillar = collapse.IS_PILLAR[slot]

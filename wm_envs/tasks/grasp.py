@@ -8,16 +8,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from importlib import resources
 
 import numpy as np
 
+from wm_envs.assets import ASSETS
 from wm_envs.tasks.base import Evaluation
 
 #: The MuJoCo scene; the PyBullet env reads its camera and object colours from it too.
-MJCF = resources.files("wm_envs") / "assets" / "grasp.xml"
+MJCF = ASSETS / "grasp.xml"
 #: The PyBullet table and gripper (sizes, masses and joint ranges as in the MJCF).
-URDF = resources.files("wm_envs") / "assets" / "grasp.urdf"
+URDF = ASSETS / "grasp.urdf"
 
 SHAPES = ("box", "cylinder", "sphere")
 #: Gripper (palm centre) workspace, metres. At the lowest z the fingertips touch the table.

@@ -1,0 +1,10 @@
+"""Scenes (MJCF, URDF) and the small shipped checkpoints, installed as ``wm_envs.assets``.
+
+The folder sits at the repository's top level (the project card's layout); ``pyproject.toml``
+maps it into the package, so wheels and editable installs both find it here.
+"""
+
+from pathlib import Path
+
+ASSETS = Path(__file__).parent
+CHECKPOINTS = ASSETS / "checkpoints"
