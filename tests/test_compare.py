@@ -1,17 +1,39 @@
-"""compare: paired physics-vs-learned rollouts write metrics, a plot and a video."""
+"""compare: paired physics-vs-learned rollouts write metrics, a plot and a video, on seeds
+outside the checkpoint's training data."""
 
 import json
+import math
 import shutil
 
 import numpy as np
 import pytest
+import torch
 
-from wm_envs.eval.compare import CompareConfig, compare, mid_episode_start
+from wm_envs.eval.compare import (
+    CompareConfig,
+    check_held_out,
+    compare,
+    headline,
+    mid_episode_start,
+    split_seeds,
+)
+from wm_envs.eval.metrics import foreground_psnr, psnr, static_background
+
+
+def checkpoint_with_seed_ranges(tiny_checkpoint, folder, seed_ranges):
+    """A copy of the tiny checkpoint whose card records ``seed_ranges`` (None: no key)."""
+    shutil.copytree(tiny_checkpoint, folder)
+    card = json.loads((folder / "card.json").read_text())
+    card["dataset"].pop("seed_ranges", None)
+    if seed_ranges is not None:
+        card["dataset"]["seed_ranges"] = seed_ranges
+    (folder / "card.json").write_text(json.dumps(card))
+    return folder
 
 
 def test_compare_writes_metrics_plot_and_video(tiny_checkpoint, tmp_path):
-    checkpoint = tmp_path / "checkpoint"
-    shutil.copytree(tiny_checkpoint, checkpoint)
+    # the tiny dataset is 6 episodes collected from seed 0
+    checkpoint = checkpoint_with_seed_ranges(tiny_checkpoint, tmp_path / "checkpoint", [[0, 5]])
     config = CompareConfig(
         checkpoint=str(checkpoint),
         episodes=2,
@@ -24,15 +46,108 @@ def test_compare_writes_metrics_plot_and_video(tiny_checkpoint, tmp_path):
     report = compare(config)
     saved = json.loads((tmp_path / "compare.json").read_text())
     assert saved["headline"] == json.loads(json.dumps(report["headline"]))
+    assert saved["seeds"] == [100_000, 100_001] and saved["seed_check"].startswith("held out")
     for start in ("first_frame", "mid_episode"):
         curves = saved["results"][start]
         assert len(curves["psnr"]) == len(curves["copy_psnr"]) == 3
+        assert len(curves["fg_psnr"]) == len(curves["copy_fg_psnr"]) == 3
         assert len(curves["position_cm"]) == 3
         assert 0 <= curves["success_agrees"] <= 1
+        row = saved["headline"][start]
+        assert {"fg_psnr_1", "copy_fg_psnr_3", "copy_psnr_1"} <= set(row)
+        # one expert (succeeds) and one random episode (fails): a constant guess gets half
+        assert row["constant_success_agreement"] == 0.5
     assert (tmp_path / "compare.png").stat().st_size > 1000
     assert (tmp_path / "compare.mp4").stat().st_size > 1000
     card = json.loads((checkpoint / "card.json").read_text())
     assert card["compare"]["headline"] == saved["headline"]
+    assert card["compare"]["config"]["split"] == "test"
+
+
+def test_foreground_psnr_scores_only_pixels_off_the_background():
+    background = torch.zeros(4, 4, 3)
+    target = torch.zeros(4, 4, 3, dtype=torch.uint8)
+    target[0, 0] = 255  # the object, where it truly is
+    misplaced = torch.zeros_like(target)
+    misplaced[3, 3] = 255  # the object painted elsewhere
+    # foreground: both object pixels, each wrong by 1 in every channel -> MSE 1, 0 dB;
+    # full frame: 2 of 16 pixels wrong -> MSE 1/8, 9.03 dB
+    assert foreground_psnr(misplaced, target, background).item() == pytest.approx(0.0, abs=1e-5)
+    assert psnr(misplaced, target).item() == pytest.approx(10 * math.log10(8), abs=1e-4)
+    # a dim pixel within the threshold (0.08) stays background: one object pixel, one channel
+    # off by 0.2 -> MSE 0.04 / 3 over that pixel alone
+    close = target.clone()
+    close[0, 0, 1] = 204
+    close[2, 2] = 10  # 0.04 from the background: not foreground
+    expected = -10 * math.log10((51 / 255) ** 2 / 3)
+    assert foreground_psnr(close, target, background).item() == pytest.approx(expected, abs=1e-3)
+    # nothing off the background in either frame: no foreground to score
+    empty = torch.zeros_like(target)
+    assert math.isnan(foreground_psnr(empty, empty, background).item())
+    batch = torch.stack([misplaced, close])  # [2, H, W, 3]
+    assert foreground_psnr(batch, target.expand_as(batch), background).shape == (2,)
+
+
+def test_static_background_is_the_per_pixel_median():
+    frames = np.zeros((5, 2, 2, 3), np.uint8)
+    frames[1, 0, 0] = 255  # something passes once
+    frames[:, 1, 1] = 51  # always there
+    background = static_background(frames)
+    assert background[0, 0].tolist() == [0.0, 0.0, 0.0]
+    assert background[1, 1].tolist() == pytest.approx([0.2] * 3)
+
+
+def test_constant_success_baseline_is_the_better_constant_guess():
+    curves = {
+        key: [20.0, 18.0]
+        for key in ("psnr", "copy_psnr", "fg_psnr", "copy_fg_psnr", "ssim", "reward_error")
+    }
+    curves |= {"position_cm": [1.0, 2.0], "copy_position_cm": [2.0, 3.0]}
+    for true_rate, constant in ((0.25, 0.75), (0.5, 0.5), (0.9, 0.9)):
+        summary = {"start": {**curves, "success_agrees": 0.6, "true_success": true_rate}}
+        row = headline(summary, horizon=2)["start"]
+        assert row["constant_success_agreement"] == pytest.approx(constant)
+        assert row["success_agreement"] == 0.6
+
+
+def test_splits_are_fixed_disjoint_seed_ranges():
+    assert split_seeds("test", 20) == range(100_000, 100_020)
+    assert split_seeds("val", 20) == range(90_000, 90_020)
+    assert CompareConfig(split="val").seed == 90_000
+    assert max(split_seeds("val", 10_000)) < min(split_seeds("test", 1))
+    with pytest.raises(ValueError, match="val split holds seeds"):
+        split_seeds("val", 10_001)  # would run into the test seeds
+    with pytest.raises(ValueError, match="unknown split"):
+        split_seeds("train", 1)
+
+
+def test_seeds_in_the_training_data_are_refused_unless_allowed():
+    seeds = split_seeds("test", 4)  # 100000-100003
+    card = {"dataset": {"seed_ranges": [[0, 5999], [100_003, 100_010]]}}
+    with pytest.raises(ValueError, match=r"overlap the training data's seed ranges \[\[100003"):
+        check_held_out(card, seeds, allow=False)
+    assert "compared anyway" in check_held_out(card, seeds, allow=True)
+    held_out = {"dataset": {"seed_ranges": [[0, 5999], [100_004, 100_010]]}}
+    assert check_held_out(held_out, seeds, allow=False).startswith("held out")
+    with pytest.raises(ValueError, match="records no dataset.seed_ranges"):
+        check_held_out({"dataset": {}}, seeds, allow=False)
+    assert "compared anyway" in check_held_out({"dataset": {}}, seeds, allow=True)
+    with pytest.raises(ValueError, match="first <= last"):
+        check_held_out({"dataset": {"seed_ranges": [[10, 5]]}}, seeds, allow=False)
+
+
+def test_compare_refuses_a_card_without_seed_ranges(tiny_checkpoint, tmp_path):
+    checkpoint = checkpoint_with_seed_ranges(tiny_checkpoint, tmp_path / "checkpoint", None)
+    config = CompareConfig(checkpoint=str(checkpoint), episodes=1, out=str(tmp_path))
+    with pytest.raises(ValueError, match="--allow-train-seeds"):
+        compare(config)
+
+
+def test_record_is_refused_on_the_validation_split(tiny_checkpoint, tmp_path):
+    checkpoint = checkpoint_with_seed_ranges(tiny_checkpoint, tmp_path / "checkpoint", [[0, 5]])
+    config = CompareConfig(checkpoint=str(checkpoint), split="val", record=True, out=str(tmp_path))
+    with pytest.raises(ValueError, match="test split"):
+        compare(config)
 
 
 def test_mid_episode_start_is_just_before_the_object_moves():

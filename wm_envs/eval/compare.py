@@ -2,14 +2,24 @@
 
     wm-envs compare --task grasp --model rssm --episodes 20
 
-For each held-out seed, ``Phys-<Task>-v0`` plays a whole episode under a noisy expert (even
+For each seed of the split, ``Phys-<Task>-v0`` plays a whole episode under a noisy expert (even
 episodes) or smooth random actions (odd episodes). ``WM-<Task>-v0`` then starts from real
 frames of that episode -- the first frame, and a mid-episode frame just before the tracked
 object first moves, where a still frame stops being a good guess -- and replays the same
 actions open-loop to the end of the episode. Reported against the horizon: image PSNR and
-SSIM, tracked-position error (cm), reward error; per rollout: success agreement. The naive
-baseline that repeats the start frame (and its state) is scored on the same steps. Writes
-``compare.json``, ``compare.png`` (error vs horizon) and ``compare.mp4``
+SSIM, foreground PSNR, tracked-position error (cm), reward error; per rollout: success
+agreement. Baselines on the same steps: repeating the start frame (and its state), and for
+success the best constant guess (always "fail" or always "succeed").
+
+Foreground PSNR scores only the pixels that differ from the background in the true or the
+predicted frame (``metrics.foreground_psnr``). The background is the same for every model:
+the per-pixel median of all physics frames of the compared episodes.
+
+Seeds come in two fixed splits (``SPLITS``): ``val`` (90000-99999) for choosing between runs
+and ``test`` (100000-199999) for the numbers a README or card reports. Both lie outside the
+checkpoint's training data, which its card records as ``dataset.seed_ranges``; seeds that
+overlap it, or a card that does not record it, are refused unless ``--allow-train-seeds``.
+Writes ``compare.json``, ``compare.png`` (error vs horizon) and ``compare.mp4``
 (physics | learned | difference).
 """
 
@@ -25,11 +35,13 @@ import torch
 
 from wm_envs.checkpoint import read_card, shipped_checkpoint
 from wm_envs.data.collect import SmoothRandomPolicy
-from wm_envs.eval.metrics import psnr, ssim
+from wm_envs.eval.metrics import foreground_psnr, psnr, ssim, static_background
 from wm_envs.io import atomic_path, write_json, write_video
 from wm_envs.learned_env import LearnedSimulator
 from wm_envs.tasks import TASKS
 from wm_envs.tasks.experts import make_expert
+
+SPLITS = {"val": (90_000, 99_999), "test": (100_000, 199_999)}  # inclusive reset seeds
 
 
 @dataclass(frozen=True)
@@ -38,14 +50,65 @@ class CompareConfig:
     model: str = "rssm"
     checkpoint: str | None = None  # default: the shipped one
     episodes: int = 20
-    seed: int = 100_000  # far from the training seeds (collection uses 0..episodes-1)
+    split: str = "test"  # which seeds (SPLITS): "val" chooses between runs, "test" is reported
+    allow_train_seeds: bool = False  # compare even on seeds the training data may hold
     horizon: int = 15
     context: int = 4  # real frames the model sees before a mid-episode start
     expert_noise: float = 0.3
     videos: int = 4
     out: str = "compare_out"
     device: str = "auto"
-    record: bool = False  # also write the headline into the checkpoint's card.json
+    record: bool = False  # also write the headline into the checkpoint's card.json (test only)
+
+    @property
+    def seed(self) -> int:
+        """The first reset seed of the split."""
+        return split_seeds(self.split, self.episodes)[0]
+
+
+def split_seeds(split: str, episodes: int) -> range:
+    """The reset seeds of the first ``episodes`` episodes of ``split``."""
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; choose one of {sorted(SPLITS)}")
+    first, last = SPLITS[split]
+    if not 1 <= episodes <= last - first + 1:
+        raise ValueError(
+            f"the {split} split holds seeds {first}-{last}: 1 to {last - first + 1} episodes, "
+            f"got {episodes}"
+        )
+    return range(first, first + episodes)
+
+
+def check_held_out(card: dict, seeds: range, allow: bool) -> str:
+    """Refuse ``seeds`` that overlap the reset seeds of the checkpoint's dataset (the card's
+    ``dataset.seed_ranges``: inclusive [first, last] pairs), or that cannot be checked because
+    the card lacks them, unless ``allow``. Returns what was found, for the report."""
+    ranges = card.get("dataset", {}).get("seed_ranges")
+    span = f"seeds {seeds[0]}-{seeds[-1]}"
+    if ranges is None:
+        problem = (
+            f"the checkpoint's card records no dataset.seed_ranges, so {span} cannot be "
+            "checked against its training data"
+        )
+    else:
+        if not all(len(pair) == 2 and pair[0] <= pair[1] for pair in ranges):
+            raise ValueError(
+                f"card dataset.seed_ranges must be [first, last] pairs with first <= last, "
+                f"got {ranges}"
+            )
+        overlap = [
+            [first, last] for first, last in ranges if first <= seeds[-1] and last >= seeds[0]
+        ]
+        if not overlap:
+            return f"held out: {span} lie outside the training data's seed ranges {ranges}"
+        problem = f"{span} overlap the training data's seed ranges {overlap}"
+    if not allow:
+        raise ValueError(
+            f"{problem}; pass --allow-train-seeds to compare anyway (the numbers then do not "
+            "measure held-out episodes)"
+        )
+    print(f"warning: {problem}; compared anyway (--allow-train-seeds)")
+    return f"{problem}; compared anyway (--allow-train-seeds)"
 
 
 def play_physics(task: str, seed: int, policy_kind: str, noise: float) -> dict:
@@ -157,16 +220,27 @@ def rollout_learned(
     return predictions
 
 
-def score(prediction: dict, episode: dict, start: int, horizon: int, position: slice) -> dict:
-    """Per-horizon errors of one rollout (and of the repeat-the-start-frame baseline)."""
+def score(
+    prediction: dict,
+    episode: dict,
+    start: int,
+    horizon: int,
+    position: slice,
+    background: torch.Tensor,
+) -> dict:
+    """Per-horizon errors of one rollout (and of the repeat-the-start-frame baseline), with
+    foreground PSNR over pixels that differ from ``background`` [H, W, 3]; whether it
+    agrees with physics on success, and whether physics succeeds."""
     steps = min(horizon, len(prediction["image"]), len(episode["image"]) - 1 - start)
     truth_image = torch.from_numpy(episode["image"][start + 1 : start + 1 + steps])
     truth_state = episode["state"][start + 1 : start + 1 + steps]
     model_image = torch.from_numpy(prediction["image"][:steps])
     copy_image = torch.from_numpy(episode["image"][start]).expand_as(truth_image)
     cm = 100.0
+    true_success = bool(episode["success"][start:].any())
     return {
         "psnr": psnr(model_image, truth_image).numpy(),
+        "fg_psnr": foreground_psnr(model_image, truth_image, background).numpy(),
         "ssim": ssim(model_image, truth_image).numpy(),
         "position_cm": cm
         * np.linalg.norm(prediction["state"][:steps, position] - truth_state[:, position], axis=1),
@@ -174,24 +248,27 @@ def score(prediction: dict, episode: dict, start: int, horizon: int, position: s
             prediction["reward"][:steps] - episode["reward"][start : start + steps]
         ),
         "copy_psnr": psnr(copy_image, truth_image).numpy(),
+        "copy_fg_psnr": foreground_psnr(copy_image, truth_image, background).numpy(),
         "copy_ssim": ssim(copy_image, truth_image).numpy(),
         "copy_position_cm": cm
         * np.linalg.norm(episode["state"][start, position] - truth_state[:, position], axis=1),
-        "success_agrees": bool(prediction["success"]) == bool(episode["success"][start:].any()),
+        "success_agrees": bool(prediction["success"]) == true_success,
+        "true_success": true_success,
     }
 
 
 def _mean_curves(scores: list[dict], horizon: int) -> dict:
-    """Mean of each per-step metric at each horizon step (over rollouts that reach it)."""
+    """Mean of each per-step metric at each horizon step (over rollouts that reach it and
+    have a value there); per-rollout flags become rates."""
     curves = {}
     for key in scores[0]:
-        if key == "success_agrees":
+        if isinstance(scores[0][key], bool):
             curves[key] = float(np.mean([s[key] for s in scores]))
             continue
         padded = np.full((len(scores), horizon), np.nan)
         for row, s in enumerate(scores):
             padded[row, : len(s[key])] = s[key]
-        reached = (~np.isnan(padded)).sum(0)  # rollouts that reach each step (NaN: none)
+        reached = (~np.isnan(padded)).sum(0)  # rollouts with a value at each step
         mean = np.nansum(padded, axis=0) / np.maximum(reached, 1)
         curves[key] = np.where(reached > 0, mean, np.nan).round(4).tolist()
     return curves
@@ -204,10 +281,20 @@ def compare(config: CompareConfig) -> dict:
     if task.tracked_position is None:
         raise ValueError(f"task {config.task!r} names no tracked position to compare")
     position = slice(*task.tracked_position)
+    seeds = split_seeds(config.split, config.episodes)
+    if config.record and config.split != "test":
+        raise ValueError(
+            "--record writes the card's headline, which reports the test split; run "
+            f"--split {config.split} without --record (compare.json holds its numbers)"
+        )
+    folder = Path(config.checkpoint) if config.checkpoint else None
+    folder = folder or shipped_checkpoint(config.model, config.task)
+    seed_check = check_held_out(read_card(folder), seeds, config.allow_train_seeds)
     simulator = LearnedSimulator(
         config.task, config.model, config.checkpoint, obs_mode="dict", device=config.device
     )
-    episodes = held_out_episodes(config.task, config.seed, config.episodes, config.expert_noise)
+    episodes = held_out_episodes(config.task, seeds[0], config.episodes, config.expert_noise)
+    background = static_background(np.concatenate([episode["image"] for episode in episodes]))
     starts = {
         "first_frame": [0] * len(episodes),
         "mid_episode": [
@@ -218,7 +305,7 @@ def compare(config: CompareConfig) -> dict:
     for name, rows in starts.items():
         predictions = rollout_learned(simulator, episodes, rows, config.context)
         results[name] = [
-            score(prediction, episode, start, config.horizon, position)
+            score(prediction, episode, start, config.horizon, position, background)
             for prediction, episode, start in zip(predictions, episodes, rows, strict=True)
         ]
         if name == "mid_episode":
@@ -239,7 +326,9 @@ def compare(config: CompareConfig) -> dict:
     summary = {name: _mean_curves(scores, config.horizon) for name, scores in results.items()}
     checkpoint_card = simulator.card
     report = {
-        "config": asdict(config),
+        "config": {**asdict(config), "seed": seeds[0]},
+        "seeds": [seeds[0], seeds[-1]],
+        "seed_check": seed_check,
         "checkpoint": {
             "path": str(config.checkpoint or "shipped"),
             "recipe": checkpoint_card.get("recipe"),
@@ -259,22 +348,25 @@ def compare(config: CompareConfig) -> dict:
     for name, metrics in model_metrics.items():
         print(f"{name}: " + ", ".join(f"{key} {value:.3g}" for key, value in metrics.items()))
     if config.record:
-        folder = Path(config.checkpoint) if config.checkpoint else None
-        folder = folder or shipped_checkpoint(config.model, config.task)
-        recorded = {key: report[key] for key in ("config", "headline", "model_metrics")}
+        keys = ("config", "seeds", "seed_check", "headline", "model_metrics")
+        recorded = {key: report[key] for key in keys}
         card = {**read_card(folder), "compare": recorded}
         write_json(folder / "card.json", card)
     return report
 
 
 def headline(summary: dict, horizon: int) -> dict:
-    """The numbers the README quotes: 1-step and last-step figures per start kind."""
+    """The numbers the README quotes: 1-step and last-step figures per start kind, each
+    beside its baseline (repeat the start frame; for success, the best constant guess)."""
     rows = {}
     for name, curves in summary.items():
         rows[name] = {
-            "psnr_1": curves["psnr"][0],
-            f"psnr_{horizon}": curves["psnr"][-1],
-            f"copy_psnr_{horizon}": curves["copy_psnr"][-1],
+            **{
+                f"{prefix}{metric}_{step}": curves[f"{prefix}{metric}"][at]
+                for metric in ("psnr", "fg_psnr")
+                for step, at in ((1, 0), (horizon, -1))
+                for prefix in ("", "copy_")
+            },
             f"ssim_{horizon}": curves["ssim"][-1],
             f"position_cm_{horizon}": curves["position_cm"][-1],
             f"copy_position_cm_{horizon}": curves["copy_position_cm"][-1],
@@ -283,6 +375,7 @@ def headline(summary: dict, horizon: int) -> dict:
             ),
             "reward_error_mean": float(np.nanmean(curves["reward_error"])),
             "success_agreement": curves["success_agrees"],
+            "constant_success_agreement": max(curves["true_success"], 1 - curves["true_success"]),
         }
     return rows
 
@@ -309,18 +402,20 @@ def side_by_side(episode: dict, prediction: dict, start: int, horizon: int) -> l
 
 
 def plot(summary: dict, path: Path, title: str) -> None:
-    """PSNR and position error against the horizon, model vs repeat-the-start-frame."""
+    """PSNR, foreground PSNR and position error against the horizon, model vs
+    repeat-the-start-frame."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axes = plt.subplots(1, 2, figsize=(10, 4))
+    figure, axes = plt.subplots(1, 3, figsize=(15, 4))
     for name, curves in summary.items():
         steps = np.arange(1, len(curves["psnr"]) + 1)
         for axis, key, label in (
             (axes[0], "psnr", "PSNR (dB)"),
-            (axes[1], "position_cm", "tracked position error (cm)"),
+            (axes[1], "fg_psnr", "foreground PSNR (dB)"),
+            (axes[2], "position_cm", "tracked position error (cm)"),
         ):
             (line,) = axis.plot(steps, curves[key], label=f"model, {name}")
             axis.plot(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import numpy as np
 import torch
 
 if TYPE_CHECKING:  # models import these metrics too
@@ -18,6 +19,34 @@ def psnr(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 def psnr_of_mse(mse: torch.Tensor) -> torch.Tensor:
     """PSNR in dB of mean squared errors of pixels in [0, 1] -> the same shape."""
     return -10 * torch.log10(mse.clamp_min(1e-10))
+
+
+FOREGROUND_THRESHOLD = 0.08  # max abs channel difference in [0, 1], as in the RSSM's image loss
+
+
+def static_background(frames: np.ndarray) -> torch.Tensor:
+    """What stays put across uint8 frames [N, H, W, C]: their per-pixel median, float in
+    [0, 1] -> [H, W, C]."""
+    return torch.from_numpy(np.median(frames, axis=0) / 255).float()
+
+
+def foreground_psnr(
+    prediction: torch.Tensor, target: torch.Tensor, background: torch.Tensor
+) -> torch.Tensor:
+    """PSNR in dB of uint8 images [..., H, W, C] over the pixels that differ from
+    ``background`` (float [H, W, C] in [0, 1]) in either image by more than
+    ``FOREGROUND_THRESHOLD`` in some channel -> [...]; NaN for a pair with no such pixel.
+
+    A static background that any predictor gets right fills most of a frame and lifts
+    full-frame PSNR; this scores only what moves or is painted where it should not be.
+    """
+    prediction, target = prediction.float().div(255), target.float().div(255)
+    differs = lambda image: (image - background).abs().amax(-1) > FOREGROUND_THRESHOLD  # noqa: E731
+    mask = differs(prediction) | differs(target)  # [..., H, W]
+    error = (prediction - target).square().mean(-1)  # [..., H, W]
+    pixels = mask.sum((-2, -1))  # [...]
+    mse = (error * mask).sum((-2, -1)) / pixels.clamp_min(1)
+    return torch.where(pixels > 0, psnr_of_mse(mse), torch.nan)
 
 
 def ssim(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
