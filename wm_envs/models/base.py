@@ -9,6 +9,10 @@ In the spirit of TD-MPC2's ``encode / next / reward / termination``:
 * ``features(state)`` -- a flat latent [B, feature_dim], the ``latent`` observation
 * ``loss(batch)`` -- what the trainer minimises (``forward`` is ``loss``, for DDP)
 
+Every model keeps the data's state statistics as the buffers ``state_mean`` and
+``state_std`` (fitted by ``prepare``): it reads and predicts state vectors in units of them,
+and learned envs read them to judge start states.
+
 A model state is a dict of batch-first tensors, so envs can select and merge states of
 individual envs (autoreset) without knowing what is inside. Token models (Genie, DeepVerse)
 keep token grids and context frames in it; the RSSM keeps its deterministic and stochastic
@@ -21,6 +25,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 State = dict[str, torch.Tensor]
@@ -50,21 +55,35 @@ class WorldModel(nn.Module):
     #: own discrete controls add "latent" (indices [B] below ``n_latent_actions``).
     action_modes: ClassVar[tuple[str, ...]] = ("env",)
     #: Attributes a learned env may set at inference (``model_settings=``), e.g. the
-    #: number of generation passes.
-    inference_settings: ClassVar[tuple[str, ...]] = ()
+    #: number of generation passes, each with the inclusive (low, high) bounds it accepts.
+    inference_settings: ClassVar[dict[str, tuple[float, float]]] = {}
 
     def __init__(self, spec: ModelSpec, config) -> None:
         super().__init__()
         self.spec = spec
         self.config = config
         self.action_mode = "env"
+        self.register_buffer("state_mean", torch.zeros(spec.state_dim))
+        self.register_buffer("state_std", torch.ones(spec.state_dim))
 
     @property
     def feature_dim(self) -> int:
         raise NotImplementedError
 
     def prepare(self, batch: Batch) -> None:
-        """Fit data statistics (normalisers, background) from a first batch, before training."""
+        """Fit data statistics from a first batch, before training: here the state
+        normaliser; models that fit more (a background) extend this."""
+        states = batch["state"].flatten(0, 1)  # [N, S]
+        self.state_mean.copy_(states.mean(0))
+        self.state_std.copy_(states.std(0).clamp_min(1e-3))
+
+    def normalise_state(self, state: torch.Tensor) -> torch.Tensor:
+        """State vectors [..., S] -> in units of the data's statistics [..., S]."""
+        return (state - self.state_mean) / self.state_std
+
+    def denormalise_state(self, normalised: torch.Tensor) -> torch.Tensor:
+        """The inverse of ``normalise_state``: [..., S] -> state vectors [..., S]."""
+        return normalised * self.state_std + self.state_mean
 
     def set_stage(self, stage: str) -> None:
         """Select which parts train (multi-stage models)."""
@@ -120,6 +139,30 @@ class WorldModel(nn.Module):
 
     def forward(self, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
         return self.loss(batch)
+
+    def head_losses(
+        self,
+        batch: Batch,
+        state: torch.Tensor,
+        reward: torch.Tensor,
+        terminated: torch.Tensor,
+        success: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Losses of the heads on a model's features: the normalised state vector [..., S],
+        the reward [...] and the terminated and success logits [...], each in the batch's
+        [B, T] layout or flattened to [B*T] -> (state, reward, done) losses [].
+
+        The state loss is a Huber loss in units of the data's std (velocities are
+        heavy-tailed: a tumbling object), summed over the vector; reward a squared error;
+        done the binary cross-entropies of terminated and success, summed."""
+        state_target = self.normalise_state(batch["state"]).reshape(state.shape)
+        state_loss = F.huber_loss(state, state_target, reduction="none").sum(-1).mean()
+        reward_loss = (reward - batch["reward"].reshape(reward.shape)).square().mean()
+        bce = F.binary_cross_entropy_with_logits
+        done_loss = bce(terminated, batch["terminated"].reshape(terminated.shape).float()) + bce(
+            success, batch["success"].reshape(success.shape).float()
+        )
+        return state_loss, reward_loss, done_loss
 
 
 def select_state(mask: torch.Tensor, new: State, old: State) -> State:

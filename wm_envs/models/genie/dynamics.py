@@ -137,6 +137,11 @@ class Dynamics(nn.Module):
         a ``generator``, each FSQ dimension is sampled at ``temperature`` (Gumbel-max);
         without, each pass takes the most likely level (the mode, deterministic).
         """
+        if steps < 1:
+            raise ValueError(
+                f"maskgit_steps must be at least 1, got {steps}: without a generation pass "
+                f"every token of the frame stays masked"
+            )
         size = actions.shape[0]
         tokens = actions.new_full((size, self.tokens), self.mask_token)  # [B, P]
         for step in range(steps):

@@ -40,6 +40,7 @@ from wm_envs.models.genie.dynamics import Dynamics
 from wm_envs.models.genie.latent_actions import LatentActionModel
 from wm_envs.models.genie.tokenizer import Tokenizer
 from wm_envs.models.genie.transformer import temporal_mask
+from wm_envs.models.layers import median_frame, mlp
 
 
 @dataclass(frozen=True)
@@ -116,12 +117,6 @@ PRESETS = {
 }
 
 
-def mlp(inputs: int, hidden: int, outputs: int) -> nn.Sequential:
-    return nn.Sequential(
-        nn.Linear(inputs, hidden), nn.LayerNorm(hidden), nn.SiLU(), nn.Linear(hidden, outputs)
-    )
-
-
 class Genie(WorldModel):
     """Genie world model (see module docstring)."""
 
@@ -129,7 +124,9 @@ class Genie(WorldModel):
     config_class = GenieConfig
     stages = ("tokenizer", "latent_actions", "dynamics")
     action_modes = ("env", "latent")
-    inference_settings = ("maskgit_steps", "temperature")
+    #: Generation passes per frame (with none, every token stays masked) and the sampling
+    #: temperature (above zero: the logits are divided by it).
+    inference_settings = {"maskgit_steps": (1, 64), "temperature": (1e-3, 100.0)}
 
     def __init__(self, spec: ModelSpec, config: GenieConfig) -> None:
         super().__init__(spec, config)
@@ -175,8 +172,6 @@ class Genie(WorldModel):
             }
         )
         self.adapter = mlp(spec.action_dim, c.hidden, self.n_latent_actions)
-        self.register_buffer("state_mean", torch.zeros(spec.state_dim))
-        self.register_buffer("state_std", torch.ones(spec.state_dim))
         self.parts = {
             "tokenizer": [self.tokenizer],
             "latent_actions": [self.latent_actions],
@@ -192,11 +187,8 @@ class Genie(WorldModel):
 
     # -- training -------------------------------------------------------------------------------
     def prepare(self, batch: Batch) -> None:
-        frames = images_to_float(batch["image"]).flatten(0, 1)  # [N, 3, H, W]
-        self.tokenizer.background.copy_(frames.median(dim=0).values)
-        states = batch["state"].flatten(0, 1)
-        self.state_mean.copy_(states.mean(0))
-        self.state_std.copy_(states.std(0).clamp_min(1e-3))
+        super().prepare(batch)
+        self.tokenizer.background.copy_(median_frame(images_to_float(batch["image"])))
 
     def set_stage(self, stage: str) -> None:
         """Train only the part of ``stage``; the others are frozen."""
@@ -228,15 +220,13 @@ class Genie(WorldModel):
             actions = self.infer_actions(pixels, is_first)  # [B, T]
         token_loss, hidden, metrics = self.dynamics.loss(tokens, actions, is_first.cumsum(1))
         features = self.dynamics.features(hidden)  # [B, T, F]
-        state_target = (batch["state"] - self.state_mean) / self.state_std
-        # Huber in units of the data's std: velocities are heavy-tailed (a tumbling object)
-        state_loss = F.huber_loss(self.heads["state"](features), state_target, reduction="none")
-        state_loss = state_loss.sum(-1).mean()
-        reward_loss = (self.heads["reward"](features).squeeze(-1) - batch["reward"]).square().mean()
-        bce = F.binary_cross_entropy_with_logits
-        done_loss = bce(
-            self.heads["terminated"](features).squeeze(-1), batch["terminated"].float()
-        ) + bce(self.heads["success"](features).squeeze(-1), batch["success"].float())
+        state_loss, reward_loss, done_loss = self.head_losses(
+            batch,
+            self.heads["state"](features),
+            self.heads["reward"](features).squeeze(-1),  # [B, T]
+            self.heads["terminated"](features).squeeze(-1),
+            self.heads["success"](features).squeeze(-1),
+        )
         labelled = actions != self.n_latent_actions  # transitions with an inferred action
         adapter_logits = self.adapter(batch["action"][labelled])  # [M, n]
         adapter_loss = F.cross_entropy(adapter_logits, actions[labelled])
@@ -372,7 +362,7 @@ class Genie(WorldModel):
         return {"image": float_to_images(pixels), "state": self.state_vector(state)}
 
     def state_vector(self, state: State) -> torch.Tensor:
-        return self.heads["state"](state["features"]) * self.state_std + self.state_mean
+        return self.denormalise_state(self.heads["state"](state["features"]))
 
     def reward(self, state: State) -> torch.Tensor:
         return self.heads["reward"](state["features"]).squeeze(-1)

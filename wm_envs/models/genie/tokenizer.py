@@ -20,6 +20,7 @@ from torch import nn
 
 from wm_envs.models.genie.fsq import FSQ
 from wm_envs.models.genie.transformer import STTransformer, patchify, unpatchify
+from wm_envs.models.layers import paint_over
 
 
 class Tokenizer(nn.Module):
@@ -54,9 +55,7 @@ class Tokenizer(nn.Module):
         x = self.from_code(codes) + self.decoder_position  # [N, P, E]
         x, _ = self.decoder(x[:, None])  # [N, 1, P, E]
         maps = unpatchify(self.patch_out(x[:, 0]), self.patch, self.image_size)  # [N, 4, H, W]
-        alpha = torch.sigmoid(maps[:, 3:])
-        rgb = torch.sigmoid(maps[:, :3]) - 0.5
-        return alpha * rgb + (1 - alpha) * self.background
+        return paint_over(maps, self.background)
 
     def tokenize(self, pixels: torch.Tensor) -> torch.Tensor:
         """Frames [N, 3, H, W] -> token indices [N, P]."""
