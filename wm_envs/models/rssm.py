@@ -9,7 +9,7 @@ Three choices keep a small model honest on a static scene: the image decoder pai
 an alpha mask over a fixed background (the per-pixel median of the first batch), so capacity
 goes to what moves; pixels that differ from that background can weigh more in the image loss
 (a fresh model finds the object sooner; a trained one paints a halo for it, an uncertain edge
-being cheaper in the object's colour, so later training lowers the weight); and the state
+being cheaper in the object's colour, so the weight is lowered late in training); and the state
 vector is a training target, which forces the latent to know where the object is even when it
 covers a handful of pixels. Training windows restart the latent at a random step
 (``cold_start_rate``), so the model learns to know a scene from one real frame anywhere in an

@@ -7,9 +7,9 @@ the latent action that led into the frame (one extra index means "none": an epis
 frame). Output: for each FSQ dimension of a token, logits over that dimension's levels.
 
 Why codes in and per-dimension logits out, not one embedding and one 1000-way softmax per
-token: a first version did that, and in the training budget it never learned to copy rare
-tokens -- each of the 1000 codes needs its own embedding-to-logit path -- so objects that
-did not move vanished from generated frames. With code vectors, copying is one linear map
+token: with a softmax over codes, each of the 1000 codes needs its own embedding-to-logit
+path to be copied, which a small training budget does not teach for rare tokens, so objects
+that do not move vanish from generated frames. With code vectors, copying is one linear map
 for every code, and neighbouring FSQ levels (which decode to similar patches) share
 structure. A token's dimensions are chosen independently given the context, as the tokens
 of one MaskGIT pass are.

@@ -3,15 +3,15 @@
 An encoder looks at frames t-1 and t (each frame's patches come with their difference to the
 previous frame, so motion stands out) and names the transition with a tiny FSQ code (8
 codes by default: three binary dimensions); a decoder must produce frame t from frame t-1
-and that code alone. The decoder sees no other frame, so the code has to carry what changed -- in a
-manipulation scene, where the gripper went. The decoder predicts a residual over frame t-1,
-so the static scene costs nothing and the loss is all about the change.
+and that code alone. The decoder sees no other frame, so the code has to carry what
+changed -- in a manipulation scene, where the gripper went. The decoder predicts a residual
+over frame t-1, so the static scene costs nothing and the loss is all about the change.
 
-Against collapse (every transition getting the same code, which a first version of this
-model did on Grasp) two terms act on the squashed latents tanh(z) of each FSQ dimension
-over the batch: a balance term keeps their mean at zero (both signs in use) and a spread
-term keeps their standard deviation above 0.5 (so the encoder cannot park every latent near
-zero, where the mean is balanced but the code is constant). Usage is reported.
+Against collapse (every transition getting the same code, as happens on Grasp without
+them) two terms act on the squashed latents tanh(z) of each FSQ dimension over the batch:
+a balance term keeps their mean at zero (both signs in use) and a spread term keeps their
+standard deviation above 0.5 (so the encoder cannot park every latent near zero, where the
+mean is balanced but the code is constant). Usage is reported.
 """
 
 from __future__ import annotations

@@ -5,12 +5,12 @@ each patch on its own, FSQ rounds it to one of ``prod(levels)`` codes, and a spa
 transformer (spatial attention only, memory 0) decodes the grid of codes back to patches.
 
 The encoder sees one patch, not the frame, on purpose: a patch that does not change keeps
-its token exactly. A first version encoded with spatial attention, so the moving gripper
-nudged every token of the frame and a quarter of them flipped between consecutive frames;
-the dynamics cannot predict that noise. The tokenizer is per-frame: the dynamics does the
-temporal modelling, and the env decodes one generated frame from its own tokens. As in the
-RSSM, the decoder paints RGB and an alpha mask over a fixed background (the per-pixel
-median of the data), so tokens spend their bits on what moves.
+its token exactly. An encoder with spatial attention lets the moving gripper nudge every
+token of the frame, and many flip between consecutive frames: noise the dynamics cannot
+predict. The tokenizer is per-frame: the dynamics does the temporal modelling, and the env
+decodes one generated frame from its own tokens. As in the RSSM, the decoder paints RGB and
+an alpha mask over a fixed background (``layers.paint_over``), so tokens spend their bits on
+what moves.
 """
 
 from __future__ import annotations
