@@ -1,4 +1,5 @@
-"""Packaging: the top-level assets/ folder installs as wm_envs.assets, from a wheel too."""
+"""Packaging: the top-level agents/ and assets/ folders install as wm_envs.agents and
+wm_envs.assets, from a wheel too."""
 
 import subprocess
 import sys
@@ -33,6 +34,7 @@ def test_wheel_holds_scenes_and_checkpoints_and_installs_them(tmp_path):
     # pyproject.toml lists the packages (discovery cannot map assets/): none may be missing
     for init in (ROOT / "wm_envs").rglob("__init__.py"):
         assert init.relative_to(ROOT).as_posix() in names
+    assert "wm_envs/agents/scripted.py" in names
 
     target = tmp_path / "site"
     subprocess.run(pip + ["install", "--no-deps", "--target", str(target), str(wheel)], check=True)

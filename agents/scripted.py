@@ -1,0 +1,132 @@
+"""Scripted policies of graded skill: the task's expert, with noise or a deliberate flaw.
+
+They make the ladder on which ``wm-envs transfer`` asks whether success in a learned
+simulator predicts success in physics: a ladder needs policies that fail in known, different
+ways, not only good ones. A spec names one, as on the command line:
+
+    expert                      the scripted expert
+    expert:noise=0.3            Gaussian action noise of std 0.3
+    expert:every=3              acts only every 3rd step and holds its action in between
+    expert:never_close          (Grasp) never closes the fingers
+    expert:release=4            (Grasp) opens the fingers 4 steps into the lift
+    expert:off_centre=0.02      (Grasp) aims 2 cm beside the object
+    expert:noise=0.1,every=2    flaws combine
+    random                      uniform random actions
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+from wm_envs.tasks.experts import GraspExpert, make_expert
+
+GRIP = 3  # Grasp's action index of the finger command (+1 closes, -1 opens)
+OBJECT_X = 7  # Grasp's state index of the object's x position
+
+
+@dataclass(frozen=True)
+class Flaws:
+    """What a scripted policy gets wrong; the defaults are the expert."""
+
+    noise: float = 0.0
+    every: int = 1
+    never_close: bool = False
+    release: int = 0  # steps into the lift at which the fingers open; 0 = never
+    off_centre: float = 0.0  # metres
+
+    @property
+    def grasp_only(self) -> list[str]:
+        """The flaws that only the Grasp expert has a meaning for."""
+        return [
+            name
+            for name in ("never_close", "release", "off_centre")
+            if getattr(self, name) != getattr(Flaws, name)
+        ]
+
+
+def parse_policy(spec: str) -> tuple[str, Flaws]:
+    """``"expert:noise=0.3,every=2"`` -> ``("expert", Flaws(noise=0.3, every=2))``."""
+    kind, _, rest = spec.partition(":")
+    if kind not in ("expert", "random"):
+        raise ValueError(f"a scripted policy is 'expert[:flaws]' or 'random', got {spec!r}")
+    known = {field.name: field.type for field in fields(Flaws)}
+    values: dict[str, Any] = {}
+    for item in filter(None, rest.split(",")):
+        name, sep, value = item.partition("=")
+        if name not in known:
+            raise ValueError(f"unknown flaw {name!r} in {spec!r}; known: {sorted(known)}")
+        kind_of = known[name]
+        if kind_of == "bool":
+            if sep:
+                raise ValueError(f"flaw {name!r} takes no value, got {item!r} in {spec!r}")
+            values[name] = True
+            continue
+        try:
+            values[name] = (int if kind_of == "int" else float)(value)
+        except ValueError:
+            raise ValueError(f"flaw {name!r} needs a number, got {item!r} in {spec!r}") from None
+    flaws = Flaws(**values)
+    if kind == "random" and values:
+        raise ValueError(f"'random' takes no flaws, got {spec!r}")
+    if flaws.every < 1 or flaws.noise < 0 or flaws.release < 0:
+        raise ValueError(f"every must be >= 1, noise and release >= 0, got {spec!r}")
+    return kind, flaws
+
+
+class FlawedGraspExpert(GraspExpert):
+    """The Grasp expert with the grasp-specific flaws of ``Flaws``."""
+
+    def __init__(self, env: gym.Env, flaws: Flaws, seed: int | None = None) -> None:
+        super().__init__(env, noise=flaws.noise, seed=seed)
+        self.flaws = flaws
+
+    def reset(self) -> None:
+        super().reset()
+        self.lift_steps = 0
+
+    def plan(self, state: np.ndarray) -> np.ndarray:
+        seen = state.copy()
+        seen[OBJECT_X] += self.flaws.off_centre
+        action = super().plan(seen)
+        self.lift_steps = self.lift_steps + 1 if self.phase == "lift" else 0
+        opens = self.flaws.release and self.lift_steps > self.flaws.release
+        if self.flaws.never_close or opens:
+            action[GRIP] = -1.0
+        return action
+
+
+class ScriptedPolicy:
+    """``obs -> action`` with ``reset()``, for any env whose task has a scripted expert
+    (Phys-* and WM-* alike: the expert reads ``env.unwrapped.state_vector()``)."""
+
+    def __init__(self, env: gym.Env, spec: str, seed: int | None = None) -> None:
+        self.spec = spec
+        kind, self.flaws = parse_policy(spec)
+        self.space = env.action_space
+        self.rng = np.random.default_rng(seed)
+        if kind == "random":
+            self.expert = None
+        elif self.flaws.grasp_only:
+            if getattr(env.unwrapped, "expert_class", None) is not GraspExpert:
+                raise ValueError(f"{self.flaws.grasp_only} are Grasp flaws; {spec!r} on {env}")
+            self.expert = FlawedGraspExpert(env, self.flaws, seed)
+        else:
+            self.expert = make_expert(env, noise=self.flaws.noise, seed=seed)
+
+    def reset(self) -> None:
+        self.step = 0
+        self.action = None
+        if self.expert is not None:
+            self.expert.reset()
+
+    def __call__(self, obs: Any) -> np.ndarray:
+        if self.expert is None:
+            return self.rng.uniform(self.space.low, self.space.high).astype(np.float32)
+        if self.action is None or self.step % self.flaws.every == 0:
+            self.action = self.expert(obs)
+        self.step += 1
+        return self.action

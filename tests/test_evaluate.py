@@ -1,0 +1,103 @@
+"""evaluate and transfer: policies of graded skill, closed-loop on Phys-* and WM-* envs."""
+
+import json
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+import wm_envs  # noqa: F401
+from wm_envs.agents.scripted import Flaws, ScriptedPolicy, parse_policy
+from wm_envs.evaluate import EvaluateConfig, evaluate
+from wm_envs.transfer import TransferConfig, correlations, ranks, transfer
+
+
+def test_policy_specs_parse_and_bad_ones_are_refused():
+    assert parse_policy("expert") == ("expert", Flaws())
+    assert parse_policy("expert:noise=0.3,every=2,never_close") == (
+        "expert",
+        Flaws(noise=0.3, every=2, never_close=True),
+    )
+    for bad, message in [
+        ("planer", "scripted policy"),
+        ("expert:speed=2", "unknown flaw"),
+        ("expert:noise=high", "needs a number"),
+        ("expert:never_close=1", "takes no value"),
+        ("expert:every=0", "every must be"),
+        ("random:noise=0.1", "no flaws"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            parse_policy(bad)
+    with (
+        gym.make("Phys-Drive-v0", obs_mode="state") as env,
+        pytest.raises(ValueError, match="Grasp"),
+    ):
+        ScriptedPolicy(env, "expert:never_close")
+
+
+def test_flaws_change_what_the_expert_does():
+    with gym.make("Phys-Grasp-v0", obs_mode="state") as env:
+        actions = {}
+        for spec in ("expert", "expert:never_close", "expert:every=3"):
+            policy = ScriptedPolicy(env, spec, seed=0)
+            obs, _ = env.reset(seed=3)
+            policy.reset()
+            actions[spec] = []
+            for _ in range(40):
+                actions[spec].append(policy(obs))
+                obs, *_ = env.step(actions[spec][-1])
+            actions[spec] = np.array(actions[spec])
+    assert (actions["expert"][:, 3] > 0).any() and (actions["expert:never_close"][:, 3] < 0).all()
+    held = actions["expert:every=3"]
+    assert (held[1] == held[0]).all() and (held[2] == held[0]).all()
+
+
+def test_evaluate_on_physics_and_on_the_learned_env(tiny_checkpoint, tmp_path):
+    physics = evaluate(
+        EvaluateConfig(policy="expert", episodes=2, seed=7, out=str(tmp_path / "p.json"))
+    )
+    assert physics["success_rate"] == 1.0
+    assert [r["seed"] for r in physics["episodes"]] == [7, 8]
+    assert json.loads((tmp_path / "p.json").read_text())["success_rate"] == 1.0
+    learned = evaluate(
+        EvaluateConfig(
+            policy="random", env="WM-Grasp-v0", episodes=2, seed=7, checkpoint=str(tiny_checkpoint)
+        )
+    )
+    assert len(learned["episodes"]) == 2 and all(r["length"] >= 1 for r in learned["episodes"])
+    with pytest.raises(ValueError, match="Phys-\\* or WM-\\*"):
+        evaluate(EvaluateConfig(env="Grasp-v0"))
+
+
+def test_correlations_with_intervals_and_ties():
+    np.testing.assert_array_equal(ranks(np.array([3.0, 1.0, 1.0, 2.0])), [3, 0.5, 0.5, 2])
+    rng = np.random.default_rng(0)
+    physics = (rng.random((6, 30)) < np.linspace(0, 1, 6)[:, None]).astype(float)
+    same = correlations(physics, physics, 200)
+    assert same["pearson"]["r"] == pytest.approx(1.0) and same["spearman"]["r"] == pytest.approx(
+        1.0
+    )
+    flipped = correlations(physics, 1 - physics, 200)
+    assert flipped["pearson"]["r"] == pytest.approx(-1.0)
+    low, high = flipped["pearson"]["ci95"]
+    assert low <= -0.9 and high == pytest.approx(-1.0)
+
+
+def test_transfer_runs_a_ladder_on_both_envs(tiny_checkpoint, tmp_path):
+    result = transfer(
+        TransferConfig(
+            policies="expert,random",
+            episodes=2,
+            seed=11,
+            bootstrap=50,
+            checkpoint=str(tiny_checkpoint),
+            out=str(tmp_path),
+        )
+    )
+    rows = {row["policy"]: row for row in result["policies"]}
+    assert rows["expert"]["physics_success"] == 1.0 and rows["random"]["physics_success"] == 0.0
+    for row in rows.values():
+        assert row["gap"] == pytest.approx(row["wm_success"] - row["physics_success"])
+    assert set(result["correlation"]) == {"pearson", "spearman"}
+    assert (tmp_path / "transfer.png").stat().st_size > 0
+    assert json.loads((tmp_path / "transfer.json").read_text())["config"]["episodes"] == 2
