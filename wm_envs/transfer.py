@@ -156,9 +156,14 @@ def plot(rows: list[dict], stats: dict, path: Path, title: str) -> None:
     for (x, y), names in points.items():
         axis.scatter(x, y, color="C0")
         right = x > 0.7  # keep labels of the best policies inside the axes
-        axis.annotate("\n".join(names), (x, y), fontsize=7, xytext=(-4 if right else 4, -4),
-                      textcoords="offset points", va="top", ha="right" if right else "left")
+        axis.annotate(
+            "\n".join(names),
+            (x, y),
+            fontsize=7,
+            xytext=(-4 if right else 4, -4),
+            textcoords="offset points",
             va="top",
+            ha="right" if right else "left",
         )
     pearson_r, spearman_r = stats["pearson"]["r"], stats["spearman"]["r"]
     axis.set(
