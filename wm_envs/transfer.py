@@ -148,23 +148,19 @@ def plot(rows: list[dict], stats: dict, path: Path, title: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axis = plt.subplots(figsize=(5.5, 5.5))
+    figure, axis = plt.subplots(figsize=(8.5, 5.5))
     axis.plot([0, 1], [0, 1], color="grey", linestyle="--", label="identity")
-    points: dict[tuple[float, float], list[str]] = {}  # policies that land on one point
-    for row in rows:
-        points.setdefault((row["physics_success"], row["wm_success"]), []).append(row["policy"])
-    for (x, y), names in points.items():
+    points: dict[tuple[float, float], list[str]] = {}  # numbers of the policies on a point
+    for number, row in enumerate(rows, 1):
+        key = (row["physics_success"], row["wm_success"])
+        points.setdefault(key, []).append(str(number))
+    for (x, y), numbers in points.items():
         axis.scatter(x, y, color="C0")
-        right = x > 0.7  # keep labels of the best policies inside the axes
         axis.annotate(
-            "\n".join(names),
-            (x, y),
-            fontsize=7,
-            xytext=(-4 if right else 4, -4),
-            textcoords="offset points",
-            va="top",
-            ha="right" if right else "left",
+            ",".join(numbers), (x, y), fontsize=8, xytext=(4, 4), textcoords="offset points"
         )
+    key = "\n".join(f"{number:>2}  {row['policy']}" for number, row in enumerate(rows, 1))
+    axis.text(1.04, 1.0, key, transform=axis.transAxes, va="top", fontsize=8, family="monospace")
     pearson_r, spearman_r = stats["pearson"]["r"], stats["spearman"]["r"]
     axis.set(
         xlabel="physics success",
