@@ -1,5 +1,10 @@
 """Shared behaviour of every ground-truth env: API, determinism, obs modes, bad input, experts."""
 
+import os
+import signal
+import subprocess
+import sys
+import textwrap
 import warnings
 
 import gymnasium as gym
@@ -147,3 +152,69 @@ def test_expert_solves_a_sample_of_seeds(env_id, kwargs):
         successes += info["is_success"]
     assert successes >= 9
     env.close()
+
+
+#: Renders in the parent, then steps an async vector env of ``sys.argv[1]`` (kwargs as JSON in
+#: ``sys.argv[2]``) whose workers start with the multiprocessing context ``sys.argv[3]``.
+ASYNC_AFTER_RENDERING = textwrap.dedent(
+    """
+    import json, sys
+    import gymnasium as gym
+    import wm_envs
+
+    def main():
+        env_id, kwargs, context = sys.argv[1], json.loads(sys.argv[2]), sys.argv[3]
+        with gym.make("Phys-Grasp-v0") as env:
+            env.reset(seed=0)  # an EGL context in the parent
+        vector_kwargs = {} if context == "default" else {"context": context}
+        envs = gym.make_vec(
+            env_id, 2, vectorization_mode="async", vector_kwargs=vector_kwargs, **kwargs
+        )
+        try:
+            obs, _ = envs.reset(seed=0)
+            envs.step(envs.action_space.sample())
+            print("stepped", obs["image"].shape)
+        finally:
+            envs.close()
+
+    if __name__ == "__main__":
+        main()
+    """
+)
+
+
+def run_async_after_rendering(tmp_path, env_id: str, kwargs: str, context: str):
+    """Run the scenario in a fresh Python, killing its whole process group after 60 s so
+    that a hang fails the test instead of blocking CI."""
+    script = tmp_path / "scenario.py"
+    script.write_text(ASYNC_AFTER_RENDERING)
+    process = subprocess.Popen(
+        [sys.executable, str(script), env_id, kwargs, context],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        output, _ = process.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.communicate()
+        pytest.fail(f"{env_id} {kwargs} with context {context!r} hung")
+    return process.returncode, output
+
+
+def test_forked_workers_after_rendering_fail_fast_naming_the_fix(tmp_path):
+    code, output = run_async_after_rendering(tmp_path, "Phys-Grasp-v0", "{}", "default")
+    assert code != 0 and "EGL does not survive fork" in output
+    assert "vector_kwargs={'context': 'forkserver'}" in output
+    # PyBullet's TinyRenderer is CPU-only: forked workers render fine
+    code, output = run_async_after_rendering(
+        tmp_path, "Phys-Grasp-v0", '{"backend": "pybullet"}', "default"
+    )
+    assert code == 0 and "stepped (2, 64, 64, 3)" in output, output
+
+
+def test_forkserver_workers_render_after_the_parent_rendered(tmp_path):
+    code, output = run_async_after_rendering(tmp_path, "Phys-Grasp-v0", "{}", "forkserver")
+    assert code == 0 and "stepped (2, 64, 64, 3)" in output, output

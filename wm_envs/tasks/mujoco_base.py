@@ -3,12 +3,28 @@
 from __future__ import annotations
 
 import atexit
+import os
 import weakref
 
 import mujoco
 import numpy as np
 
 _OPEN_RENDERERS: weakref.WeakSet = weakref.WeakSet()
+#: The process that made this module's first GL context. A forked child inherits the value
+#: but not a working EGL/OpenGL state: rendering there would hang for ever.
+_GL_PROCESS: int | None = None
+
+
+def _refuse_rendering_after_fork() -> None:
+    """Raise in a process forked from one that had made a GL context, before EGL hangs."""
+    if _GL_PROCESS is not None and _GL_PROCESS != os.getpid():
+        raise RuntimeError(
+            f"this process (pid {os.getpid()}) was forked from pid {_GL_PROCESS} after that "
+            "process had made an EGL/OpenGL context for MuJoCo rendering. EGL does not survive "
+            "fork, so rendering here would hang. Start worker processes with 'forkserver' or "
+            "'spawn' instead: gym.make_vec(..., vectorization_mode='async', "
+            "vector_kwargs={'context': 'forkserver'}), or multiprocessing.get_context('spawn')"
+        )
 
 
 def _close_renderers() -> None:
@@ -38,10 +54,13 @@ class MujocoRenderer:
         self._renderers: dict[tuple[int, int, bool], mujoco.Renderer] = {}
 
     def __call__(self, data: mujoco.MjData, width: int, height: int, depth: bool) -> np.ndarray:
+        global _GL_PROCESS
+        _refuse_rendering_after_fork()
         key = (width, height, depth)
         renderer = self._renderers.get(key)
         if renderer is None:
             renderer = mujoco.Renderer(self.model, height, width)
+            _GL_PROCESS = os.getpid()
             for flag in (
                 mujoco.mjtRndFlag.mjRND_SHADOW,
                 mujoco.mjtRndFlag.mjRND_REFLECTION,
