@@ -1,12 +1,13 @@
 """The RSSM against the WorldModel protocol: shapes, determinism, learning, state merging."""
 
 import numpy as np
+import pytest
 import torch
 
 from wm_envs.data.windows import WindowDataset
 from wm_envs.models import ModelSpec, build_model
-from wm_envs.models.base import select_state
-from wm_envs.models.rssm import cold_starts, state_motion
+from wm_envs.models.base import float_to_images, select_state
+from wm_envs.models.rssm import cold_starts, decode_chunk, state_motion
 
 
 def tiny_model(**overrides):
@@ -109,3 +110,27 @@ def test_select_state_merges_rows():
     new = {"a": torch.ones(3, 2), "b": torch.ones(3)}
     merged = select_state(torch.tensor([True, False, True]), new, old)
     assert merged["a"][:, 0].tolist() == [1, 0, 1] and merged["b"].tolist() == [1, 0, 1]
+
+
+def test_decode_runs_in_chunks_on_a_cpu_and_in_one_pass_on_an_accelerator(tiny_dataset):
+    assert decode_chunk(torch.device("cpu")) == 64
+    assert decode_chunk(torch.device("cuda")) is None
+    model, batch, state = started(tiny_dataset, seed=4)
+    rows = torch.arange(150) % 3  # more rows than one chunk, and a part chunk at the end
+    big = {key: value[rows] for key, value in state.items()}
+    features = model.features(big)  # [150, F]
+    with torch.no_grad():
+        chunked = model._render(features, chunk=64)
+        one_pass = model._render(features)
+        decoded = model.decode(big)
+    torch.testing.assert_close(chunked, one_pass, rtol=0, atol=1e-5)
+    assert torch.equal(decoded["image"], float_to_images(chunked[:, :3]))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_decode_on_cuda_matches_the_cpu(tiny_dataset):
+    model, batch, state = started(tiny_dataset, seed=5)
+    with torch.no_grad():
+        on_cpu = model.decode(state)["image"]
+        on_cuda = model.cuda().decode({k: v.cuda() for k, v in state.items()})["image"]
+    assert (on_cuda.cpu().int() - on_cpu.int()).abs().max() <= 1
