@@ -10,7 +10,7 @@ import wm_envs  # noqa: F401  (registers WM-Grasp-v0)
 from wm_envs.checkpoint import save_checkpoint
 from wm_envs.eval.compare import CompareConfig, compare
 from wm_envs.models import ModelSpec, build_model
-from wm_envs.models.genie import controllability
+from wm_envs.models.genie import PRESETS, Genie, GenieConfig, controllability
 from wm_envs.models.genie.fsq import FSQ
 from wm_envs.models.genie.transformer import temporal_mask
 from wm_envs.train import TrainConfig, Trainer
@@ -148,6 +148,33 @@ def test_latent_action_mode_and_bad_actions(model):
             model.step(state, torch.full((3,), model.n_latent_actions))
     finally:
         model.action_mode = "env"
+
+
+@pytest.mark.parametrize("preset", sorted(PRESETS))
+def test_inference_settings_bound_every_preset_and_exclude_an_all_mask_frame(preset):
+    bounds = Genie.inference_settings
+    assert set(bounds) == {"maskgit_steps", "temperature"}
+    assert all(low <= high for low, high in bounds.values())
+    assert bounds["maskgit_steps"][0] >= 1 and bounds["temperature"][0] > 0
+    config = GenieConfig(**PRESETS[preset])
+    for name, (low, high) in bounds.items():
+        assert low <= getattr(config, name) <= high
+
+
+def test_generation_at_the_lowest_bounds_works_and_below_them_is_refused(model):
+    state = model.init_state({"image": synthetic_batch()["image"][:, :2]})
+    action = torch.zeros(3, 4)
+    try:
+        model.maskgit_steps = Genie.inference_settings["maskgit_steps"][0]
+        model.temperature = Genie.inference_settings["temperature"][0]
+        stepped = model.step(state, action, torch.Generator().manual_seed(0))
+        assert (stepped["tokens"] < model.tokenizer.fsq.size).all()  # no mask token left
+        model.maskgit_steps = 0
+        with pytest.raises(ValueError, match="maskgit_steps must be at least 1"):
+            model.step(state, action)
+    finally:
+        model.maskgit_steps = model.config.maskgit_steps
+        model.temperature = model.config.temperature
 
 
 def test_learned_env_takes_latent_actions_and_generation_settings(model, tmp_path):
