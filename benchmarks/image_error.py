@@ -25,10 +25,10 @@ import torch.nn.functional as F
 from benchmarks.common import write_results
 from wm_envs.checkpoint import load_checkpoint, shipped_checkpoint
 from wm_envs.eval.compare import held_out_episodes
-from wm_envs.eval.metrics import psnr_of_mse
+from wm_envs.eval.metrics import psnr_of_mse, static_background
 from wm_envs.models.base import WorldModel
 
-SEED = 200_000  # held out from training (seeds 0..5999) and from compare (100000..)
+SEED = 200_000  # outside training (seeds 0..5999) and compare's val and test splits (90000..199999)
 CONTEXTS = (1, 4, 8)  # real frames observed (compare observes 4 before a mid-episode start)
 MOVING_THRESHOLD = 20 / 255
 RING_PX = 2
@@ -99,9 +99,7 @@ def main() -> None:
     folder = args.checkpoint or shipped_checkpoint(args.model, args.task)
     model, card, _ = load_checkpoint(folder)
     episodes = held_out_episodes(args.task, SEED, args.episodes, noise=0.3)
-    static = torch.from_numpy(
-        np.median(np.concatenate([e["image"] for e in episodes]), axis=0) / 255
-    ).float()  # [H, W, 3]
+    static = static_background(np.concatenate([e["image"] for e in episodes]))  # [H, W, 3]
     rows = []
     for context in CONTEXTS:
         batch = windows(episodes, context)
