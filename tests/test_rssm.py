@@ -38,6 +38,26 @@ def test_protocol_shapes(tiny_dataset):
     assert terminated.dtype == torch.bool
     assert model.features(state).shape == (3, model.feature_dim)
     torch.testing.assert_close(model.reward(state), reward)
+    _, p_terminated, p_success = model.outcome_scores(state)
+    for p in (p_terminated, p_success):
+        assert ((0 <= p) & (p <= 1)).all()
+    assert torch.equal(success, p_success > 0.5) and torch.equal(terminated, p_terminated > 0.5)
+
+
+def test_one_step_filter_continues_what_init_state_observed(tiny_dataset):
+    """observe(), frame by frame, reaches the state init_state() reaches over the same K."""
+    batch = WindowDataset(*tiny_dataset, 5).sample(3, np.random.default_rng(2))
+    model = tiny_model()
+    model.prepare(batch)
+    frames = {key: batch[key] for key in ("image", "state")}
+    with torch.no_grad():
+        whole = model.init_state(frames, batch["action"])
+        state = model.init_state({key: value[:, :1] for key, value in frames.items()})
+        for t in range(1, 5):
+            obs = {key: value[:, t] for key, value in frames.items()}
+            state = model.observe(state, batch["action"][:, t], obs)
+    for key in whole:
+        torch.testing.assert_close(state[key], whole[key])
 
 
 def test_mode_is_deterministic_and_sampling_follows_the_generator(tiny_dataset):

@@ -5,7 +5,9 @@ In the spirit of TD-MPC2's ``encode / next / reward / termination``:
 * ``init_state(obs_context, action_context)`` -- a model state from K real frames
 * ``step(state, action)`` -- one transition for the whole batch
 * ``decode(state)`` -- image (uint8 [B, H, W, 3]), state vector, depth if trained on it
-* ``reward / terminated / success(state)`` -- learned heads, [B] (``outcomes``: all three)
+* ``outcome_scores(state)`` -- learned reward and termination / success probabilities [B]
+  (``outcomes``: the flags a learned env reports; ``reward / terminated / success`` one each)
+* ``observe(state, action, obs)`` -- the one-step filter: the posterior given a real frame
 * ``features(state)`` -- a flat latent [B, feature_dim], the ``latent`` observation
 * ``loss(batch)`` -- what the trainer minimises (``forward`` is ``loss``, for DDP)
 
@@ -113,18 +115,36 @@ class WorldModel(nn.Module):
         """The state vector [B, S] alone, without the cost of decoding images."""
         return self.decode(state)["state"]
 
+    def outcome_scores(self, state: State) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Reward and the probabilities of termination and success [B], from the learned
+        heads: what planners and imagined returns score (each model implements this one)."""
+        raise NotImplementedError
+
     def outcomes(self, state: State) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Reward, terminated and success [B] together (models may share one pass)."""
-        return self.reward(state), self.terminated(state), self.success(state)
+        """Reward [B] and the terminated and success flags [B] (bool) a learned env reports."""
+        reward, terminated, success = self.outcome_scores(state)
+        return reward, terminated > 0.5, success > 0.5
 
     def reward(self, state: State) -> torch.Tensor:
-        raise NotImplementedError
+        return self.outcomes(state)[0]
 
     def terminated(self, state: State) -> torch.Tensor:
-        raise NotImplementedError
+        return self.outcomes(state)[1]
 
     def success(self, state: State) -> torch.Tensor:
-        raise NotImplementedError
+        return self.outcomes(state)[2]
+
+    def observe(
+        self,
+        state: State,
+        action: torch.Tensor,
+        obs: Batch,
+        generator: torch.Generator | None = None,
+    ) -> State:
+        """The one-step filter: the state after ``action`` [B, A] led from ``state`` to the
+        real observation ``obs`` (image uint8 [B, H, W, 3], state [B, S]), i.e. the posterior.
+        What acting on a real env with a latent policy needs."""
+        raise NotImplementedError(f"a {self.name} model has no one-step filter")
 
     def features(self, state: State) -> torch.Tensor:
         raise NotImplementedError

@@ -210,6 +210,22 @@ class RSSM(WorldModel):
     ) -> torch.Tensor:
         return self.gru(self.action_in(torch.cat([stoch, action], -1)), deter)
 
+    def _filter_step(
+        self,
+        deter: torch.Tensor,
+        stoch: torch.Tensor,
+        action: torch.Tensor,
+        embed: torch.Tensor,
+        generator: torch.Generator | None,
+        straight_through: bool,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One posterior step [B, ...]: the new deterministic state, the prior and posterior
+        probabilities, and the latent drawn from the posterior."""
+        deter = self._transition(deter, stoch, action)
+        prior = self._distribution(self.prior(deter))
+        post = self._distribution(self.posterior(torch.cat([deter, embed], -1)))
+        return deter, prior, post, self._draw(post, generator, straight_through)
+
     def _observe(self, batch: Batch, generator: torch.Generator | None, straight_through: bool):
         """Filter a [B, T] batch through the posterior; returns per-step tensors [B, T, ...]."""
         pixels = self._pixels(batch)  # [B, T, C, H, W]
@@ -222,10 +238,14 @@ class RSSM(WorldModel):
         deters, stochs, priors, posts = [], [], [], []
         for t in range(time):
             keep = (1.0 - is_first[:, t])[:, None]
-            deter = self._transition(deter * keep, stoch * keep, batch["action"][:, t] * keep)
-            prior = self._distribution(self.prior(deter))
-            post = self._distribution(self.posterior(torch.cat([deter, embed[:, t]], -1)))
-            stoch = self._draw(post, generator, straight_through)
+            deter, prior, post, stoch = self._filter_step(
+                deter * keep,
+                stoch * keep,
+                batch["action"][:, t] * keep,
+                embed[:, t],
+                generator,
+                straight_through,
+            )
             deters.append(deter)
             stochs.append(stoch)
             priors.append(prior)
@@ -249,6 +269,19 @@ class RSSM(WorldModel):
         batch = {**obs_context, "action": actions, "is_first": is_first}
         deter, stoch, _, _ = self._observe(batch, generator, straight_through=False)
         return {"deter": deter[:, -1], "stoch": stoch[:, -1], "vector": obs_context["state"][:, -1]}
+
+    def observe(
+        self,
+        state: State,
+        action: torch.Tensor,
+        obs: Batch,
+        generator: torch.Generator | None = None,
+    ) -> State:
+        embed = self.encoder(self._pixels(obs), self.normalise_state(obs["state"]))  # [B, E]
+        deter, _, _, stoch = self._filter_step(
+            state["deter"], state["stoch"], action, embed, generator, straight_through=False
+        )
+        return {"deter": deter, "stoch": stoch, "vector": obs["state"]}
 
     def step(
         self, state: State, action: torch.Tensor, generator: torch.Generator | None = None
@@ -284,18 +317,9 @@ class RSSM(WorldModel):
     def state_vector(self, state: State) -> torch.Tensor:
         return state["vector"]
 
-    def outcomes(self, state: State) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def outcome_scores(self, state: State) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         reward, terminated, success = self.outcome_head(self.features(state)).unbind(-1)
-        return reward, terminated > 0, success > 0
-
-    def reward(self, state: State) -> torch.Tensor:
-        return self.outcomes(state)[0]
-
-    def terminated(self, state: State) -> torch.Tensor:
-        return self.outcomes(state)[1]
-
-    def success(self, state: State) -> torch.Tensor:
-        return self.outcomes(state)[2]
+        return reward, terminated.sigmoid(), success.sigmoid()
 
     # -- training -------------------------------------------------------------------------------
     def loss(self, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:

@@ -364,14 +364,11 @@ class Genie(WorldModel):
     def state_vector(self, state: State) -> torch.Tensor:
         return self.denormalise_state(self.heads["state"](state["features"]))
 
-    def reward(self, state: State) -> torch.Tensor:
-        return self.heads["reward"](state["features"]).squeeze(-1)
-
-    def terminated(self, state: State) -> torch.Tensor:
-        return self.heads["terminated"](state["features"]).squeeze(-1) > 0
-
-    def success(self, state: State) -> torch.Tensor:
-        return self.heads["success"](state["features"]).squeeze(-1) > 0
+    def outcome_scores(self, state: State) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        features = state["features"]
+        reward = self.heads["reward"](features).squeeze(-1)
+        terminated = self.heads["terminated"](features).squeeze(-1).sigmoid()
+        return reward, terminated, self.heads["success"](features).squeeze(-1).sigmoid()
 
     def features(self, state: State) -> torch.Tensor:
         return state["features"]
