@@ -1,5 +1,6 @@
 """WM-*-v0: Gymnasium API, vector autoreset, determinism, start frames and refusals."""
 
+import json
 import shutil
 import warnings
 
@@ -10,8 +11,9 @@ import torch
 from gymnasium.utils.env_checker import check_env
 
 import wm_envs  # noqa: F401
-from wm_envs.checkpoint import save_checkpoint
+from wm_envs.checkpoint import save_checkpoint, shipped_checkpoint
 from wm_envs.demo import play
+from wm_envs.learned_env import twin_interface
 from wm_envs.models import ModelSpec, build_model
 
 
@@ -101,6 +103,8 @@ def test_reset_from_real_frames_with_context(tiny_checkpoint):
     assert first in env.observation_space and with_context in env.observation_space
     with pytest.raises(ValueError, match="actions"):
         env.reset(options={"observation": context, "actions": np.zeros((2, 4))})
+    with pytest.raises(ValueError, match="3 frames needs options\\['actions'\\].*led into each"):
+        env.reset(options={"observation": context})
 
 
 def test_vector_env_steps_in_one_batch_with_next_step_autoreset(tiny_checkpoint):
@@ -188,3 +192,196 @@ def test_play_writes_a_video_of_the_learned_env(tiny_checkpoint, tmp_path):
         device="cpu",
     )
     assert result["episodes"] == 1 and (tmp_path / "play.mp4").stat().st_size > 1000
+
+
+def start(state, image=None) -> dict:
+    """A start observation: ``state`` with a blank frame (or ``image``)."""
+    return {"image": np.zeros((64, 64, 3), np.uint8) if image is None else image, "state": state}
+
+
+def real_state(seed: int = 0) -> np.ndarray:
+    with gym.make("Phys-Grasp-v0", obs_mode="state") as physics:
+        return physics.reset(seed=seed)[0]
+
+
+def test_start_states_of_any_real_float_dtype_are_read_as_float32(tiny_checkpoint):
+    env = make(tiny_checkpoint)
+    state = real_state()
+    single, _ = env.reset(options={"observation": start(state)})
+    wide, _ = env.reset(options={"observation": start(state.astype(np.float64))})
+    np.testing.assert_array_equal(single["state"], wide["state"])
+    brain, _ = env.reset(options={"observation": start(torch.from_numpy(state).bfloat16())})
+    assert brain in env.observation_space
+    for bad in (state.astype(np.int64), state > 0, state.astype(np.complex64)):
+        with pytest.raises(ValueError, match="'state' must hold real floating-point"):
+            env.reset(options={"observation": start(bad)})
+    with pytest.raises(ValueError, match="'image' must be uint8"):
+        env.reset(options={"observation": start(state, np.zeros((64, 64, 3), np.int64))})
+
+
+def physics_states(backend: str, episodes: int) -> np.ndarray:
+    """States of expert (even) and random (odd) Phys-Grasp-v0 episodes [N, 24]."""
+    states = []
+    with gym.make("Phys-Grasp-v0", obs_mode="state", backend=backend) as physics:
+        expert = wm_envs.make_expert(physics)
+        physics.action_space.seed(0)
+        for episode in range(episodes):
+            obs, _ = physics.reset(seed=100 + episode)
+            expert.reset()
+            states.append(obs)
+            for _ in range(100):
+                action = expert(obs) if episode % 2 == 0 else physics.action_space.sample()
+                obs, _, terminated, truncated, _ = physics.step(action)
+                states.append(obs)
+                if terminated or truncated:
+                    break
+    return np.array(states)
+
+
+def test_start_states_far_outside_the_training_data_are_refused():
+    states = np.concatenate([physics_states(backend, 4) for backend in ("mujoco", "pybullet")])
+    assert len(states) > 400
+    envs = gym.make_vec(
+        "WM-Grasp-v0",
+        num_envs=len(states),
+        checkpoint=str(shipped_checkpoint("rssm", "grasp")),
+        obs_mode="state",
+        device="cpu",
+    )
+    blank = np.zeros((len(states), 64, 64, 3), np.uint8)
+    obs, _ = envs.reset(options={"observation": {"image": blank, "state": states}})
+    assert obs.shape == states.shape  # every real state is accepted
+    far = states.copy()
+    far[3, 9] = 1e6
+    with pytest.raises(ValueError, match=r"dims \[9\] lie up to .* standard deviations"):
+        envs.reset(options={"observation": {"image": blank, "state": far}})
+
+
+def test_start_observations_may_be_torch_tensors(tiny_checkpoint):
+    envs = gym.make_vec(
+        "WM-Grasp-v0", num_envs=2, checkpoint=str(tiny_checkpoint), device="cpu", torch_obs=True
+    )
+    obs, _ = envs.reset(seed=0)
+    from_tensors, _ = envs.reset(options={"observation": obs})
+    numpy_obs = {key: value.numpy() for key, value in obs.items()}
+    from_arrays, _ = envs.reset(options={"observation": numpy_obs})
+    for key in ("image", "state"):
+        torch.testing.assert_close(from_tensors[key], from_arrays[key])
+    context = {key: value[:, None].repeat_interleave(2, 1) for key, value in obs.items()}
+    actions = torch.zeros(2, 2, 4)
+    assert envs.reset(options={"observation": context, "actions": actions})[0] is not None
+
+
+def genie_checkpoint(folder) -> str:
+    model = build_model("genie", ModelSpec(64, 24, 4), "tiny")
+    bank = {"bank/image": torch.zeros(2, 64, 64, 3, dtype=torch.uint8)}
+    bank["bank/state"] = torch.zeros(2, 24)
+    save_checkpoint(folder, model, {"task": "grasp"}, bank)
+    return str(folder)
+
+
+def test_inference_settings_outside_their_bounds_are_refused(tmp_path):
+    folder = genie_checkpoint(tmp_path)
+
+    def genie(settings):
+        return gym.make(
+            "WM-Grasp-v0", model="genie", checkpoint=folder, device="cpu", model_settings=settings
+        )
+
+    assert genie({"maskgit_steps": 64, "temperature": 0.5}).unwrapped.simulator.model.maskgit_steps
+    bad = [
+        ("maskgit_steps", 0),
+        ("maskgit_steps", 65),
+        ("maskgit_steps", 2.5),
+        ("maskgit_steps", True),
+        ("temperature", 0.0),
+        ("temperature", float("nan")),
+        ("temperature", "hot"),
+    ]
+    for name, value in bad:
+        with pytest.raises(ValueError, match=rf"model_settings\['{name}'\] must be a finite"):
+            genie({name: value})
+
+
+def test_a_checkpoint_of_another_engine_is_refused_naming_the_backend(tiny_checkpoint, tmp_path):
+    pybullet = tmp_path / "pybullet"
+    shutil.copytree(tiny_checkpoint, pybullet)
+    card = json.loads((pybullet / "card.json").read_text())
+    card["env_kwargs"] = {"obs_mode": "dict", "backend": "pybullet"}
+    (pybullet / "card.json").write_text(json.dumps(card))
+    with pytest.raises(ValueError, match='pass backend="pybullet"'):
+        make(pybullet)
+    env = make(pybullet, backend="pybullet")
+    assert env.reset(seed=0)[0] in env.observation_space
+    with pytest.raises(ValueError, match="pass backend=None"):
+        make(tiny_checkpoint, backend="pybullet")
+    with pytest.raises(ValueError, match="backend must be None"):
+        make(tiny_checkpoint, backend="bullet")
+
+
+def test_the_twin_is_made_once_per_process_and_engine(tiny_checkpoint):
+    twin_interface.cache_clear()
+    for _ in range(3):
+        make(tiny_checkpoint)
+    assert twin_interface.cache_info().misses == 1
+
+
+def vector_trace(envs, seed: int, steps: int) -> list:
+    obs, _ = envs.reset(seed=seed)
+    trace = [obs]
+    for step in range(steps):
+        actions = np.tile(np.array([0.5, -0.5, 0.2, 1.0]) * (-1) ** step, (envs.num_envs, 1))
+        trace.append(envs.step(actions))
+    return trace
+
+
+def test_vector_autoreset_draws_bank_starts_deterministically(tiny_checkpoint):
+    def vector():
+        return gym.make_vec(
+            "WM-Grasp-v0",
+            num_envs=3,
+            checkpoint=str(tiny_checkpoint),
+            obs_mode="state",
+            device="cpu",
+            max_episode_steps=2,
+        )
+
+    envs = vector()
+    first = vector_trace(envs, seed=5, steps=7)
+    for again in (vector_trace(envs, seed=5, steps=7), vector_trace(vector(), seed=5, steps=7)):
+        assert gym.utils.env_checker.data_equivalence(first, again, exact=True)
+    sim = envs.simulator
+    banked = sim.observe(sim.start(sim.bank_context(np.arange(len(sim.bank["image"]))), None, None))
+    resets = 0
+    for obs, reward, _, _, info in first[1:]:
+        for row in np.flatnonzero(info["autoreset"]):
+            assert np.isclose(banked.numpy(), obs[row], atol=1e-6).all(axis=1).any()
+            assert reward[row] == 0
+            resets += 1
+    assert resets >= 6  # every env restarts after its 2-step episodes
+
+
+def test_vector_step_never_reads_device_values_back(tiny_checkpoint, monkeypatch):
+    """The step path of numpy actions makes none of the calls that wait for the device."""
+    envs = gym.make_vec(
+        "WM-Grasp-v0",
+        num_envs=3,
+        checkpoint=str(tiny_checkpoint),
+        device="cpu",
+        torch_obs=True,
+        max_episode_steps=2,
+    )
+    envs.reset(seed=0)
+    reads = []
+    for name in ("__bool__", "item", "nonzero", "tolist"):
+        method = getattr(torch.Tensor, name)
+
+        def counted(self, *args, _method=method, _name=name, **kwargs):
+            reads.append(_name)
+            return _method(self, *args, **kwargs)
+
+        monkeypatch.setattr(torch.Tensor, name, counted)
+    for _ in range(5):  # through autoresets
+        *_, info = envs.step(np.zeros((3, 4), np.float32))
+    monkeypatch.undo()
+    assert reads == [] and info["autoreset"].dtype == torch.bool

@@ -9,7 +9,10 @@ policy moves between ``Phys-*`` and ``WM-*`` without a line changed.
 
 from __future__ import annotations
 
-from typing import Any
+import math
+from functools import cache
+from numbers import Real
+from typing import Any, NamedTuple
 
 import gymnasium as gym
 import numpy as np
@@ -20,11 +23,20 @@ from gymnasium.vector.utils import batch_space
 
 from wm_envs.checkpoint import load_checkpoint, shipped_checkpoint
 from wm_envs.device import resolve_device
-from wm_envs.models.base import State
+from wm_envs.models.base import State, select_state
 from wm_envs.tasks import TASKS
 from wm_envs.tasks.base import check_action, make_observation_space
 
 OBS_MODES = ("dict", "state", "pixels", "rgbd", "latent")
+#: A start state further than this many standard deviations (of the checkpoint's training
+#: data) from the data's mean in any dimension is refused: the model has never seen anything
+#: like it. Physics stays well inside: over 3.6k Phys-Grasp-v0 states of expert and random
+#: rollouts on both engines the largest was 620 (an object knocked off the table, falling),
+#: and an object falling for a whole episode (4 s, 78 m) would reach about 2.4e3.
+MAX_START_DEVIATION = 1e4
+#: Standard deviations are read as at least this (state units: m, m/s, rad/s), so that a
+#: dimension the training data held nearly constant does not refuse ordinary values.
+STD_FLOOR = 1e-2
 METADATA = {
     "render_modes": ["rgb_array"],
     "render_fps": 25,
@@ -39,6 +51,38 @@ def check_render_mode(render_mode: str | None) -> None:
         )
 
 
+class TwinInterface(NamedTuple):
+    """What a learned env must share with its physics twin."""
+
+    image_shape: tuple[int, ...]
+    state_shape: tuple[int, ...]
+    action_shape: tuple[int, ...]
+    expert_class: type
+
+
+@cache
+def twin_interface(task: str, backend: str | None) -> TwinInterface:
+    """Shapes and expert class of ``Phys-<Task>-v0`` on ``backend`` (None: the default
+    engine). The Grasp entry point picks its env class only when called, so the twin is made
+    (without rendering) once per process and closed."""
+    kwargs = {} if backend is None else {"backend": backend}
+    with gym.make(f"Phys-{TASKS[task].name}-v0", obs_mode="dict", **kwargs) as twin:
+        return TwinInterface(
+            twin.observation_space["image"].shape,
+            twin.observation_space["state"].shape,
+            twin.action_space.shape,
+            twin.unwrapped.expert_class,
+        )
+
+
+def as_device_tensor(value: Any, device: torch.device) -> torch.Tensor:
+    """A torch tensor (on any device: moved directly, no host round trip) or an array-like,
+    as a tensor on ``device``."""
+    if not isinstance(value, torch.Tensor):
+        value = torch.as_tensor(np.asarray(value))
+    return value.to(device)
+
+
 class LearnedSimulator:
     """A checked world model plus its start bank: batched starts, steps and observations."""
 
@@ -51,11 +95,18 @@ class LearnedSimulator:
         device: str = "auto",
         action_mode: str = "env",
         model_settings: dict | None = None,
+        backend: str | None = None,
     ) -> None:
         if task not in TASKS:
             raise ValueError(f"unknown task {task!r}; known: {sorted(TASKS)}")
         if obs_mode not in OBS_MODES:
             raise ValueError(f"obs_mode must be one of {OBS_MODES}, got {obs_mode!r}")
+        other_backends = TASKS[task].other_backends
+        if backend is not None and backend not in other_backends:
+            raise ValueError(
+                f"backend must be None (the default engine of Phys-{TASKS[task].name}-v0) "
+                f"or one of {other_backends}, got {backend!r}"
+            )
         self.device = resolve_device(device)
         folder = checkpoint or shipped_checkpoint(model, task)
         self.model, self.card, extra = load_checkpoint(folder, self.device)
@@ -67,8 +118,9 @@ class LearnedSimulator:
             raise ValueError(
                 f"checkpoint {folder} holds a {self.card['model']!r} model, not {model!r}"
             )
+        self._check_twin(task, backend, folder)
         spec = self.model.spec
-        self.expert_class = self._check_spaces(task, spec, folder)
+        self.expert_class = self._check_spaces(task, backend, spec, folder)
         if obs_mode == "rgbd" and not spec.depth:
             raise ValueError(
                 f"obs_mode 'rgbd' needs a checkpoint trained on depth; {folder} "
@@ -98,31 +150,56 @@ class LearnedSimulator:
             raise ValueError(
                 f"action_mode {action_mode!r}: a {model.name} model takes {model.action_modes}"
             )
-        unknown = set(settings) - set(model.inference_settings)
+        bounds = model.inference_settings  # name -> inclusive (low, high)
+        unknown = set(settings) - set(bounds)
         if unknown:
             raise ValueError(
                 f"model_settings {sorted(unknown)}: a {model.name} model has "
-                f"{list(model.inference_settings) or 'none'}"
+                f"{list(bounds) or 'none'}"
             )
+        for name, value in settings.items():
+            low, high = bounds[name]
+            kind = type(getattr(model, name))
+            valid = isinstance(value, Real) and not isinstance(value, bool)
+            valid = valid and math.isfinite(value) and low <= value <= high
+            if not valid or (kind is int and value != int(value)):
+                raise ValueError(
+                    f"model_settings[{name!r}] must be a finite {kind.__name__} in "
+                    f"[{low}, {high}], got {value!r}"
+                )
         model.action_mode = action_mode
         for name, value in settings.items():
             setattr(model, name, type(getattr(model, name))(value))
 
-    def _check_spaces(self, task: str, spec, folder) -> type:
-        """Refuse a checkpoint whose shapes differ from the physics twin's spaces; return
-        the twin's expert class (experts run on the learned env's decoded state too)."""
-        with gym.make(f"Phys-{TASKS[task].name}-v0", obs_mode="dict") as twin:
-            image = twin.observation_space["image"].shape
-            state = twin.observation_space["state"].shape
-            action = twin.action_space.shape
-            expert_class = twin.unwrapped.expert_class
+    def _check_twin(self, task: str, backend: str | None, folder) -> None:
+        """Refuse a checkpoint trained on another engine (or other settings) of the twin than
+        ``backend``: the card's ``env_kwargs`` are the twin's ``gym.make`` kwargs."""
+        trained_on = {k: v for k, v in self.card.get("env_kwargs", {}).items() if k != "obs_mode"}
+        if trained_on.get("backend") not in TASKS[task].other_backends:
+            trained_on.pop("backend", None)  # named or not, the default engine
+        expected = {} if backend is None else {"backend": backend}
+        if trained_on != expected:
+            engine = trained_on.get("backend")
+            fix = f'backend="{engine}"' if engine else "backend=None (the default engine)"
+            raise ValueError(
+                f"checkpoint {folder} was trained on Phys-{TASKS[task].name}-v0 with "
+                f"{trained_on or 'its defaults'}, but this learned env's twin is made with "
+                f"{expected or 'its defaults'}; pass {fix} to simulate the twin it learned"
+            )
+
+    def _check_spaces(self, task: str, backend: str | None, spec, folder) -> type:
+        """Refuse a checkpoint whose shapes (its card's ``spec``) differ from the physics
+        twin's spaces; return the twin's expert class (experts run on the learned env's
+        decoded state too)."""
+        twin = twin_interface(task, backend)
         mine = ((spec.image_size, spec.image_size, 3), (spec.state_dim,), (spec.action_dim,))
-        if mine != (image, state, action):
+        theirs = (twin.image_shape, twin.state_shape, twin.action_shape)
+        if mine != theirs:
             raise ValueError(
                 f"checkpoint {folder} has image/state/action shapes {mine}, but "
-                f"Phys-{TASKS[task].name}-v0 has {(image, state, action)}"
+                f"Phys-{TASKS[task].name}-v0 has {theirs}"
             )
-        return expert_class
+        return twin.expert_class
 
     @torch.inference_mode()
     def start(
@@ -155,7 +232,7 @@ class LearnedSimulator:
         for key, single in self.observation_space_shapes().items():
             if key not in observation:
                 continue
-            value = torch.as_tensor(np.asarray(observation[key]), device=self.device)
+            value = as_device_tensor(observation[key], self.device)
             lead = value.dim() - len(single)
             if tuple(value.shape[lead:]) != single or lead not in (frame_axis, frame_axis + 1):
                 raise ValueError(
@@ -165,12 +242,35 @@ class LearnedSimulator:
                 )
             if key == "image" and value.dtype != torch.uint8:
                 raise ValueError(f"start observation 'image' must be uint8, got {value.dtype}")
-            if key != "image" and not torch.isfinite(value).all():
-                raise ValueError(f"start observation {key!r} holds NaN or inf")
+            if key != "image":
+                if not value.is_floating_point():
+                    raise ValueError(
+                        f"start observation {key!r} must hold real floating-point values "
+                        f"(float32 like the twin's), got {value.dtype}"
+                    )
+                value = value.float()
+                if not torch.isfinite(value).all():
+                    raise ValueError(f"start observation {key!r} holds NaN or inf")
             if lead == frame_axis:
                 value = value.unsqueeze(frame_axis)  # a single frame: K = 1
             context[key] = value if batched else value.unsqueeze(0)
+        self._check_seen_in_training(context["state"])
         return context
+
+    def _check_seen_in_training(self, state: torch.Tensor) -> None:
+        """Refuse start states [B, K, S] far outside the checkpoint's training data (see
+        ``MAX_START_DEVIATION``), read in units of the model's ``state_mean``/``state_std``."""
+        model = self.model
+        scale = model.state_std.clamp_min(STD_FLOOR)  # [S]
+        deviation = ((state - model.state_mean) / scale).abs().flatten(0, 1).amax(0)  # [S]
+        if (deviation > MAX_START_DEVIATION).any():
+            dims = (deviation > MAX_START_DEVIATION).nonzero().flatten().tolist()
+            raise ValueError(
+                f"start observation 'state' dims {dims} lie up to "
+                f"{float(deviation.max()):.3g} standard deviations from the mean of the data "
+                f"this checkpoint was trained on (limit {MAX_START_DEVIATION:g}); pass a real "
+                f"state of the twin in its units and layout"
+            )
 
     def start_from(
         self,
@@ -190,15 +290,26 @@ class LearnedSimulator:
         size, frames = context["state"].shape[:2]
         if size != count:
             raise ValueError(f"options['observation'] holds {size} observations for {count} envs")
+        expected = (count, frames, self.model.spec.action_dim)
+        expected = expected if batched else expected[1:]
         actions = options.get("actions")
+        if actions is None and frames > 1:
+            raise ValueError(
+                f"a context of {frames} frames needs options['actions'] of shape {expected}: "
+                f"the action that led into each frame (the first is ignored)"
+            )
         if actions is not None:
-            actions = torch.as_tensor(np.asarray(actions, np.float32), device=self.device)
-            expected = (count, frames, self.model.spec.action_dim)
-            if tuple(actions.shape) != (expected if batched else expected[1:]):
+            actions = as_device_tensor(actions, self.device)
+            if tuple(actions.shape) != expected:
                 raise ValueError(
-                    f"options['actions'] must have shape {expected if batched else expected[1:]}"
-                    f" (the action that led into each context frame), got {tuple(actions.shape)}"
+                    f"options['actions'] must have shape {expected} (the action that led into "
+                    f"each context frame), got {tuple(actions.shape)}"
                 )
+            if actions.is_complex() or actions.dtype == torch.bool:
+                raise ValueError(f"options['actions'] must be real numbers, got {actions.dtype}")
+            actions = actions.float()
+            if not torch.isfinite(actions).all():
+                raise ValueError("options['actions'] holds NaN or inf")
             actions = actions if batched else actions[None]
         return self.start(context, actions, generator), np.full(count, -1)
 
@@ -272,7 +383,10 @@ class WorldModelEnv(gym.Env):
     frames stored in the checkpoint. ``options={"observation": obs}`` starts from any real
     dict observation of the twin; a context of K frames is given as ``obs`` with a leading
     K axis plus ``options["actions"]`` [K, A] (the action that led into each frame; the
-    first is ignored). The returned observation is the model's own decoding of that state.
+    first is ignored; required when K > 1). Values may be numpy arrays or torch tensors on
+    any device; states of any real float dtype are read as float32, and states far outside
+    the checkpoint's training data (``MAX_START_DEVIATION``) are refused. The returned
+    observation is the model's own decoding of that state.
 
     ## Episode End
     Terminated when the learned termination head fires; truncated by the registered
@@ -280,7 +394,9 @@ class WorldModelEnv(gym.Env):
 
     ## Arguments
     ``task`` (set by the registration), ``model`` ("rssm" or "genie"), ``checkpoint`` (a
-    folder; default the shipped one), ``obs_mode``, ``render_mode`` ("rgb_array": the decoded
+    folder; default the shipped one), ``backend`` (the twin's engine, as ``Phys-*`` takes it:
+    None = the task's default; a checkpoint trained on another engine is refused),
+    ``obs_mode``, ``render_mode`` ("rgb_array": the decoded
     frame), ``device`` ("auto": CUDA when present), ``stochastic`` (sample the latent
     transitions with the reset seed instead of taking their mode), ``action_mode`` ("env":
     the twin's actions; "latent": ``Discrete(n)``, the model's own learned controls, for
@@ -301,10 +417,11 @@ class WorldModelEnv(gym.Env):
         stochastic: bool = False,
         action_mode: str = "env",
         model_settings: dict | None = None,
+        backend: str | None = None,
     ) -> None:
         check_render_mode(render_mode)
         self.simulator = LearnedSimulator(
-            task, model, checkpoint, obs_mode, device, action_mode, model_settings
+            task, model, checkpoint, obs_mode, device, action_mode, model_settings, backend
         )
         self.observation_space = self.simulator.observation_space
         self.action_space = self.simulator.action_space
@@ -361,10 +478,14 @@ class WorldModelVectorEnv(gym.vector.VectorEnv):
     """N copies of ``WM-<Task>-v0`` stepped in one batched model call.
 
     Gymnasium's NEXT_STEP autoreset: the step after an env terminates or truncates resets
-    it (its action is ignored, reward 0). ``torch_obs=True`` returns observations, rewards
-    and flags as torch tensors on ``device`` instead of numpy arrays, and accepts actions as
-    tensors, so a GPU agent never copies to the host. Arguments as ``WorldModelEnv``, plus
-    ``num_envs`` and ``max_episode_steps`` (default: the task's).
+    it (its action is ignored, reward 0) to a start-bank frame drawn on the model's device.
+    ``reset`` makes the start states of the whole bank once; steps merge them in with masks,
+    so the autoreset never waits for the device. ``torch_obs=True`` returns observations,
+    rewards and flags as torch tensors on ``device`` instead of numpy arrays, and accepts
+    actions as tensors, so a GPU agent never copies to the host. Actions from the host are
+    checked for NaN/inf on the host; tensors on the device are checked there, which costs a
+    device sync per step. Arguments as ``WorldModelEnv``, plus ``num_envs`` and
+    ``max_episode_steps`` (default: the task's).
     """
 
     metadata = METADATA
@@ -383,10 +504,11 @@ class WorldModelVectorEnv(gym.vector.VectorEnv):
         render_mode: str | None = None,
         action_mode: str = "env",
         model_settings: dict | None = None,
+        backend: str | None = None,
     ) -> None:
         check_render_mode(render_mode)
         self.simulator = sim = LearnedSimulator(
-            task, model, checkpoint, obs_mode, device, action_mode, model_settings
+            task, model, checkpoint, obs_mode, device, action_mode, model_settings, backend
         )
         self.num_envs = num_envs
         self.single_observation_space = sim.observation_space
@@ -397,7 +519,9 @@ class WorldModelVectorEnv(gym.vector.VectorEnv):
         self.torch_obs, self.stochastic = torch_obs, stochastic
         self.max_episode_steps = max_episode_steps or TASKS[task].max_episode_steps
         self._rng = np.random.default_rng()
-        self._generator: torch.Generator | None = None
+        self._generator: torch.Generator | None = None  # the model's, in stochastic mode
+        self._bank_generator: torch.Generator | None = None  # draws the autoreset starts
+        self._bank_states: State | None = None  # the start state of every bank frame
         self._state: State | None = None
         self._steps = torch.zeros(num_envs, dtype=torch.long, device=sim.device)
         self._needs_reset = torch.zeros(num_envs, dtype=torch.bool, device=sim.device)
@@ -410,9 +534,12 @@ class WorldModelVectorEnv(gym.vector.VectorEnv):
             self._rng = np.random.default_rng(seed)
             if self.stochastic:
                 self._generator = sim.generator(self._rng)
+            self._bank_generator = sim.generator(self._rng)
         self._state, starts = sim.start_from(
             options, self._rng, self.num_envs, batched=True, generator=self._generator
         )
+        every_row = np.arange(len(sim.bank["image"]))
+        self._bank_states = sim.start(sim.bank_context(every_row), None, self._generator)
         self._steps.zero_()
         self._needs_reset.zero_()
         return self._output(sim.observe(self._state)), {"bank_index": starts}
@@ -421,24 +548,15 @@ class WorldModelVectorEnv(gym.vector.VectorEnv):
         if self._state is None:
             raise RuntimeError("call reset() before step()")
         sim = self.simulator
-        action = torch.as_tensor(actions, device=sim.device)
-        if action.shape != self.action_space.shape:
-            raise ValueError(
-                f"actions must have shape {self.action_space.shape}, got {tuple(action.shape)}"
-            )
-        if sim.action_mode == "env":  # latent indices are checked by the model
-            action = action.float()
-            if not torch.isfinite(action).all():
-                raise ValueError("actions must be finite (NaN or inf found)")
-            action = action.clamp(-1.0, 1.0)
+        action = self._checked_actions(actions)
         state, reward, terminated, success = sim.step(self._state, action, self._generator)
-        resetting = self._needs_reset
-        if resetting.any():
-            rows = resetting.nonzero().squeeze(1)  # [R]
-            picks = self._rng.integers(len(sim.bank["image"]), size=len(rows))
-            fresh = sim.start(sim.bank_context(picks), None, self._generator)
-            state = {k: v.index_copy(0, rows, fresh[k]) for k, v in state.items()}
-        self._state = state
+        resetting = self._needs_reset  # [N]
+        bank_size = len(sim.bank["image"])
+        picks = torch.randint(
+            bank_size, (self.num_envs,), generator=self._bank_generator, device=sim.device
+        )  # [N]
+        fresh = {key: value[picks] for key, value in self._bank_states.items()}
+        self._state = state = select_state(resetting, fresh, state)
         self._steps = torch.where(resetting, 0, self._steps + 1)
         zero = torch.zeros_like(terminated)
         terminated = torch.where(resetting, zero, terminated)
@@ -454,6 +572,24 @@ class WorldModelVectorEnv(gym.vector.VectorEnv):
             *self._output((reward, terminated, truncated)),
             infos,
         )
+
+    def _checked_actions(self, actions: Any) -> torch.Tensor:
+        """Actions [N, A] (or latent indices [N]) on the model's device, checked where they
+        are: host arrays on the host, tensors on their device; env actions clipped."""
+        sim = self.simulator
+        on_host = not isinstance(actions, torch.Tensor)
+        action = torch.as_tensor(np.asarray(actions)) if on_host else actions
+        if action.shape != self.action_space.shape:
+            raise ValueError(
+                f"actions must have shape {self.action_space.shape}, got {tuple(action.shape)}"
+            )
+        if sim.action_mode == "env":  # latent indices are checked by the model
+            action = action.float()
+            finite = np.isfinite(action.numpy()) if on_host else torch.isfinite(action)
+            if not finite.all():
+                raise ValueError("actions must be finite (NaN or inf found)")
+            action = action.clamp(-1.0, 1.0)
+        return action.to(sim.device)
 
     def _output(self, value):
         if self.torch_obs:
