@@ -401,7 +401,8 @@ class WorldModelEnv(gym.Env):
     transitions with the reset seed instead of taking their mode), ``action_mode`` ("env":
     the twin's actions; "latent": ``Discrete(n)``, the model's own learned controls, for
     models that have them -- Genie's latent actions), ``model_settings`` (inference settings
-    the model declares, e.g. ``{"maskgit_steps": 8, "temperature": 0.8}`` for Genie).
+    the model declares, within its ``inference_settings`` bounds, e.g.
+    ``{"maskgit_steps": 8, "temperature": 0.8}`` for Genie; others raise ``ValueError``).
     """
 
     metadata = METADATA
