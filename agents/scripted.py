@@ -16,12 +16,13 @@ ways, not only good ones. A spec names one, as on the command line:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
 
+from wm_envs.config import parse_settings
 from wm_envs.tasks.experts import GraspExpert, make_expert
 
 GRIP = 3  # Grasp's action index of the finger command (+1 closes, -1 opens)
@@ -53,25 +54,9 @@ def parse_policy(spec: str) -> tuple[str, Flaws]:
     kind, _, rest = spec.partition(":")
     if kind not in ("expert", "random"):
         raise ValueError(f"a scripted policy is 'expert[:flaws]' or 'random', got {spec!r}")
-    known = {field.name: field.type for field in fields(Flaws)}
-    values: dict[str, Any] = {}
-    for item in filter(None, rest.split(",")):
-        name, sep, value = item.partition("=")
-        if name not in known:
-            raise ValueError(f"unknown flaw {name!r} in {spec!r}; known: {sorted(known)}")
-        kind_of = known[name]
-        if kind_of == "bool":
-            if sep:
-                raise ValueError(f"flaw {name!r} takes no value, got {item!r} in {spec!r}")
-            values[name] = True
-            continue
-        try:
-            values[name] = (int if kind_of == "int" else float)(value)
-        except ValueError:
-            raise ValueError(f"flaw {name!r} needs a number, got {item!r} in {spec!r}") from None
-    flaws = Flaws(**values)
-    if kind == "random" and values:
+    if kind == "random" and rest:
         raise ValueError(f"'random' takes no flaws, got {spec!r}")
+    flaws = parse_settings(Flaws, rest, spec)
     if flaws.every < 1 or flaws.noise < 0 or flaws.release < 0:
         raise ValueError(f"every must be >= 1, noise and release >= 0, got {spec!r}")
     return kind, flaws

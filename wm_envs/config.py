@@ -21,6 +21,30 @@ def parse_overrides(pairs: list[str]) -> dict:
     return overrides
 
 
+def parse_settings(config_class: type, text: str, spec: str):
+    """``"noise=0.3,every=2,never_close"`` -> ``config_class(noise=0.3, every=2,
+    never_close=True)``: comma-separated fields typed like their defaults, a bare name for a
+    bool. ``spec`` (the whole string the user gave) is named in errors."""
+    known = {field.name: type(field.default) for field in fields(config_class)}
+    values = {}
+    for item in filter(None, text.split(",")):
+        name, sep, value = item.partition("=")
+        if name not in known:
+            raise ValueError(f"unknown setting {name!r} in {spec!r}; known: {sorted(known)}")
+        if known[name] is bool:
+            if sep:
+                raise ValueError(f"{name!r} is a flag and takes no value, got {item!r} in {spec!r}")
+            values[name] = True
+            continue
+        try:
+            values[name] = known[name](value)
+        except ValueError:
+            raise ValueError(
+                f"{name!r} needs a {known[name].__name__}, got {item!r} in {spec!r}"
+            ) from None
+    return config_class(**values)
+
+
 def add_config_arguments(parser: argparse.ArgumentParser, config_class: type) -> None:
     """One ``--flag`` per dataclass field, typed like its default."""
     for field in fields(config_class):

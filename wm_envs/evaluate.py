@@ -18,14 +18,18 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 
+from wm_envs.agents.planner import LatentPlanner, PlannerConfig
 from wm_envs.agents.scripted import ScriptedPolicy
+from wm_envs.checkpoint import load_checkpoint, shipped_checkpoint
+from wm_envs.config import parse_settings
+from wm_envs.device import resolve_device
 from wm_envs.io import write_json
 from wm_envs.tasks import TASKS, task_of
 
 
 @dataclass(frozen=True)
 class EvaluateConfig:
-    policy: str = "expert"  # see wm_envs.agents.scripted for the scripted specs
+    policy: str = "expert"  # a scripted spec (wm_envs.agents.scripted) or "planner[:settings]"
     env: str = "Phys-Grasp-v0"
     episodes: int = 20
     seed: int = 7000
@@ -35,19 +39,34 @@ class EvaluateConfig:
     device: str = "auto"
 
 
+def make_policy(config: EvaluateConfig, env: gym.Env):
+    """The policy ``config.policy`` names, for ``env``: a scripted one, or the latent planner
+    in the world model ``config.model`` / ``config.checkpoint`` (``planner:samples=128``
+    overrides its PlannerConfig)."""
+    kind, _, settings = config.policy.partition(":")
+    if kind != "planner":
+        return ScriptedPolicy(env, config.policy, seed=config.seed)
+    planner_config = parse_settings(PlannerConfig, settings, config.policy)
+    folder = config.checkpoint or shipped_checkpoint(config.model, task_of(config.env))
+    model, _, _ = load_checkpoint(folder, resolve_device(config.device))
+    return LatentPlanner(model, planner_config, env.action_space)
+
+
 def make_env(config: EvaluateConfig) -> gym.Env:
-    """The env to evaluate on: a WM-* env gets the model, checkpoint and device."""
+    """The env to evaluate on, observed as the policy needs (the planner sees frames; the
+    scripted policies read the privileged state); a WM-* env gets the model and checkpoint."""
+    obs_mode = "dict" if config.policy.startswith("planner") else "state"
     if config.env.startswith("WM-"):
         return gym.make(
             config.env,
             model=config.model,
             checkpoint=config.checkpoint or None,
-            obs_mode="state",
+            obs_mode=obs_mode,
             device=config.device,
         )
     if not config.env.startswith("Phys-"):
         raise ValueError(f"--env must be a Phys-* or WM-* id, got {config.env!r}")
-    return gym.make(config.env, obs_mode="state")
+    return gym.make(config.env, obs_mode=obs_mode)
 
 
 def run_episode(env: gym.Env, policy, seed: int, twin: gym.Env | None = None) -> dict:
@@ -79,7 +98,7 @@ def run_policy(config: EvaluateConfig) -> list[dict]:
         if config.env.startswith("WM-"):
             twin_id = f"Phys-{TASKS[task_of(config.env)].name}-v0"
             twin = stack.enter_context(gym.make(twin_id, obs_mode="dict"))
-        policy = ScriptedPolicy(env, config.policy, seed=config.seed)
+        policy = make_policy(config, env)
         return [run_episode(env, policy, seed, twin) for seed in seeds]
 
 

@@ -1,0 +1,120 @@
+"""MPPI in a world model's latent space (PlaNet / TD-MPC2 style), acting on a real env.
+
+Every control step the planner re-anchors the model on the last ``context`` real frames and
+the actions that led into them (``init_state``), then refines a Gaussian over action
+sequences for ``iterations`` rounds: ``samples`` sequences of ``horizon`` actions are rolled
+out in one batched model call per step, scored by the learned heads (reward, plus a bonus
+for predicted success, discounted, and nothing after a predicted termination), and the mean
+moves to their softmax-weighted average. The first action of the mean is taken; the rest
+warm-starts the next step.
+
+    planner = LatentPlanner(model, PlannerConfig(), action_space)
+    planner.reset(); action = planner(obs)      # obs: a dict observation (image, state)
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from wm_envs.models.base import WorldModel
+
+
+@dataclass(frozen=True)
+class PlannerConfig:
+    samples: int = 256
+    horizon: int = 12
+    iterations: int = 4
+    elites: int = 32  # the best sequences that set the new mean and spread
+    temperature: float = 0.5  # of the softmax over elite returns (normalised to [0, 1])
+    init_std: float = 0.6
+    min_std: float = 0.05
+    discount: float = 0.97
+    success_bonus: float = 10.0  # return for each step the model predicts success
+    context: int = 4  # real frames the model is re-anchored on every step
+    seed: int = 0
+
+
+class LatentPlanner:
+    """``obs -> action`` with ``reset()``, planning in ``model`` (any WorldModel)."""
+
+    def __init__(self, model: WorldModel, config: PlannerConfig, space: gym.spaces.Box) -> None:
+        self.model, self.config = model, config
+        self.low = torch.as_tensor(space.low, device=self._device)
+        self.high = torch.as_tensor(space.high, device=self._device)
+        self.generator = torch.Generator(self._device).manual_seed(config.seed)
+
+    @property
+    def _device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def reset(self) -> None:
+        c = self.config
+        self.frames: deque[dict] = deque(maxlen=c.context)
+        self.actions: deque[np.ndarray] = deque(maxlen=c.context)
+        self.mean = torch.zeros(c.horizon, len(self.low), device=self._device)  # [H, A]
+        self.last_action = np.zeros(len(self.low), np.float32)
+
+    def __call__(self, obs: dict) -> np.ndarray:
+        self.frames.append(obs)
+        self.actions.append(self.last_action)
+        self.last_action = self.plan(self._anchor()).cpu().numpy().astype(np.float32)
+        return self.last_action
+
+    @torch.inference_mode()
+    def _anchor(self) -> dict[str, torch.Tensor]:
+        """The model state after the real context, repeated for every sample: [N, ...]."""
+        device = self._device
+        context = {
+            key: torch.as_tensor(np.stack([frame[key] for frame in self.frames]), device=device)[
+                None
+            ]
+            for key in self.frames[0]
+            if key in ("image", "state", "depth")
+        }  # [1, K, ...]
+        actions = torch.as_tensor(np.stack(self.actions), device=device)[None]  # [1, K, A]
+        state = self.model.init_state(context, actions)
+        return {
+            key: value.expand(self.config.samples, *value.shape[1:]) for key, value in state.items()
+        }
+
+    @torch.inference_mode()
+    def plan(self, start: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The first action [A] of the refined mean sequence from model state ``start``."""
+        c = self.config
+        mean, std = self.mean, torch.full_like(self.mean, c.init_std)
+        discounts = c.discount ** torch.arange(c.horizon, device=mean.device)  # [H]
+        for _ in range(c.iterations):
+            noise = torch.randn(
+                c.samples, *mean.shape, device=mean.device, generator=self.generator
+            )  # [N, H, A]
+            plans = (mean + std * noise).clamp(self.low, self.high)
+            plans[0] = mean  # the current mean always competes
+            returns = self.rollout_returns(start, plans, discounts)  # [N]
+            elite = returns.topk(c.elites).indices
+            scores = returns[elite]
+            span = (scores.max() - scores.min()).clamp_min(1e-6)
+            weights = torch.softmax((scores - scores.max()) / span / c.temperature, 0)  # [E]
+            elite_plans = plans[elite]  # [E, H, A]
+            mean = (weights[:, None, None] * elite_plans).sum(0)
+            spread = (weights[:, None, None] * (elite_plans - mean) ** 2).sum(0).sqrt()
+            std = spread.clamp(c.min_std, c.init_std)
+        self.mean = torch.cat([mean[1:], torch.zeros_like(mean[:1])])  # warm start
+        return mean[0]
+
+    def rollout_returns(
+        self, start: dict[str, torch.Tensor], plans: torch.Tensor, discounts: torch.Tensor
+    ) -> torch.Tensor:
+        """Discounted learned return [N] of action sequences ``plans`` [N, H, A]."""
+        state, alive = start, torch.ones(plans.shape[0], device=plans.device)
+        total = torch.zeros_like(alive)
+        for t in range(plans.shape[1]):
+            state = self.model.step(state, plans[:, t])
+            reward, terminated, success = self.model.outcome_scores(state)  # [N] each
+            total += discounts[t] * alive * (reward + self.config.success_bonus * success)
+            alive = alive * (1.0 - terminated)
+        return total
