@@ -29,6 +29,19 @@ def rate(step: Callable[[], object], count: int, warmup: int = 20, repeats: int 
     return best
 
 
+def rate_for(step: Callable[[], object], seconds: float, repeats: int = 3) -> float:
+    """Calls per second of ``step``, timed for about ``seconds`` in all: one warm-up call,
+    calls for a tenth of ``seconds`` to size the timings, then the best of ``repeats``
+    timings of ``seconds / repeats`` each (at least one call each, however slow ``step``)."""
+    step()
+    calls, start = 0, time.perf_counter()
+    while calls == 0 or time.perf_counter() - start < seconds / 10:
+        step()
+        calls += 1
+    estimate = calls / (time.perf_counter() - start)
+    return rate(step, max(1, round(seconds / repeats * estimate)), warmup=0, repeats=repeats)
+
+
 def machine() -> dict:
     """Where the numbers were taken."""
     return {
@@ -44,16 +57,26 @@ def env_label(env_id: str, kwargs: dict) -> str:
     return f"{env_id} ({kwargs['backend']})" if "backend" in kwargs else env_id
 
 
-def write_results(name: str, rows: list[dict], notes: str = "") -> Path:
-    """Write ``results/<name>.json`` and ``results/<name>.md``; print the table."""
+def _cell(value: object) -> str:
+    if value is None:  # not measured
+        return "–"
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
+def write_results(
+    name: str, rows: list[dict], notes: str = "", folder: Path = RESULTS, echo: bool = True
+) -> Path:
+    """Write ``<folder>/<name>.json`` and ``<folder>/<name>.md`` (``folder``: default
+    ``benchmarks/results``); print the table unless ``echo`` is off."""
     columns = list(rows[0])
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for row in rows:
-        cells = [f"{v:.3g}" if isinstance(v, float) else str(v) for v in row.values()]
-        lines.append("| " + " | ".join(cells) + " |")
+        lines.append("| " + " | ".join(_cell(row.get(column)) for column in columns) + " |")
     table = "\n".join(lines) + ("\n\n" + notes if notes else "") + "\n"
-    write_json(RESULTS / f"{name}.json", {"machine": machine(), "rows": rows, "notes": notes})
-    with atomic_path(RESULTS / f"{name}.md") as tmp:
+    folder = Path(folder)
+    write_json(folder / f"{name}.json", {"machine": machine(), "rows": rows, "notes": notes})
+    with atomic_path(folder / f"{name}.md") as tmp:
         tmp.write_text(table)
-    print(table)
-    return RESULTS / f"{name}.md"
+    if echo:
+        print(table)
+    return folder / f"{name}.md"
