@@ -3,10 +3,63 @@
 from __future__ import annotations
 
 import argparse
+import subprocess
 import sys
+from pathlib import Path
 
 from wm_envs.config import add_config_arguments
 from wm_envs.eval.compare import CompareConfig
+
+#: What ``wm-envs bench`` runs when given no names (``gpu``: name it, on a machine with CUDA).
+BENCHMARKS = (
+    "throughput",
+    "experts",
+    "sim2sim",
+    "collect_throughput",
+    "wm_throughput",
+    "genie_throughput",
+    "soak",
+)
+#: The source checkout this package runs from, if it runs from one.
+CHECKOUT = Path(__file__).resolve().parent.parent
+
+
+def benchmarks_folder(checkout: Path = CHECKOUT) -> Path:
+    """The ``benchmarks/`` folder of the source checkout; benchmarks are not installed with
+    the package, so an installed copy gets a clear error saying where to find them."""
+    folder = checkout / "benchmarks"
+    if not (folder / "common.py").exists() or not (checkout / "pyproject.toml").exists():
+        raise SystemExit(
+            f"wm-envs bench runs the benchmarks/ folder of a source checkout, and this wm_envs "
+            f"(in {checkout}) is an installed copy without one: clone the repository, "
+            f"`pip install -e .` in it and run `wm-envs bench` there"
+        )
+    return folder
+
+
+def bench(argv: list[str]) -> None:
+    """``wm-envs bench [NAME ...] [-- ARGS]``: run ``python -m benchmarks.NAME ARGS`` from the
+    checkout for each name (default: ``BENCHMARKS``), stopping at the first that fails."""
+    split = argv.index("--") if "--" in argv else len(argv)
+    parser = argparse.ArgumentParser(
+        prog="wm-envs bench",
+        description="Run benchmarks from the source checkout; each writes "
+        "benchmarks/results/<name>.json and .md. Arguments after `--` go to every benchmark "
+        "(e.g. `wm-envs bench soak gpu -- --quick`).",
+    )
+    parser.add_argument("names", nargs="*", metavar="NAME", help=f"default: {' '.join(BENCHMARKS)}")
+    names = parser.parse_args(argv[:split]).names or list(BENCHMARKS)
+    folder = benchmarks_folder()
+    available = sorted(p.stem for p in folder.glob("*.py") if p.stem not in ("__init__", "common"))
+    unknown = [name for name in names if name not in available]
+    if unknown:
+        parser.error(f"unknown benchmark {', '.join(unknown)}; available: {', '.join(available)}")
+    for name in names:
+        command = [sys.executable, "-m", f"benchmarks.{name}", *argv[split + 1 :]]
+        print("wm-envs bench:", " ".join(command[1:]), flush=True)
+        code = subprocess.call(command, cwd=folder.parent)
+        if code:
+            raise SystemExit(code)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -15,9 +68,12 @@ def main(argv: list[str] | None = None) -> None:
         from wm_envs.train import main as train_main
 
         return train_main(argv[1:])
+    if argv[:1] == ["bench"]:  # its own parser: arguments after `--` go to the benchmarks
+        return bench(argv[1:])
     parser = argparse.ArgumentParser(prog="wm-envs", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("train", help="train a world model (see `wm-envs train --help`)")
+    commands.add_parser("bench", help="run the benchmarks (see `wm-envs bench --help`)")
 
     demo = commands.add_parser("demo", help="the main job: expert rollouts, a table, a video")
     demo.add_argument("--env", default="Phys-Grasp-v0")
@@ -44,6 +100,12 @@ def main(argv: list[str] | None = None) -> None:
     play.add_argument("--episodes", type=int, default=3)
     play.add_argument("--seed", type=int, default=0)
     play.add_argument("--out", default="play.mp4")
+    play.add_argument(
+        "--model", default=None, help="WM-* envs: the learned simulator (default: the checkpoint's)"
+    )
+    play.add_argument(
+        "--checkpoint", default=None, help="WM-* envs: a checkpoint folder (default: shipped)"
+    )
 
     compare = commands.add_parser("compare", help="physics vs a learned simulator")
     add_config_arguments(compare, CompareConfig)
@@ -71,7 +133,15 @@ def main(argv: list[str] | None = None) -> None:
     elif args.command == "play":
         from wm_envs.demo import play as run_play
 
-        run_play(args.env, args.policy, args.episodes, args.seed, args.out)
+        run_play(
+            args.env,
+            args.policy,
+            args.episodes,
+            args.seed,
+            args.out,
+            model=args.model,
+            checkpoint=args.checkpoint,
+        )
     elif args.command == "compare":
         from wm_envs.eval.compare import compare as run_compare
 

@@ -8,10 +8,10 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 
-from wm_envs.checkpoint import shipped_models
+from wm_envs.checkpoint import read_card, shipped_models
 from wm_envs.eval.compare import CompareConfig, compare
 from wm_envs.io import write_video
-from wm_envs.tasks import task_of
+from wm_envs.tasks import TASKS, task_of
 from wm_envs.tasks.experts import make_expert
 
 
@@ -115,10 +115,25 @@ def play(
     episodes: int = 3,
     seed: int = 0,
     out: str = "play.mp4",
+    model: str | None = None,
+    checkpoint: str | None = None,
     **env_kwargs,
 ) -> dict:
     """Run the expert or random policy on any registered env (Phys-* or WM-*), print its
-    success and return, and write the rendered episodes as an mp4."""
+    success and return, and write the rendered episodes as an mp4.
+
+    ``model`` and ``checkpoint`` choose a WM-* env's learned simulator (``model`` defaults to
+    the checkpoint's, else the env's default); a Phys-* env refuses them."""
+    if model is not None or checkpoint is not None:
+        if not env_id.split(":")[-1].startswith("WM-"):
+            twin = f"WM-{TASKS[task_of(env_id)].name}-v0"
+            raise ValueError(
+                f"model and checkpoint choose the learned simulator of a WM-* env; {env_id} is "
+                f"simulated by physics. Drop them, or play {twin}"
+            )
+        if model is None:
+            model = read_card(checkpoint)["model"]
+        env_kwargs |= {"model": model, "checkpoint": checkpoint}
     frames: list = []
     with gym.make(env_id, render_mode="rgb_array", **env_kwargs) as env:
         actor = make_expert(env) if policy == "expert" else RandomPolicy(env, seed=seed)
