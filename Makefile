@@ -26,6 +26,5 @@ test: setup
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -q
 
-bench: setup  # every benchmark; each writes benchmarks/results/<name>.json and .md
-	for name in throughput experts sim2sim collect_throughput wm_throughput genie_throughput; do \
-		$(PY) -m benchmarks.$$name || exit 1; done
+bench: setup  # the CPU benchmarks (wm_envs.cli.BENCHMARKS); each writes benchmarks/results/<name>.json and .md
+	$(VENV)/bin/wm-envs bench
