@@ -1,0 +1,41 @@
+"""The soak and GPU benchmarks in their quick modes: they run anywhere and write their tables."""
+
+import json
+
+from benchmarks import gpu, soak
+from wm_envs.tasks import phys_envs
+
+
+def rows(folder, name):
+    assert (folder / f"{name}.md").exists()
+    return json.loads((folder / f"{name}.json").read_text())["rows"]
+
+
+def test_soak_steps_every_env_under_extreme_actions_and_finds_no_fault(tmp_path):
+    soak.main(["--quick", "--out", str(tmp_path)])  # exits with an error if a check fails
+    table = rows(tmp_path, "soak")
+    assert len(table) == len(soak.LEARNED_QUICK) + len(phys_envs())
+    for row in table:
+        assert row["env steps"] > 0 and row["steps/s"] > 0
+        assert row["non-finite"] == 0 and row["clips"] and row["flat"]
+        assert row["peak end MiB"] >= row["peak start MiB"] > 0
+
+
+def test_gpu_quick_measures_every_part_on_the_cpu(tmp_path):
+    gpu.main(["--quick", "--device", "cpu", "--budget", "120", "--out", str(tmp_path)])
+    table = rows(tmp_path, "gpu")
+    measured = {(row["measure"], row["model"], row["size"], row["bf16"]): row for row in table}
+    for mode in ("latent", "dict"):
+        for model in gpu.MODELS:
+            assert measured[f"WM-Grasp-v0 step, {mode}", model, "N=1", "off"]["per s"] > 0
+    assert measured["train update", "rssm", "tiny (0.0513M)", "off"]["per s"] > 0
+    assert measured["train update, dynamics stage", "genie", "tiny (0.227M)", "off"]["per s"] > 0
+    compiled = [row for row in table if row["measure"].startswith("model.step")]
+    assert len(compiled) == 4 and all(row["note"] == "skipped: --quick" for row in compiled)
+
+
+def test_gpu_writes_its_table_when_the_budget_is_spent(tmp_path):
+    gpu.main(["--quick", "--device", "cpu", "--budget", "0", "--out", str(tmp_path)])
+    table = rows(tmp_path, "gpu")
+    assert len(table) == 20  # every row, none measured, each saying why
+    assert all(row["per s"] is None and row["note"].startswith("skipped") for row in table)
