@@ -1,20 +1,34 @@
-"""The trainer: checkpoints and cards, resume, refusal to mix runs, DDP with gloo."""
+"""The trainer: checkpoints and cards, resume, refusal to mix runs, DDP with gloo, and
+checkpoints that a kill at any moment leaves whole."""
 
+import hashlib
 import json
+import multiprocessing
 import os
+import random
 import shutil
 import signal
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
 from wm_envs import train
-from wm_envs.checkpoint import load_checkpoint
+from wm_envs.checkpoint import (
+    CARD,
+    WEIGHTS,
+    load_checkpoint,
+    part_path,
+    read_trainer_state,
+    save_checkpoint,
+)
 from wm_envs.io import write_json
-from wm_envs.train import TrainConfig, Trainer, learning_rate, stage_updates
+from wm_envs.models import ModelSpec, build_model
+from wm_envs.train import TrainConfig, Trainer, learning_rate, seed_ranges, stage_updates
 
 
 def config_for(tiny_dataset, out, **changes):
@@ -45,6 +59,13 @@ def test_checkpoint_card_records_recipe_task_and_metrics(tiny_checkpoint):
     assert card["recipe"]["updates"] == 3 and card["recipe"]["wall_time_s"] > 0
     assert "val/psnr_1step" in card["metrics"]
     assert extra["bank/image"].shape == (4, 64, 64, 3)
+    assert card["dataset"]["seed_ranges"] == [[0, 5]]  # the six episodes, train and val
+    assert card["env_kwargs"] == {"obs_mode": "dict"}
+
+
+def test_seed_ranges_are_sorted_inclusive_runs():
+    assert seed_ranges([7, 0, 2, 1, 5, 8, 1]) == [[0, 2], [5, 5], [7, 8]]
+    assert seed_ranges([]) == []
 
 
 def test_resume_continues_where_the_run_stopped(tiny_dataset, tmp_path):
@@ -164,6 +185,119 @@ def test_ddp_two_processes_on_cpu_with_gloo(tiny_dataset, tmp_path):
     assert card["recipe"]["processes"] == 2 and card["recipe"]["updates"] == 2
 
 
+def test_ddp_ranks_stay_identical_through_stage_switches_stops_and_resumes(tiny_dataset, tmp_path):
+    """tests/ddp_genie.py: a Ctrl-C on rank 1 alone, a time limit only rank 1's clock sees,
+    two resumes and Genie's two stage switches; the ranks must stop together every time and
+    end with the same parameters, while drawing batches of their own."""
+    root, dataset_id = tiny_dataset
+    helper = Path(__file__).with_name("ddp_genie.py")
+    command = [sys.executable, str(helper), str(root), dataset_id, str(tmp_path / "out")]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(
+        [*command, str(tmp_path)], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in (0, 1)]
+    assert ranks[0]["stops"] == ranks[1]["stops"] == [(0, 1), (1, 2), (2, 3)]
+    saved, card, _ = load_checkpoint(tmp_path / "out")
+    assert card["recipe"]["processes"] == 2 and card["recipe"]["stage"] == "dynamics"
+    for name, value in saved.state_dict().items():
+        assert torch.equal(ranks[0]["model"][name], value), name
+        assert torch.equal(ranks[1]["model"][name], value), name
+    assert ranks[0]["rng"] != ranks[1]["rng"]  # each rank resumed its own batch generator
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_a_run_killed_at_random_moments_always_leaves_a_whole_checkpoint(tiny_dataset, tmp_path):
+    """SIGKILL at seeded random moments of a run that checkpoints every update: each time,
+    the checkpoint loads and its card, weights and trainer state are of one save; then the
+    command, re-run, resumes and finishes. The killed runs call ``train.main`` from a fork
+    server that has imported the trainer, so that a kill costs no interpreter start-up."""
+    root, dataset_id = tiny_dataset
+    out = tmp_path / "run"
+    argv = ["--preset", "tiny", "--data", str(root), "--dataset-id", dataset_id]
+    argv += ["--out", str(out), "--batch-size", "2", "--window", "8", "--eval-every", "4"]
+    argv += ["--eval-context", "2", "--eval-horizon", "3", "--eval-windows", "2"]
+    argv += ["--bank-size", "2", "--save-every", "1", "--threads", "1"]
+    processes = multiprocessing.get_context("forkserver")
+    processes.set_forkserver_preload(["wm_envs.train", "torch._dynamo", "torch.utils.tensorboard"])
+    log = out / "log.jsonl"
+    moments = random.Random(15)
+    for _ in range(10):
+        logged = len(log.read_text().splitlines()) if log.exists() else 0
+        run = processes.Process(target=train.main, args=([*argv, "--steps", "1000"],))
+        run.start()
+        deadline = time.monotonic() + 60
+        while not (log.exists() and len(log.read_text().splitlines()) > logged):
+            assert run.is_alive(), f"the run ended with exit code {run.exitcode}"
+            assert time.monotonic() < deadline, "the run logged no update within a minute"
+            time.sleep(0.01)
+        time.sleep(moments.uniform(0.0, 0.5))  # into updates, evaluations and saves
+        run.kill()
+        run.join()
+        _, card, _ = load_checkpoint(out)
+        trainer_state = read_trainer_state(out)
+        assert card["recipe"]["updates"] == trainer_state["step"]
+        assert card["parts"][WEIGHTS] == _sha256(part_path(out, WEIGHTS))
+    steps = str(trainer_state["step"] + 2)
+    finish = subprocess.run(
+        [sys.executable, "-m", "wm_envs.train", *argv, "--steps", steps],
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert finish.returncode == 0, finish.stderr[-2000:]
+    assert f"resumed {out}" in finish.stdout
+    card = load_checkpoint(out)[1]
+    assert read_trainer_state(out)["step"] == card["recipe"]["updates"] == int(steps)
+
+
+def test_a_checkpoint_whose_parts_disagree_is_refused(tiny_dataset, tmp_path):
+    Trainer(config_for(tiny_dataset, tmp_path / "run", steps=1)).run()
+    earlier = tmp_path / "earlier"
+    shutil.copytree(tmp_path / "run", earlier)
+    Trainer(config_for(tiny_dataset, tmp_path / "run", steps=2)).run()
+    torn = tmp_path / "torn"  # step-2 card and trainer state beside step-1 weights
+    shutil.copytree(tmp_path / "run", torn)
+    shutil.copy(earlier / WEIGHTS, torn / WEIGHTS)
+    with pytest.raises(ValueError, match="model.safetensors is from another save than its card"):
+        load_checkpoint(torn)
+    with pytest.raises(ValueError, match="parts do not agree"):
+        Trainer(config_for(tiny_dataset, torn, steps=3))
+    shutil.copy(tmp_path / "run" / WEIGHTS, torn / WEIGHTS)
+    shutil.copy(earlier / "trainer.pt", torn / "trainer.pt")
+    with pytest.raises(ValueError, match="trainer.pt is from another save than its card"):
+        Trainer(config_for(tiny_dataset, torn, steps=3))
+    older = tmp_path / "older"  # saved before cards listed their parts: steps still compared
+    shutil.copytree(torn, older)
+    card = json.loads((older / CARD).read_text())
+    write_json(older / CARD, {k: v for k, v in card.items() if k != "parts"})
+    with pytest.raises(ValueError, match="trainer.pt of stage all update 1"):
+        Trainer(config_for(tiny_dataset, older, steps=3))
+
+
+def test_a_save_killed_after_its_commit_is_read_from_and_then_finished(tiny_checkpoint, tmp_path):
+    """A kill between the commit (the rename to .checkpoint-ready) and the moves leaves
+    the new parts split between two folders: readers take the new ones, and the next save
+    finishes the move first."""
+    folder = tmp_path / "checkpoint"
+    shutil.copytree(tiny_checkpoint, folder)
+    model, card, extra = load_checkpoint(folder)
+    card = {k: v for k, v in card.items() if k not in ("format", "model", "config", "spec")}
+    save_checkpoint(folder / "next", model, {**card, "metrics": {"new": 1.0}}, extra)
+    ready = folder / ".checkpoint-ready"
+    ready.mkdir()
+    shutil.move(folder / "next" / WEIGHTS, ready / WEIGHTS)  # the card has moved up already
+    shutil.move(folder / "next" / CARD, folder / CARD)
+    assert load_checkpoint(folder)[1]["metrics"] == {"new": 1.0}
+    save_checkpoint(folder, model, {**card, "metrics": {"newer": 2.0}}, extra)
+    assert not ready.exists() and load_checkpoint(folder)[1]["metrics"] == {"newer": 2.0}
+
+
 def test_init_from_continues_a_checkpoint_and_adds_up_its_history(
     tiny_checkpoint, tiny_dataset, tmp_path
 ):
@@ -184,13 +318,15 @@ def test_init_from_continues_a_checkpoint_and_adds_up_its_history(
 
 
 def test_init_from_starts_parts_the_checkpoint_lacks_fresh(tiny_checkpoint, tiny_dataset, tmp_path):
-    older = tmp_path / "older"  # a checkpoint saved before the motion head existed
-    shutil.copytree(tiny_checkpoint, older)
+    older = tmp_path / "older"  # saved before the motion head existed, and before cards
+    shutil.copytree(tiny_checkpoint, older)  # listed their parts
     tensors = load_file(str(older / "model.safetensors"))
     save_file(
         {k: v for k, v in tensors.items() if not k.startswith("model/motion_")},
         str(older / "model.safetensors"),
     )
+    card = json.loads((older / "card.json").read_text())
+    write_json(older / "card.json", {k: v for k, v in card.items() if k != "parts"})
     trainer = Trainer(config_for(tiny_dataset, tmp_path / "next", init_from=str(older)))
     assert trainer.fresh_parts == ["motion_head", "motion_std"]
     torch.testing.assert_close(
@@ -224,7 +360,12 @@ def test_atomic_writes_keep_the_usual_permissions(tmp_path):
     umask = os.umask(0o022)
     try:
         write_json(tmp_path / "card.json", {"a": 1})
+        save_checkpoint(
+            tmp_path / "checkpoint", build_model("rssm", ModelSpec(64, 3, 2), "tiny"), {}
+        )
     finally:
         os.umask(umask)
     assert (tmp_path / "card.json").stat().st_mode & 0o777 == 0o644
+    for part in (CARD, WEIGHTS):
+        assert (tmp_path / "checkpoint" / part).stat().st_mode & 0o777 == 0o644
     assert json.loads((tmp_path / "card.json").read_text()) == {"a": 1}

@@ -4,8 +4,12 @@
 
 Re-running the same command resumes from ``--out`` (weights, optimizer, step, RNG states and
 the wall time spent so far). ``--max-minutes`` ends a run cleanly, with a checkpoint, so a
-long training can be spread over several working sessions. Multi-GPU / multi-node:
-``torchrun --nproc_per_node N -m wm_envs.train ...`` (DDP; gloo on CPU, NCCL on GPU).
+long training can be spread over several working sessions; Ctrl-C (or SIGTERM) does the same
+at the end of the current update. A kill at any moment leaves the last whole checkpoint
+(``wm_envs.checkpoint`` writes one as a unit). Multi-GPU / multi-node:
+``torchrun --nproc_per_node N -m wm_envs.train ...`` (DDP; gloo on CPU, NCCL on GPU). Under
+DDP every rank keeps its own RNG states, and the decision to stop (time limit or signal, on
+any rank) is shared, so all ranks leave the loop at the same update.
 """
 
 from __future__ import annotations
@@ -27,12 +31,18 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
-from wm_envs.checkpoint import load_checkpoint, read_card, read_weights, save_checkpoint
+from wm_envs.checkpoint import (
+    load_checkpoint,
+    read_card,
+    read_trainer_state,
+    read_weights,
+    save_checkpoint,
+)
 from wm_envs.config import add_config_arguments, parse_overrides
+from wm_envs.data.minari_io import open_dataset
 from wm_envs.data.windows import WindowDataset
 from wm_envs.device import resolve_device
 from wm_envs.eval.metrics import open_loop, psnr
-from wm_envs.io import atomic_path
 from wm_envs.models import ModelSpec, build_model
 from wm_envs.tasks import task_of
 
@@ -91,6 +101,30 @@ def learning_rate(config: TrainConfig, step: int, steps: int) -> float:
     return config.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
+def seed_ranges(seeds: list[int]) -> list[list[int]]:
+    """Seeds as sorted inclusive [first, last] runs: [5, 0, 1, 2] -> [[0, 2], [5, 5]]."""
+    ranges: list[list[int]] = []
+    for seed in sorted(set(seeds)):
+        if ranges and seed == ranges[-1][1] + 1:
+            ranges[-1][1] = seed
+        else:
+            ranges.append([seed, seed])
+    return ranges
+
+
+def episode_seeds(root: str | Path, dataset_id: str) -> list[int]:
+    """The reset seed of every episode of a collected dataset (train and validation)."""
+    dataset = open_dataset(root, dataset_id)
+    metadata = dataset.storage.get_episode_metadata(range(dataset.total_episodes))
+    seeds = [episode.get("seed") for episode in metadata]
+    if None in seeds:
+        raise ValueError(
+            f"dataset {dataset_id!r} under {root} has episodes without a reset seed; "
+            f"collect it again with `wm-envs collect`"
+        )
+    return [int(seed) for seed in seeds]
+
+
 def _spec_from(dataset: WindowDataset) -> ModelSpec:
     data = dataset.data
     return ModelSpec(
@@ -122,6 +156,7 @@ class Trainer:
         self.device = resolve_device(config.device)
         if self.world > 1 and self.device.type == "cuda":
             self.device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+            torch.cuda.set_device(self.device)  # before NCCL starts: one GPU per process
         if config.threads:
             torch.set_num_threads(config.threads)
         if self.world > 1 and not dist.is_initialized():
@@ -136,6 +171,7 @@ class Trainer:
             within_episodes=True,
         )
         self.spec = _spec_from(self.train_data)
+        self.seed_ranges = seed_ranges(episode_seeds(config.data, config.dataset_id))
         torch.manual_seed(config.seed)
         self.model = build_model(config.model, self.spec, config.preset, overrides)
         unknown = {p.partition("=")[0].strip() for p in config.stage_steps.split(",") if p}
@@ -152,16 +188,17 @@ class Trainer:
         self.fresh_parts: list[str] = []  # what ``init_from`` found no weights for
         if config.fresh and not config.init_from:
             raise ValueError("--fresh names parts to start fresh from --init-from; no --init-from")
-        if (self.out / "trainer.pt").exists():
-            self._resume()
+        saved = read_trainer_state(self.out)
+        if saved is not None:
+            self._resume(saved)
         else:
             self.model.prepare(self.train_data.sample(64, np.random.default_rng(config.seed)))
             if config.init_from:
                 self._init_from(Path(config.init_from))
         self.model.to(self.device)
         self.optimizer = self._optimizer()
-        if (self.out / "trainer.pt").exists():
-            self.optimizer.load_state_dict(self._saved["optimizer"])
+        if saved is not None:
+            self.optimizer.load_state_dict(saved["optimizer"])
 
     def _optimizer(self) -> torch.optim.Optimizer:
         self.model.set_stage(self.model.stages[self.stage])
@@ -218,8 +255,7 @@ class Trainer:
         mine = {"updates": self.step, "wall_time_s": self.elapsed}[key]
         return sum(h[key] for h in self.history) + mine
 
-    def _resume(self) -> None:
-        saved = torch.load(self.out / "trainer.pt", weights_only=False)
+    def _resume(self, saved: dict) -> None:
         mine = {k: v for k, v in asdict(self.config).items() if k in RUN_IDENTITY}
         theirs = {k: v for k, v in saved["config"].items() if k in RUN_IDENTITY}
         if mine != theirs or saved["overrides"] != self.overrides:
@@ -227,43 +263,84 @@ class Trainer:
                 f"{self.out} holds a different run ({theirs}, {saved['overrides']});"
                 f" use another --out to start a new one"
             )
-        model, _, _ = load_checkpoint(self.out)
+        model, card, _ = load_checkpoint(self.out)
+        weights_at = (card["recipe"]["stage"], card["recipe"]["updates"])
+        trainer_at = (self.model.stages[saved["stage"]], saved["step"])
+        if weights_at != trainer_at:  # possible in run folders saved before cards listed parts
+            raise ValueError(
+                f"{self.out}: the weights and card are of stage {weights_at[0]} update "
+                f"{weights_at[1]}, trainer.pt of stage {trainer_at[0]} update {trainer_at[1]}: "
+                f"the checkpoint's parts come from different saves; restore the folder, or "
+                f"train again into a new --out"
+            )
         self.model.load_state_dict(model.state_dict())
         self.stage, self.step, self.elapsed = saved["stage"], saved["step"], saved["elapsed"]
         self.history = saved.get("history", [])  # absent in runs saved before it existed
         self.fresh_parts = saved.get("fresh_parts", [])
-        self.rng.bit_generator.state = saved["rng"][self.rank % len(saved["rng"])]
-        torch.set_rng_state(saved["torch_rng"])
+        # trainer.pt files from before per-rank states kept rank 0's alone
+        states = saved.get("rng_states") or [
+            {"numpy": saved["rng"][0], "torch": saved["torch_rng"]}
+        ]
+        self._restore_rng(states)
         self.metrics = saved["metrics"]
-        self._saved = saved
         if self.rank == 0:
             print(
                 f"resumed {self.out}: stage {self.model.stages[self.stage]}, update "
                 f"{self.step}, {self.elapsed / 60:.1f} min so far"
             )
 
-    def save(self) -> None:
-        """Checkpoint (weights + card) and trainer state, atomically; rank 0 only."""
-        if self.rank != 0:
+    def _rng_state(self) -> dict:
+        """This rank's numpy (batches) and torch (model sampling) generator states."""
+        state = {"numpy": self.rng.bit_generator.state, "torch": torch.get_rng_state()}
+        if self.device.type == "cuda":
+            state["cuda"] = torch.cuda.get_rng_state(self.device)
+        return state
+
+    def _restore_rng(self, states: list[dict]) -> None:
+        """Each rank takes its own saved states; a rank the saved run did not have (resumed
+        on more processes) draws from a generator of its own."""
+        if self.rank >= len(states):
+            self.rng = np.random.default_rng([self.config.seed, self.rank, self.stage, self.step])
             return
-        save_checkpoint(self.out, self.model, self.card(), self.bank())
-        with atomic_path(self.out / "trainer.pt") as tmp:
-            torch.save(
-                {
-                    "config": asdict(self.config),
-                    "overrides": self.overrides,
-                    "stage": self.stage,
-                    "step": self.step,
-                    "elapsed": self.elapsed,
-                    "history": self.history,
-                    "fresh_parts": self.fresh_parts,
-                    "rng": [self.rng.bit_generator.state],
-                    "torch_rng": torch.get_rng_state(),
-                    "optimizer": self.optimizer.state_dict(),
-                    "metrics": self.metrics,
-                },
-                tmp,
-            )
+        mine = states[self.rank]
+        self.rng.bit_generator.state = mine["numpy"]
+        torch.set_rng_state(mine["torch"])
+        if "cuda" in mine and self.device.type == "cuda":
+            torch.cuda.set_rng_state(mine["cuda"], self.device)
+
+    def _any_rank(self, *flags: bool) -> list[bool]:
+        """Each flag, true if it is true on any rank: every rank takes the same decision at
+        the same update (a rank that left the loop alone would leave the others waiting in
+        an all-reduce for ever)."""
+        if self.world == 1:
+            return list(flags)
+        shared = torch.tensor(flags, dtype=torch.int32, device=self.device)
+        dist.all_reduce(shared, op=dist.ReduceOp.MAX)
+        return [bool(flag) for flag in shared.tolist()]
+
+    def save(self) -> None:
+        """Checkpoint: weights, card and trainer state (with every rank's RNG states) as one
+        unit, written by rank 0. Every rank calls it and leaves once the checkpoint is whole."""
+        rng_states = [self._rng_state()]
+        if self.world > 1:
+            rng_states = [None] * self.world
+            dist.all_gather_object(rng_states, self._rng_state())
+        if self.rank == 0:
+            trainer_state = {
+                "config": asdict(self.config),
+                "overrides": self.overrides,
+                "stage": self.stage,
+                "step": self.step,
+                "elapsed": self.elapsed,
+                "history": self.history,
+                "fresh_parts": self.fresh_parts,
+                "rng_states": rng_states,  # one per rank
+                "optimizer": self.optimizer.state_dict(),
+                "metrics": self.metrics,
+            }
+            save_checkpoint(self.out, self.model, self.card(), self.bank(), trainer_state)
+        if self.world > 1:
+            dist.barrier()
 
     def card(self) -> dict:
         env_spec = self.train_data.env_spec
@@ -278,6 +355,7 @@ class Trainer:
                 "train_episodes": len(self.train_data.episode_ids),
                 "val_episodes": len(self.val_data.episode_ids),
                 "train_steps": len(self.train_data.data["reward"]),
+                "seed_ranges": self.seed_ranges,  # reset seeds of all episodes, inclusive
             },
             "recipe": {
                 "command": self.command,
@@ -338,9 +416,6 @@ class Trainer:
     # -- the loop -------------------------------------------------------------------------------
     def run(self) -> dict[str, float]:
         c = self.config
-        network = self.model
-        if self.world > 1:
-            network = torch.nn.parallel.DistributedDataParallel(self.model)
         if self.rank == 0:
             size = sum(p.numel() for p in self.model.parameters())
             print(
@@ -349,10 +424,18 @@ class Trainer:
             )
         logger = Logger(self.out) if self.rank == 0 else None
         autocast = torch.autocast("cuda", torch.bfloat16, enabled=self.device.type == "cuda")
-        with StopRequest(enabled=self.world == 1) as stop:
-            return self._loop(network, logger, autocast, stop)
+        with StopRequest() as stop:
+            return self._loop(logger, autocast, stop)
 
-    def _loop(self, network, logger, autocast, stop: StopRequest) -> dict[str, float]:
+    def _network(self) -> torch.nn.Module:
+        """What the loop calls: the model, or under DDP a wrapper built for the current
+        stage (DDP reduces the gradients of the parameters that trained when it was built)."""
+        if self.world == 1:
+            return self.model
+        device_ids = [self.device.index] if self.device.type == "cuda" else None
+        return torch.nn.parallel.DistributedDataParallel(self.model, device_ids=device_ids)
+
+    def _loop(self, logger, autocast, stop: StopRequest) -> dict[str, float]:
         """Every stage from the current one, until done, out of time or asked to stop."""
         c = self.config
         run_start, last_time = time.time(), time.time()
@@ -360,6 +443,7 @@ class Trainer:
             if stage != self.stage:
                 self.stage, self.step = stage, 0
                 self.optimizer = self._optimizer()
+            network = self._network()
             steps = stage_updates(c, self.model.stages[stage])
             bar = tqdm(
                 total=steps,
@@ -393,18 +477,16 @@ class Trainer:
                         self.metrics = {**self.evaluate(), "updates": self.step}
                         logger.log(self.step, self.metrics)
                         bar.write(json.dumps(self.metrics))
-                out_of_time = c.max_minutes and now - run_start > 60 * c.max_minutes
-                if (
-                    self.step % c.save_every == 0
-                    or self.step == steps
-                    or out_of_time
-                    or stop.requested
-                ):
+                out_of_time, asked = self._any_rank(
+                    bool(c.max_minutes) and now - run_start > 60 * c.max_minutes, stop.requested
+                )
+                if self.step % c.save_every == 0 or self.step == steps or out_of_time or asked:
                     self.save()
-                if out_of_time or stop.requested:
+                if out_of_time or asked:
                     bar.close()
-                    reason = "asked to stop" if stop.requested else f"after {c.max_minutes} min"
-                    print(f"stopping {reason} at update {self.step}; re-run to resume")
+                    reason = "asked to stop" if asked else f"after {c.max_minutes} min"
+                    if self.rank == 0:
+                        print(f"stopping {reason} at update {self.step}; re-run to resume")
                     return self.metrics
             bar.close()
         self.save()
@@ -412,12 +494,12 @@ class Trainer:
 
 
 class StopRequest:
-    """Turns Ctrl-C or SIGTERM into a request to stop after the current update (single
-    process only: under DDP every rank must leave the loop at the same update)."""
+    """Turns Ctrl-C or SIGTERM into a request to stop after the current update; the loop
+    shares it between DDP ranks, so a signal to any rank stops them all at one update."""
 
-    def __init__(self, enabled: bool) -> None:
+    def __init__(self) -> None:
         self.requested = False
-        self.enabled = enabled and threading.current_thread() is threading.main_thread()
+        self.enabled = threading.current_thread() is threading.main_thread()
         self.previous: dict[int, object] = {}
 
     def __enter__(self) -> StopRequest:
