@@ -75,7 +75,7 @@ LEARNED_QUICK = (
     LearnedRun("rssm", "dict", 8, 10, torch_obs=False),
     LearnedRun("genie", "dict", 2, 5, torch_obs=False),
 )
-PHYSICS_STEPS = {"Phys-Grasp-v0": 40_000}  # every other physics env: 20,000
+PHYSICS_STEPS = {"Phys-Grasp-v0": 40_000}  # by env_label; every other physics env: 20,000
 PHYSICS_QUICK_STEPS = 100
 
 
@@ -219,7 +219,8 @@ def main(argv: list[str] | None = None) -> None:
     start, (rss_start, _) = time.perf_counter(), memory_mib()
     soaks = [partial(learned_row, run) for run in (LEARNED_QUICK if args.quick else LEARNED)]
     for env_id, kwargs in phys_envs():
-        steps = PHYSICS_QUICK_STEPS if args.quick else PHYSICS_STEPS.get(env_id, 20_000)
+        steps = PHYSICS_STEPS.get(env_label(env_id, kwargs), 20_000)
+        steps = PHYSICS_QUICK_STEPS if args.quick else steps
         soaks.append(partial(physics_row, env_id, kwargs, steps))
     rows = []
     for run_soak in soaks:
