@@ -21,6 +21,7 @@ import hashlib
 import json
 import os
 import shutil
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
@@ -53,26 +54,34 @@ def save_checkpoint(
 ) -> None:
     """Write weights (plus ``extra`` tensors, e.g. the start bank), the card and, from a
     training run, ``trainer_state`` as one unit (see the module docstring)."""
-    folder = Path(folder)
-    _install(folder)  # a save killed after its commit: finish it first
-    staging = folder / STAGING
-    shutil.rmtree(staging, ignore_errors=True)  # a save killed before its commit
-    staging.mkdir(parents=True)
     tensors = {f"model/{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     tensors.update({f"extra/{k}": v.cpu().contiguous() for k, v in (extra or {}).items()})
-    save_file(tensors, str(staging / WEIGHTS))
+    writers = {WEIGHTS: lambda path: save_file(tensors, str(path))}
     if trainer_state is not None:
-        torch.save(trainer_state, staging / TRAINER)
-    parts = {name: _sha256(staging / name) for name in sorted(os.listdir(staging))}
+        writers[TRAINER] = lambda path: torch.save(trainer_state, path)
     full_card = {
         "format": FORMAT,
         "model": model.name,
         "config": asdict(model.config),
         "spec": asdict(model.spec),
         **card,
-        "parts": parts,
     }
-    (staging / CARD).write_text(json_text(full_card))
+    write_unit(folder, writers, full_card)
+
+
+def write_unit(folder: str | Path, writers: dict[str, Callable[[Path], None]], card: dict) -> None:
+    """Write the parts ``writers`` name (each writes the file at the path it is given) and
+    ``card.json``, which lists their sha256 under ``parts``, as one unit: the scheme of the
+    module docstring, for any checkpoint (world models, agents)."""
+    folder = Path(folder)
+    _install(folder)  # a save killed after its commit: finish it first
+    staging = folder / STAGING
+    shutil.rmtree(staging, ignore_errors=True)  # a save killed before its commit
+    staging.mkdir(parents=True)
+    for name, write in writers.items():
+        write(staging / name)
+    parts = {name: _sha256(staging / name) for name in sorted(os.listdir(staging))}
+    (staging / CARD).write_text(json_text({**card, "parts": parts}))
     for name in os.listdir(staging):
         usual_permissions(staging / name)
         fsync(staging / name)
@@ -122,8 +131,9 @@ def check_part(folder: str | Path, card: dict, name: str) -> Path:
     )
 
 
-def read_card(folder: str | Path) -> dict:
-    """The card of a checkpoint folder; a missing or corrupt one raises a clear error."""
+def read_unit_card(folder: str | Path, card_format: str) -> dict:
+    """The card of a checkpoint folder written in ``card_format``; a missing, corrupt or
+    foreign one raises a clear error."""
     path = part_path(folder, CARD)
     if not path.exists():
         raise FileNotFoundError(f"no checkpoint card at {path}")
@@ -131,10 +141,26 @@ def read_card(folder: str | Path) -> dict:
         card = json.loads(path.read_text())
     except json.JSONDecodeError as error:
         raise ValueError(f"checkpoint card {path} is corrupt: {error}") from error
-    if card.get("format") != FORMAT or card.get("model") not in MODELS:
+    if not isinstance(card, dict) or card.get("format") != card_format:
+        found = card.get("format") if isinstance(card, dict) else None
+        raise ValueError(f"{path} is not a {card_format} card (format {found!r})")
+    return card
+
+
+def read_unit(folder: str | Path, card_format: str) -> tuple[dict, Callable[[str], Path]]:
+    """The card of a checkpoint written by ``write_unit``, and a function from a part's
+    name to its path, refused unless it is the file the card lists."""
+    card = read_unit_card(folder, card_format)
+    return card, lambda name: check_part(folder, card, name)
+
+
+def read_card(folder: str | Path) -> dict:
+    """The card of a world-model checkpoint folder; a missing or corrupt one raises a clear
+    error."""
+    card = read_unit_card(folder, FORMAT)
+    if card.get("model") not in MODELS:
         raise ValueError(
-            f"{path} is not a wm-envs checkpoint card (format "
-            f"{card.get('format')!r}, model {card.get('model')!r})"
+            f"{part_path(folder, CARD)} names model {card.get('model')!r}; known: {sorted(MODELS)}"
         )
     return card
 
