@@ -7,7 +7,7 @@ import torch
 from gymnasium.utils.env_checker import check_env
 
 import wm_envs  # noqa: F401  (registers WM-Grasp-v0)
-from wm_envs.checkpoint import save_checkpoint
+from wm_envs.checkpoint import read_card, save_checkpoint
 from wm_envs.eval.compare import CompareConfig, compare
 from wm_envs.models import ModelSpec, build_model
 from wm_envs.models.genie import PRESETS, Genie, GenieConfig, controllability
@@ -267,6 +267,9 @@ def test_trainer_runs_and_resumes_every_stage(tiny_dataset, tmp_path):
     assert not torch.equal(tokenizers[0], tokenizers[1])  # trained in its stage ...
     assert all(torch.equal(tokenizers[1], later) for later in tokenizers[2:])  # ... then frozen
     assert "val/delta_psnr" in trainer.metrics
+    recipe = read_card(tmp_path / "genie")["recipe"]  # every stage counts, across resumes
+    assert recipe["updates"] == recipe["total_updates"] == 6
+    assert recipe["updates_by_stage"] == {stage: 2 for stage in stages}
     # compare reports Genie's controllability and codebook usage on the physics episodes
     compared = compare(
         CompareConfig(

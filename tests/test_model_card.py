@@ -5,8 +5,8 @@ import shutil
 
 import pytest
 
-from wm_envs.checkpoint import SHIPPED, read_card
-from wm_envs.model_card import MODEL_CARD, render_model_card, write_model_card
+from wm_envs.checkpoint import MODEL_CARD, SHIPPED, read_card, write_model_card
+from wm_envs.model_card import render_model_card
 
 
 @pytest.fixture
@@ -92,6 +92,6 @@ def test_shipped_model_cards_are_up_to_date_with_their_cards(name):
     size = (folder / "model.safetensors").stat().st_size
     expected = render_model_card(read_card(folder), size)
     assert (folder / MODEL_CARD).read_text() == expected, (
-        f'{folder / MODEL_CARD} is stale: run `python -c "from wm_envs.model_card import '
+        f'{folder / MODEL_CARD} is stale: run `python -c "from wm_envs.checkpoint import '
         f"write_model_card; write_model_card('{folder}')\"`"
     )

@@ -20,6 +20,7 @@ from safetensors.torch import load_file, save_file
 from wm_envs import train
 from wm_envs.checkpoint import (
     CARD,
+    MODEL_CARD,
     WEIGHTS,
     load_checkpoint,
     part_path,
@@ -309,6 +310,26 @@ def test_init_from_continues_a_checkpoint_and_adds_up_its_history(
     recipe = json.loads((tmp_path / "next" / "card.json").read_text())["recipe"]
     assert recipe["updates"] == 2 and recipe["total_updates"] == 3 + 2
     assert len(recipe["history"]) == 1 and recipe["total_wall_time_s"] > recipe["wall_time_s"]
+
+
+def test_init_from_keeps_the_seeds_every_earlier_run_trained_on(
+    tiny_checkpoint, tiny_dataset, tmp_path
+):
+    """compare keeps clear of every seed a model has seen, in any run it continues."""
+    parent = tmp_path / "parent"
+    shutil.copytree(tiny_checkpoint, parent)
+    card = json.loads((parent / "card.json").read_text())
+    card["dataset"]["seed_ranges"] = [[1000, 1002]]
+    write_json(parent / "card.json", card)
+    Trainer(config_for(tiny_dataset, tmp_path / "next", steps=1, init_from=str(parent))).run()
+    child = json.loads((tmp_path / "next" / "card.json").read_text())
+    assert child["dataset"]["seed_ranges"] == [[0, 5], [1000, 1002]]
+    del card["dataset"]["seed_ranges"]  # a card that did not record them
+    write_json(parent / "card.json", card)
+    Trainer(config_for(tiny_dataset, tmp_path / "blind", steps=1, init_from=str(parent))).run()
+    assert (
+        "seed_ranges" not in json.loads((tmp_path / "blind" / "card.json").read_text())["dataset"]
+    )
     with pytest.raises(ValueError, match="does not fit"):
         Trainer(
             config_for(
@@ -360,12 +381,11 @@ def test_atomic_writes_keep_the_usual_permissions(tmp_path):
     umask = os.umask(0o022)
     try:
         write_json(tmp_path / "card.json", {"a": 1})
-        save_checkpoint(
-            tmp_path / "checkpoint", build_model("rssm", ModelSpec(64, 3, 2), "tiny"), {}
-        )
+        model = build_model("rssm", ModelSpec(64, 3, 2), "tiny")
+        save_checkpoint(tmp_path / "checkpoint", model, {"task": "grasp", "recipe": {}})
     finally:
         os.umask(umask)
     assert (tmp_path / "card.json").stat().st_mode & 0o777 == 0o644
-    for part in (CARD, WEIGHTS):
+    for part in (CARD, WEIGHTS, MODEL_CARD):
         assert (tmp_path / "checkpoint" / part).stat().st_mode & 0o777 == 0o644
     assert json.loads((tmp_path / "card.json").read_text()) == {"a": 1}

@@ -29,12 +29,14 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from wm_envs.assets import CHECKPOINTS
-from wm_envs.io import fsync, json_text, usual_permissions
+from wm_envs.io import atomic_path, fsync, json_text, usual_permissions
+from wm_envs.model_card import render_model_card
 from wm_envs.models import MODELS, ModelSpec, WorldModel
 
 FORMAT = "wm-envs-checkpoint/1"
 SHIPPED = CHECKPOINTS
 WEIGHTS, CARD, TRAINER = "model.safetensors", "card.json", "trainer.pt"
+MODEL_CARD = "MODEL_CARD.md"  # the card rendered for people, beside it
 STAGING, READY = ".checkpoint-staging", ".checkpoint-ready"
 
 
@@ -56,9 +58,6 @@ def save_checkpoint(
     training run, ``trainer_state`` as one unit (see the module docstring)."""
     tensors = {f"model/{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     tensors.update({f"extra/{k}": v.cpu().contiguous() for k, v in (extra or {}).items()})
-    writers = {WEIGHTS: lambda path: save_file(tensors, str(path))}
-    if trainer_state is not None:
-        writers[TRAINER] = lambda path: torch.save(trainer_state, path)
     full_card = {
         "format": FORMAT,
         "model": model.name,
@@ -66,7 +65,28 @@ def save_checkpoint(
         "spec": asdict(model.spec),
         **card,
     }
+    writers = {
+        WEIGHTS: lambda path: save_file(tensors, str(path)),
+        MODEL_CARD: lambda path: path.write_text(
+            render_model_card(full_card, (path.parent / WEIGHTS).stat().st_size)
+        ),
+    }
+    if trainer_state is not None:
+        writers[TRAINER] = lambda path: torch.save(trainer_state, path)
     write_unit(folder, writers, full_card)
+
+
+def write_model_card(folder: str | Path) -> Path:
+    """Render ``folder``/card.json into ``folder``/MODEL_CARD.md, atomically (after the card
+    was edited: ``compare --record``); its path."""
+    folder = Path(folder)
+    weights = part_path(folder, WEIGHTS)
+    text = render_model_card(
+        read_card(folder), weights.stat().st_size if weights.exists() else None
+    )
+    with atomic_path(folder / MODEL_CARD) as tmp:
+        tmp.write_text(text)
+    return folder / MODEL_CARD
 
 
 def write_unit(folder: str | Path, writers: dict[str, Callable[[Path], None]], card: dict) -> None:

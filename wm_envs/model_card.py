@@ -9,13 +9,6 @@ of paragraphs.
 from __future__ import annotations
 
 import json
-from pathlib import Path
-
-from wm_envs.checkpoint import read_card
-from wm_envs.io import atomic_path
-
-MODEL_CARD = "MODEL_CARD.md"
-WEIGHTS = "model.safetensors"
 
 
 def render_model_card(card: dict, weights_bytes: int | None = None) -> str:
@@ -40,18 +33,6 @@ def render_model_card(card: dict, weights_bytes: int | None = None) -> str:
     return "\n\n".join(s for s in sections if s) + "\n"
 
 
-def write_model_card(folder: str | Path) -> Path:
-    """Render ``folder``/card.json into ``folder``/MODEL_CARD.md, atomically; its path."""
-    folder = Path(folder)
-    card = read_card(folder)
-    weights = folder / WEIGHTS
-    text = render_model_card(card, weights.stat().st_size if weights.exists() else None)
-    path = folder / MODEL_CARD
-    with atomic_path(path) as tmp:
-        tmp.write_text(text)
-    return path
-
-
 # -- sections -------------------------------------------------------------------------------
 def _summary(card: dict, weights_bytes: int | None) -> str:
     recipe = card["recipe"]
@@ -66,7 +47,7 @@ def _summary(card: dict, weights_bytes: int | None) -> str:
         ("spec", ", ".join(f"{k} {v}" for k, v in card.get("spec", {}).items())),
         ("parameters", _count(recipe.get("parameters"))),
         ("stage updates", _stage_steps(recipe.get("train_config", {}))),
-        ("weights", f"{weights_bytes / 1e6:.1f} MB (`{WEIGHTS}`)" if weights_bytes else ""),
+        ("weights", f"{weights_bytes / 1e6:.1f} MB (`model.safetensors`)" if weights_bytes else ""),
         (
             "training",
             f"{_count(recipe.get('total_updates', recipe.get('updates')))} updates, "

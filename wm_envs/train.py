@@ -185,6 +185,9 @@ class Trainer:
         self.rng = np.random.default_rng([config.seed, self.rank])
         self.metrics: dict[str, float] = {}
         self.history: list[dict] = []  # earlier runs this model continues (``init_from``)
+        self.completed: dict[str, int] = {}  # updates of the stages this run finished
+        # reset seeds the runs it continues trained on (None: a card that did not say)
+        self.inherited_seed_ranges: list[list[int]] | None = []
         self.fresh_parts: list[str] = []  # what ``init_from`` found no weights for
         if config.fresh and not config.init_from:
             raise ValueError("--fresh names parts to start fresh from --init-from; no --init-from")
@@ -244,16 +247,30 @@ class Trainer:
             | {"config": card["config"]}
         ]
         self.stage = self.model.stages.index(recipe["stage"])
+        self.inherited_seed_ranges = card["dataset"].get("seed_ranges")
         if self.rank == 0:
             print(
                 f"continuing {folder}: {self.total('updates')} updates, "
                 f"{self.total('wall_time_s') / 60:.1f} min so far; fresh: {self.fresh_parts}"
             )
 
+    def updates(self) -> int:
+        """Updates of this run, over all its stages."""
+        return sum(self.completed.values()) + self.step
+
     def total(self, key: str) -> float:
         """Updates or wall time of this run plus the runs it continues."""
-        mine = {"updates": self.step, "wall_time_s": self.elapsed}[key]
+        mine = {"updates": self.updates(), "wall_time_s": self.elapsed}[key]
         return sum(h[key] for h in self.history) + mine
+
+    def all_seed_ranges(self) -> list[list[int]] | None:
+        """Reset seeds of every episode this model was trained on, in this run and the runs
+        it continues; None when a continued checkpoint's card did not record them."""
+        if self.inherited_seed_ranges is None:
+            return None
+        seeds = [s for first, last in self.inherited_seed_ranges for s in range(first, last + 1)]
+        own = [s for first, last in self.seed_ranges for s in range(first, last + 1)]
+        return seed_ranges(seeds + own)
 
     def _resume(self, saved: dict) -> None:
         mine = {k: v for k, v in asdict(self.config).items() if k in RUN_IDENTITY}
@@ -264,7 +281,8 @@ class Trainer:
                 f" use another --out to start a new one"
             )
         model, card, _ = load_checkpoint(self.out)
-        weights_at = (card["recipe"]["stage"], card["recipe"]["updates"])
+        recipe = card["recipe"]
+        weights_at = (recipe["stage"], recipe.get("stage_updates", recipe["updates"]))
         trainer_at = (self.model.stages[saved["stage"]], saved["step"])
         if weights_at != trainer_at:  # possible in run folders saved before cards listed parts
             raise ValueError(
@@ -277,6 +295,8 @@ class Trainer:
         self.stage, self.step, self.elapsed = saved["stage"], saved["step"], saved["elapsed"]
         self.history = saved.get("history", [])  # absent in runs saved before it existed
         self.fresh_parts = saved.get("fresh_parts", [])
+        self.completed = saved.get("completed_stages", {})
+        self.inherited_seed_ranges = saved.get("inherited_seed_ranges", [])
         # trainer.pt files from before per-rank states kept rank 0's alone
         states = saved.get("rng_states") or [
             {"numpy": saved["rng"][0], "torch": saved["torch_rng"]}
@@ -334,6 +354,8 @@ class Trainer:
                 "elapsed": self.elapsed,
                 "history": self.history,
                 "fresh_parts": self.fresh_parts,
+                "completed_stages": self.completed,
+                "inherited_seed_ranges": self.inherited_seed_ranges,
                 "rng_states": rng_states,  # one per rank
                 "optimizer": self.optimizer.state_dict(),
                 "metrics": self.metrics,
@@ -355,7 +377,7 @@ class Trainer:
                 "train_episodes": len(self.train_data.episode_ids),
                 "val_episodes": len(self.val_data.episode_ids),
                 "train_steps": len(self.train_data.data["reward"]),
-                "seed_ranges": self.seed_ranges,  # reset seeds of all episodes, inclusive
+                **self._seed_record(),
             },
             "recipe": {
                 "command": self.command,
@@ -363,7 +385,9 @@ class Trainer:
                 "model_overrides": self.overrides,
                 "preset": self.config.preset,
                 "stage": self.model.stages[self.stage],
-                "updates": self.step,
+                "updates": self.updates(),
+                "updates_by_stage": {**self.completed, self.model.stages[self.stage]: self.step},
+                "stage_updates": self.step,
                 "wall_time_s": round(self.elapsed, 1),
                 "history": self.history,
                 "fresh_parts": self.fresh_parts,
@@ -375,6 +399,13 @@ class Trainer:
             },
             "metrics": self.metrics,
         }
+
+    def _seed_record(self) -> dict:
+        """The card's ``seed_ranges``: reset seeds of every episode the model trained on
+        (inclusive ranges), which ``compare`` keeps its held-out seeds clear of; left out when
+        a continued checkpoint did not record its own, so that compare cannot trust it."""
+        ranges = self.all_seed_ranges()
+        return {} if ranges is None else {"seed_ranges": ranges}
 
     def bank(self) -> dict[str, torch.Tensor]:
         """First observations of training episodes: where the learned env resets to."""
@@ -441,6 +472,7 @@ class Trainer:
         run_start, last_time = time.time(), time.time()
         for stage in range(self.stage, len(self.model.stages)):
             if stage != self.stage:
+                self.completed[self.model.stages[self.stage]] = self.step
                 self.stage, self.step = stage, 0
                 self.optimizer = self._optimizer()
             network = self._network()

@@ -33,7 +33,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from wm_envs.checkpoint import read_card, shipped_checkpoint
+from wm_envs.checkpoint import read_card, shipped_checkpoint, write_model_card
 from wm_envs.data.collect import SmoothRandomPolicy
 from wm_envs.eval.metrics import foreground_psnr, psnr, ssim, static_background
 from wm_envs.io import atomic_path, write_json, write_video
@@ -352,6 +352,7 @@ def compare(config: CompareConfig) -> dict:
         recorded = {key: report[key] for key in keys}
         card = {**read_card(folder), "compare": recorded}
         write_json(folder / "card.json", card)
+        write_model_card(folder)
     return report
 
 
