@@ -11,62 +11,101 @@ termination head fires).
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
 
+from wm_envs.agents.dreamer import AGENT_FORMAT, DreamerPolicy
 from wm_envs.agents.planner import LatentPlanner, PlannerConfig
 from wm_envs.agents.scripted import ScriptedPolicy
-from wm_envs.checkpoint import load_checkpoint, shipped_checkpoint
+from wm_envs.assets import AGENTS
+from wm_envs.checkpoint import load_checkpoint, read_card, shipped_checkpoint
 from wm_envs.config import parse_settings
 from wm_envs.device import resolve_device
 from wm_envs.io import write_json
 from wm_envs.tasks import TASKS, task_of
+from wm_envs.wrappers import LatentObservation
 
 
 @dataclass(frozen=True)
 class EvaluateConfig:
-    policy: str = "expert"  # a scripted spec (wm_envs.agents.scripted) or "planner[:settings]"
+    policy: str = "expert"  # scripted spec, "planner[:settings]", agent name or folder
     env: str = "Phys-Grasp-v0"
     episodes: int = 20
     seed: int = 7000
     out: str = ""  # a JSON file; empty = print only
-    model: str = "rssm"  # the world model of a WM-* env
+    model: str = "rssm"  # the world model of a WM-* env and of the planner
     checkpoint: str = ""  # its checkpoint folder; empty = the shipped one
     device: str = "auto"
 
 
-def make_policy(config: EvaluateConfig, env: gym.Env):
-    """The policy ``config.policy`` names, for ``env``: a scripted one, or the latent planner
-    in the world model ``config.model`` / ``config.checkpoint`` (``planner:samples=128``
-    overrides its PlannerConfig)."""
+@dataclass(frozen=True)
+class PolicyPlan:
+    """What a policy needs of the env it acts on, and how to build it for that env."""
+
+    obs_mode: str  # "state" (scripted), "dict" (planner: frames), "latent" (agents)
+    world_model: str | None  # the checkpoint a latent policy's features come from
+    build: Callable[[gym.Env], Any]
+
+
+def agent_folder(spec: str) -> Path | None:
+    """The folder of a trained agent that ``spec`` names (a shipped agent's name, or a
+    folder holding an agent card); None if it names none."""
+    for folder in (AGENTS / spec, Path(spec)):
+        card = folder / "card.json"
+        if card.is_file() and json.loads(card.read_text()).get("format") == AGENT_FORMAT:
+            return folder
+    return None
+
+
+def plan_policy(config: EvaluateConfig) -> PolicyPlan:
+    """Resolve ``config.policy``: a scripted spec (``wm_envs.agents.scripted``), the latent
+    planner in ``config.model`` / ``config.checkpoint`` (``planner:samples=128`` overrides
+    its PlannerConfig), or a trained agent (``dreamer-grasp``, or an agent folder), which
+    acts on the features of the world model it was trained in."""
     kind, _, settings = config.policy.partition(":")
-    if kind != "planner":
-        return ScriptedPolicy(env, config.policy, seed=config.seed)
-    planner_config = parse_settings(PlannerConfig, settings, config.policy)
-    folder = config.checkpoint or shipped_checkpoint(config.model, task_of(config.env))
-    model, _, _ = load_checkpoint(folder, resolve_device(config.device))
-    return LatentPlanner(model, planner_config, env.action_space)
+    if kind == "planner":
+        planner_config = parse_settings(PlannerConfig, settings, config.policy)
+        folder = config.checkpoint or shipped_checkpoint(config.model, task_of(config.env))
+        model, _, _ = load_checkpoint(folder, resolve_device(config.device))
+        return PolicyPlan(
+            "dict", None, lambda env: LatentPlanner(model, planner_config, env.action_space)
+        )
+    folder = agent_folder(config.policy)
+    if folder is not None:
+        agent = DreamerPolicy(folder, config.device)
+        return PolicyPlan("latent", agent.world_model, lambda env: agent)
+    return PolicyPlan(
+        "state", None, lambda env: ScriptedPolicy(env, config.policy, seed=config.seed)
+    )
 
 
-def make_env(config: EvaluateConfig) -> gym.Env:
-    """The env to evaluate on, observed as the policy needs (the planner sees frames; the
-    scripted policies read the privileged state); a WM-* env gets the model and checkpoint."""
-    obs_mode = "dict" if config.policy.startswith("planner") else "state"
+def make_env(config: EvaluateConfig, plan: PolicyPlan) -> gym.Env:
+    """The env to evaluate on, observed as the policy needs; a WM-* env gets the model and
+    checkpoint (a latent agent's own world model), a Phys-* env seen by a latent agent is
+    filtered through that world model (``LatentObservation``)."""
+    if not config.env.startswith(("WM-", "Phys-")):
+        raise ValueError(f"--env must be a Phys-* or WM-* id, got {config.env!r}")
+    latent = plan.obs_mode == "latent"
+    checkpoint = plan.world_model or config.checkpoint or None
     if config.env.startswith("WM-"):
         return gym.make(
             config.env,
-            model=config.model,
-            checkpoint=config.checkpoint or None,
-            obs_mode=obs_mode,
+            model=read_card(checkpoint)["model"] if latent else config.model,
+            checkpoint=checkpoint,
+            obs_mode=plan.obs_mode,
             device=config.device,
         )
-    if not config.env.startswith("Phys-"):
-        raise ValueError(f"--env must be a Phys-* or WM-* id, got {config.env!r}")
-    return gym.make(config.env, obs_mode=obs_mode)
+    if latent:
+        physics = gym.make(config.env, obs_mode="dict")
+        return LatentObservation(physics, checkpoint=checkpoint, device=config.device)
+    return gym.make(config.env, obs_mode=plan.obs_mode)
 
 
 def run_episode(env: gym.Env, policy, seed: int, twin: gym.Env | None = None) -> dict:
@@ -92,13 +131,14 @@ def run_policy(config: EvaluateConfig) -> list[dict]:
     if config.episodes < 1:
         raise ValueError(f"episodes must be positive, got {config.episodes}")
     seeds = range(config.seed, config.seed + config.episodes)
+    plan = plan_policy(config)
     with ExitStack() as stack:
-        env = stack.enter_context(make_env(config))
+        env = stack.enter_context(make_env(config, plan))
         twin = None
         if config.env.startswith("WM-"):
             twin_id = f"Phys-{TASKS[task_of(config.env)].name}-v0"
             twin = stack.enter_context(gym.make(twin_id, obs_mode="dict"))
-        policy = make_policy(config, env)
+        policy = plan.build(env)
         return [run_episode(env, policy, seed, twin) for seed in seeds]
 
 

@@ -1,0 +1,86 @@
+"""Dreamer in imagination: λ-returns, the two-hot critic, updates, checkpoints and resume."""
+
+import numpy as np
+import pytest
+import torch
+
+from wm_envs.agents.dreamer import (
+    DreamerConfig,
+    DreamerPolicy,
+    DreamerRun,
+    TwoHotCritic,
+    lambda_returns,
+    symexp,
+    symlog,
+)
+from wm_envs.evaluate import EvaluateConfig, evaluate
+
+
+def config_for(tiny_checkpoint, tiny_dataset, out, **changes):
+    root, dataset_id = tiny_dataset
+    values = dict(
+        world_model=str(tiny_checkpoint),
+        data=str(root),
+        dataset_id=dataset_id,
+        out=str(out),
+        updates=4,
+        starts=16,
+        horizon=5,
+        pool=32,
+        hidden=32,
+        save_every=2,
+    )
+    return DreamerConfig(**{**values, **changes})
+
+
+def test_lambda_returns_match_their_recursion():
+    reward = torch.tensor([[1.0], [2.0]])
+    continues = torch.tensor([[1.0], [0.0]])
+    value = torch.tensor([[0.5], [4.0], [9.0]])
+    returns = lambda_returns(reward, continues, value, discount=0.9, lam=0.5)
+    last = 2.0  # the second step ends the episode: nothing after it counts
+    first = 1.0 + 0.9 * (0.5 * 4.0 + 0.5 * last)
+    torch.testing.assert_close(returns, torch.tensor([[first], [last]]))
+    torch.testing.assert_close(
+        symexp(symlog(torch.tensor([-30.0, 0.0, 7.0]))), torch.tensor([-30.0, 0.0, 7.0])
+    )
+
+
+def test_two_hot_critic_learns_a_return():
+    torch.manual_seed(0)
+    critic = TwoHotCritic(features=3, hidden=16, bins=255)
+    optimizer = torch.optim.Adam(critic.parameters(), 1e-2)
+    features, target = torch.randn(64, 3), torch.full((64,), -7.5)
+    for _ in range(200):
+        optimizer.zero_grad()
+        critic.loss(features, target).mean().backward()
+        optimizer.step()
+    assert critic.value(features).mean().item() == pytest.approx(-7.5, abs=0.3)
+
+
+def test_updates_lower_the_critic_loss(tiny_checkpoint, tiny_dataset, tmp_path):
+    run = DreamerRun(config_for(tiny_checkpoint, tiny_dataset, tmp_path / "agent", critic_lr=3e-3))
+    start = {key: value[:16] for key, value in run.start_pool().items()}
+    losses = [run.agent.update(start)["critic_loss"] for _ in range(30)]
+    assert np.mean(losses[-5:]) < 0.7 * np.mean(losses[:5])
+
+
+def test_training_checkpoints_resumes_and_the_policy_acts(tiny_checkpoint, tiny_dataset, tmp_path):
+    out = tmp_path / "agent"
+    DreamerRun(config_for(tiny_checkpoint, tiny_dataset, out, updates=2)).run()
+    resumed = DreamerRun(config_for(tiny_checkpoint, tiny_dataset, out, updates=4))
+    assert resumed.step == 2
+    saved_actor = {k: v.clone() for k, v in resumed.agent.actor.state_dict().items()}
+    resumed.run()
+    policy = DreamerPolicy(out)
+    assert policy.card["recipe"]["updates"] == 4
+    assert policy.card["world_model"]["checkpoint"] == str(tiny_checkpoint)
+    assert any(not torch.equal(saved_actor[k], v) for k, v in policy.actor.state_dict().items())
+    action = policy(np.zeros(policy.card["feature_dim"], np.float32))
+    assert action.shape == (4,) and np.all(np.abs(action) <= 1)
+    with pytest.raises(ValueError, match="different agent run"):
+        DreamerRun(config_for(tiny_checkpoint, tiny_dataset, out, horizon=3))
+    # evaluated by folder on physics (through the world model's filter) and in the model
+    for env in ("Phys-Grasp-v0", "WM-Grasp-v0"):
+        result = evaluate(EvaluateConfig(policy=str(out), env=env, episodes=1, seed=9))
+        assert result["episodes"][0]["length"] >= 1
