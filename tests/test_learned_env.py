@@ -317,6 +317,9 @@ def test_a_checkpoint_of_another_engine_is_refused_naming_the_backend(tiny_check
         make(tiny_checkpoint, backend="pybullet")
     with pytest.raises(ValueError, match="backend must be None"):
         make(tiny_checkpoint, backend="bullet")
+    with pytest.raises(ValueError, match='pass backend="pybullet"'):
+        make(pybullet, backend="mujoco")  # the default engine, by name
+    assert make(tiny_checkpoint, backend="mujoco").reset(seed=0)[0] in env.observation_space
 
 
 def test_the_twin_is_made_once_per_process_and_engine(tiny_checkpoint):

@@ -101,11 +101,13 @@ class LearnedSimulator:
             raise ValueError(f"unknown task {task!r}; known: {sorted(TASKS)}")
         if obs_mode not in OBS_MODES:
             raise ValueError(f"obs_mode must be one of {OBS_MODES}, got {obs_mode!r}")
-        other_backends = TASKS[task].other_backends
-        if backend is not None and backend not in other_backends:
+        task_spec = TASKS[task]
+        if backend == task_spec.backend:
+            backend = None  # the default engine, named
+        if backend is not None and backend not in task_spec.other_backends:
             raise ValueError(
-                f"backend must be None (the default engine of Phys-{TASKS[task].name}-v0) "
-                f"or one of {other_backends}, got {backend!r}"
+                f"backend must be None or {task_spec.backend!r} (the default engine of "
+                f"Phys-{task_spec.name}-v0) or one of {task_spec.other_backends}, got {backend!r}"
             )
         self.device = resolve_device(device)
         folder = checkpoint or shipped_checkpoint(model, task)

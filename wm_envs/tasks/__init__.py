@@ -12,6 +12,8 @@ class TaskSpec:
     name: str  # "Grasp" -> Phys-Grasp-v0 and WM-Grasp-v0
     entry_point: str
     max_episode_steps: int
+    #: The default engine (what ``backend=None`` means).
+    backend: str
     #: Engines besides the default one, chosen with ``gym.make(id, backend=...)``.
     other_backends: tuple[str, ...] = ()
     #: State-vector slice [start, stop) of the position ``compare`` tracks (metres).
@@ -23,6 +25,7 @@ TASKS: dict[str, TaskSpec] = {
         "Grasp",
         "wm_envs.tasks.grasp:make_grasp_env",
         100,
+        "mujoco",
         ("pybullet",),
         tracked_position=(7, 10),  # the object
     ),
@@ -30,12 +33,14 @@ TASKS: dict[str, TaskSpec] = {
         "Drive",
         "wm_envs.tasks.drive_pybullet:DrivePybulletEnv",
         300,
+        "pybullet",
         tracked_position=(0, 2),  # the car
     ),
     "collapse": TaskSpec(
         "Collapse",
         "wm_envs.tasks.collapse_mujoco:CollapseMujocoEnv",
         150,
+        "mujoco",
         tracked_position=(49, 52),  # the ground-floor slab
     ),
 }
