@@ -101,16 +101,19 @@ class TwoHotCritic(nn.Module):
 
     def value(self, features: torch.Tensor) -> torch.Tensor:
         """Expected value [...] of features [..., F]."""
-        probs = self.net(features).softmax(-1)
-        return symexp((probs * self.edges).sum(-1))
+        return self.expectation(self.net(features).log_softmax(-1))
 
-    def loss(self, features: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """Cross-entropy [...] against the two-hot encoding of symlog(target) [...]."""
+    def expectation(self, log_probs: torch.Tensor) -> torch.Tensor:
+        """The value [...] a distribution over the bins [..., bins] predicts."""
+        return symexp((log_probs.exp() * self.edges).sum(-1))
+
+    def loss(self, log_probs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Cross-entropy [...] of a distribution over the bins [..., bins] against the
+        two-hot encoding of symlog(target) [...]."""
         position = symlog(target).clamp(-20.0, 20.0)
         index = torch.bucketize(position, self.edges).clamp(1, len(self.edges) - 1)
         low, high = self.edges[index - 1], self.edges[index]
         weight_high = (position - low) / (high - low)
-        log_probs = self.net(features).log_softmax(-1)
         picked_low = log_probs.gather(-1, (index - 1)[..., None]).squeeze(-1)
         picked_high = log_probs.gather(-1, index[..., None]).squeeze(-1)
         return -((1 - weight_high) * picked_low + weight_high * picked_high)
@@ -206,7 +209,9 @@ class Dreamer:
             )  # [H, B]: the weight of step t, 0 once an earlier step ended the episode
             low, high = torch.quantile(returns.flatten(), torch.tensor([0.05, 0.95]).to(returns))
             self.return_scale.lerp_(high - low, 1 - c.return_decay)
-            baseline = self.critic.value(features[:-1])
+        log_probs = self.critic.net(features[:-1]).log_softmax(-1)  # [H, B, bins]
+        with torch.no_grad():
+            baseline = self.critic.expectation(log_probs)
             advantage = (returns - baseline) / self.return_scale.clamp_min(1.0)
 
         policy = self.actor.distribution(features[:-1])
@@ -218,8 +223,8 @@ class Dreamer:
         nn.utils.clip_grad_norm_(self.actor.parameters(), c.grad_clip)
         self.actor_optimizer.step()
 
-        critic_loss = self.critic.loss(features[:-1], returns)
-        critic_loss = critic_loss + self.critic.loss(features[:-1], value[:-1])  # slow reg.
+        critic_loss = self.critic.loss(log_probs, returns)
+        critic_loss = critic_loss + self.critic.loss(log_probs, value[:-1])  # toward the slow
         critic_loss = (alive * critic_loss).mean()
         self.critic_optimizer.zero_grad(set_to_none=True)
         critic_loss.backward()
