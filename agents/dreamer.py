@@ -68,6 +68,7 @@ class DreamerConfig:
     actor_lr: float = 3e-4
     critic_lr: float = 3e-4
     entropy: float = 3e-3
+    actor_gradient: str = "reinforce"  # or "backprop": through the model's dynamics
     hidden: int = 256
     bins: int = 255
     slow_critic: float = 0.02  # EMA rate of the slow critic
@@ -152,6 +153,10 @@ class Dreamer:
     """The actor, critic and slow critic learning in ``world_model``'s imagination."""
 
     def __init__(self, config: DreamerConfig, world_model: WorldModel) -> None:
+        if config.actor_gradient not in ("reinforce", "backprop"):
+            raise ValueError(
+                f"actor_gradient must be 'reinforce' or 'backprop', got {config.actor_gradient!r}"
+            )
         self.config = config
         self.model = world_model.requires_grad_(False).eval()
         device = next(world_model.parameters()).device
@@ -167,16 +172,22 @@ class Dreamer:
         )
         self.return_scale = torch.ones((), device=device)  # EMA of the 5-95% return range
 
-    @torch.no_grad()
-    def imagine(self, start: State) -> dict[str, torch.Tensor]:
+    def imagine(self, start: State, differentiable: bool = False) -> dict[str, torch.Tensor]:
         """Roll the model ``horizon`` steps from ``start`` [B] under the actor: features
         [H + 1, B, F], actions [H, B, A], reward and continue and success probabilities
-        [H, B] (of the state each action leads to)."""
+        [H, B] (of the state each action leads to). ``differentiable`` keeps the graph from
+        the actor's (reparameterised) actions to everything after them."""
+        with torch.set_grad_enabled(differentiable):
+            return self._imagine(start, differentiable)
+
+    def _imagine(self, start: State, differentiable: bool) -> dict[str, torch.Tensor]:
         state = start
         features = [self.model.features(state)]
         actions, rewards, continues, successes = [], [], [], []
         for _ in range(self.config.horizon):
-            action = self.actor.distribution(features[-1]).sample().clamp(-1.0, 1.0)
+            policy = self.actor.distribution(features[-1])
+            action = policy.rsample() if differentiable else policy.sample()
+            action = action + (action.clamp(-1.0, 1.0) - action).detach()  # clip, pass grads
             state = self.model.step(state, action)
             reward, terminated, success = self.model.outcome_scores(state)
             features.append(self.model.features(state))
@@ -196,13 +207,17 @@ class Dreamer:
     def update(self, start: State) -> dict[str, float]:
         """One actor and one critic update on trajectories imagined from ``start``."""
         c = self.config
-        rollout = self.imagine(start)
-        features = rollout["features"]  # [H + 1, B, F]
-        with torch.no_grad():
-            value = self.slow_critic.value(features)  # [H + 1, B]
-            returns = lambda_returns(
+        backprop = c.actor_gradient == "backprop"
+        rollout = self.imagine(start, differentiable=backprop)
+        # with backprop, returns carry gradients through the model back to the actions
+        with torch.set_grad_enabled(backprop):
+            value = self.slow_critic.value(rollout["features"])  # [H + 1, B]
+            differentiable_returns = lambda_returns(
                 rollout["reward"], rollout["continues"], value, c.discount, c.lam
             )  # [H, B]
+        returns, value = differentiable_returns.detach(), value.detach()
+        features = rollout["features"].detach()  # [H + 1, B, F]
+        with torch.no_grad():
             alive = torch.cumprod(
                 torch.cat([torch.ones_like(rollout["continues"][:1]), rollout["continues"][:-1]]),
                 0,
@@ -215,9 +230,12 @@ class Dreamer:
             advantage = (returns - baseline) / self.return_scale.clamp_min(1.0)
 
         policy = self.actor.distribution(features[:-1])
-        log_prob = policy.log_prob(rollout["actions"]).sum(-1)  # [H, B]
-        entropy = policy.entropy().sum(-1)
-        actor_loss = -(alive * (log_prob * advantage + c.entropy * entropy)).mean()
+        entropy = policy.entropy().sum(-1)  # [H, B]
+        if backprop:
+            objective = differentiable_returns / self.return_scale.clamp_min(1.0)
+        else:
+            objective = policy.log_prob(rollout["actions"].detach()).sum(-1) * advantage
+        actor_loss = -(alive * (objective + c.entropy * entropy)).mean()
         self.actor_optimizer.zero_grad(set_to_none=True)
         actor_loss.backward()
         nn.utils.clip_grad_norm_(self.actor.parameters(), c.grad_clip)

@@ -58,11 +58,26 @@ def test_two_hot_critic_learns_a_return():
     assert critic.value(features).mean().item() == pytest.approx(-7.5, abs=0.3)
 
 
-def test_updates_lower_the_critic_loss(tiny_checkpoint, tiny_dataset, tmp_path):
-    run = DreamerRun(config_for(tiny_checkpoint, tiny_dataset, tmp_path / "agent", critic_lr=3e-3))
+@pytest.mark.parametrize("gradient", ["reinforce", "backprop"])
+def test_updates_lower_the_critic_loss_and_move_the_actor(
+    tiny_checkpoint, tiny_dataset, tmp_path, gradient
+):
+    config = config_for(
+        tiny_checkpoint, tiny_dataset, tmp_path / "agent", critic_lr=3e-3, actor_gradient=gradient
+    )
+    run = DreamerRun(config)
     start = {key: value[:16] for key, value in run.start_pool().items()}
+    actor = [p.clone() for p in run.agent.actor.parameters()]
     losses = [run.agent.update(start)["critic_loss"] for _ in range(30)]
     assert np.mean(losses[-5:]) < 0.7 * np.mean(losses[:5])
+    moved = zip(actor, run.agent.actor.parameters(), strict=True)
+    assert any(not torch.equal(before, after) for before, after in moved)
+    assert not any(p.requires_grad for p in run.agent.model.parameters())  # the model is fixed
+
+
+def test_an_unknown_actor_gradient_is_refused(tiny_checkpoint, tiny_dataset, tmp_path):
+    with pytest.raises(ValueError, match="actor_gradient"):
+        DreamerRun(config_for(tiny_checkpoint, tiny_dataset, tmp_path, actor_gradient="evolve"))
 
 
 def test_training_checkpoints_resumes_and_the_policy_acts(tiny_checkpoint, tiny_dataset, tmp_path):
