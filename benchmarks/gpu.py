@@ -12,8 +12,9 @@
 
 The budget is split between the three parts (rolled over when one finishes early). A row is
 skipped, with a note saying why, when the previous row of its series predicts that it would
-not fit in the time left; a failing or out-of-memory row records the error and the run goes
-on. The table is written after every row, so a run cut short still leaves what it measured.
+not fit in the time left, and stopped when it runs past it; a failing or out-of-memory row
+records the error and the run goes on. The table is written after every row, so a run cut
+short still leaves what it measured.
 ``--quick`` is a smoke test of a few seconds, on any device: N = 1 and 8, the tiny presets on
 small batches, no compiling.
 
@@ -26,8 +27,9 @@ import argparse
 import contextlib
 import gc
 import itertools
+import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -160,7 +162,10 @@ class Run:
             note = f"skipped: needs ~{needed:.0f} s, {max(left, 0):.0f} s left"
         else:
             try:
-                rate, note = measure()
+                with time_limit(left):
+                    rate, note = measure()
+            except RowTimeout:
+                note = f"stopped: the {left:.0f} s left ran out"
             except torch.OutOfMemoryError:
                 note = "out of memory"
             except Exception as error:  # the row records its failure; the run goes on
@@ -170,6 +175,27 @@ class Run:
         self.record(label, rate, unit, note, peak)
         free_memory(self.device)
         return None if rate is None else per_call / rate
+
+
+class RowTimeout(Exception):
+    """A row ran past the time left."""
+
+
+@contextlib.contextmanager
+def time_limit(seconds: float) -> Iterator[None]:
+    """Raise ``RowTimeout`` in this (main) thread after ``seconds``: a row, a compile
+    included, cannot overrun the budget by more than the torch call it is in."""
+
+    def stop(signum, frame) -> None:
+        raise RowTimeout
+
+    previous = signal.signal(signal.SIGALRM, stop)
+    signal.setitimer(signal.ITIMER_REAL, max(seconds, 0.001))
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 def free_memory(device: torch.device) -> None:

@@ -1,6 +1,9 @@
 """The soak and GPU benchmarks in their quick modes: they run anywhere and write their tables."""
 
 import json
+import time
+
+import torch
 
 from benchmarks import gpu, soak
 from wm_envs.tasks import phys_envs
@@ -39,3 +42,11 @@ def test_gpu_writes_its_table_when_the_budget_is_spent(tmp_path):
     table = rows(tmp_path, "gpu")
     assert len(table) == 20  # every row, none measured, each saying why
     assert all(row["per s"] is None and row["note"].startswith("skipped") for row in table)
+
+
+def test_gpu_stops_a_row_that_runs_past_the_time_left(tmp_path):
+    run = gpu.Run(gpu.QUICK, budget=1.0, seconds=0.1, device=torch.device("cpu"), out=tmp_path)
+    start = time.perf_counter()
+    seconds = run.attempt("env", {"measure": "sleep"}, "calls/s", 1, None, lambda: time.sleep(30))
+    assert seconds is None and time.perf_counter() - start < 5
+    assert rows(tmp_path, "gpu")[0]["note"].startswith("stopped: the 0 s left ran out")
