@@ -1,5 +1,6 @@
 """The `wm-envs` command: `play` with a chosen model and checkpoint, and `bench`."""
 
+import json
 import os
 import shutil
 import subprocess
@@ -79,3 +80,31 @@ def test_bench_outside_a_checkout_says_where_the_benchmarks_are(tmp_path):
     )
     assert done.returncode == 1
     assert "benchmarks/ folder of a source checkout" in done.stderr
+
+
+def test_evaluate_writes_success_and_per_episode_records(tmp_path, capsys):
+    out = tmp_path / "expert.json"
+    main(["evaluate", "--policy", "expert", "--episodes", "2", "--seed", "3", "--out", str(out)])
+    result = json.loads(out.read_text())
+    assert result["success_rate"] == 1.0 and [r["seed"] for r in result["episodes"]] == [3, 4]
+    assert "success 100% over 2 episodes" in capsys.readouterr().out
+
+
+def test_transfer_runs_the_named_policies_on_both_envs(tiny_checkpoint, tmp_path):
+    main(
+        [
+            "transfer",
+            "--policies",
+            "expert,random",
+            "--episodes",
+            "2",
+            "--bootstrap",
+            "20",
+            "--checkpoint",
+            str(tiny_checkpoint),
+            "--out",
+            str(tmp_path),
+        ]
+    )
+    rows = json.loads((tmp_path / "transfer.json").read_text())["policies"]
+    assert [row["policy"] for row in rows] == ["expert", "random"]

@@ -9,6 +9,8 @@ from pathlib import Path
 
 from wm_envs.config import add_config_arguments
 from wm_envs.eval.compare import CompareConfig
+from wm_envs.evaluate import EvaluateConfig
+from wm_envs.transfer import TransferConfig
 
 #: What ``wm-envs bench`` runs when given no names (``gpu``: name it, on a machine with CUDA).
 BENCHMARKS = (
@@ -110,6 +112,16 @@ def main(argv: list[str] | None = None) -> None:
     compare = commands.add_parser("compare", help="physics vs a learned simulator")
     add_config_arguments(compare, CompareConfig)
 
+    evaluate = commands.add_parser(
+        "evaluate", help="a policy closed loop on a Phys-* or WM-* env: success and returns"
+    )
+    add_config_arguments(evaluate, EvaluateConfig)
+
+    transfer = commands.add_parser(
+        "transfer", help="does success in the learned env predict success in physics?"
+    )
+    add_config_arguments(transfer, TransferConfig)
+
     args = parser.parse_args(argv)
     import wm_envs  # noqa: F401  (registers the env ids)
 
@@ -145,7 +157,20 @@ def main(argv: list[str] | None = None) -> None:
     elif args.command == "compare":
         from wm_envs.eval.compare import compare as run_compare
 
-        run_compare(CompareConfig(**{k: v for k, v in vars(args).items() if k != "command"}))
+        run_compare(CompareConfig(**options(args)))
+    elif args.command == "evaluate":
+        from wm_envs.evaluate import evaluate as run_evaluate
+
+        run_evaluate(EvaluateConfig(**options(args)))
+    elif args.command == "transfer":
+        from wm_envs.transfer import transfer as run_transfer
+
+        run_transfer(TransferConfig(**options(args)))
+
+
+def options(args: argparse.Namespace) -> dict:
+    """A sub-command's parsed flags, as its config dataclass takes them."""
+    return {key: value for key, value in vars(args).items() if key != "command"}
 
 
 if __name__ == "__main__":
