@@ -157,12 +157,7 @@ def learned_row(run: LearnedRun) -> dict:
         torch_obs=run.torch_obs,
     )
     shape = envs.action_space.shape
-    beyond = actions(np.random.default_rng(1), shape, BEYOND)
-    observed = []
-    for action in (beyond, np.clip(beyond, -1.0, 1.0)):
-        envs.reset(seed=0)
-        observed.append(envs.step(action)[0])
-    envs.reset(seed=0)
+    clipped = clips(envs, shape)
 
     def step(action: np.ndarray) -> list:
         obs, reward, *_ = envs.step(action)
@@ -173,21 +168,28 @@ def learned_row(run: LearnedRun) -> dict:
     return {
         "env": f"WM-Grasp-v0 ({run.model}, {run.obs_mode}, N={run.num_envs})",
         "env steps": run.steps * run.num_envs,
-        "clips": same(*observed),
+        "clips": clipped,
         **result,
     }
 
 
-def physics_row(env_id: str, kwargs: dict, steps: int) -> dict:
-    """Soak one physics env in ``state`` mode (after checking that it clips)."""
-    env = gym.make(env_id, obs_mode="state", **kwargs)
-    shape = env.action_space.shape
+def clips(env, shape: tuple[int, ...]) -> bool:
+    """Whether, from the same reset, an action beyond [-1, 1] and the same action clipped
+    give the same observation; leaves ``env`` freshly reset."""
     beyond = actions(np.random.default_rng(1), shape, BEYOND)
     observed = []
     for action in (beyond, np.clip(beyond, -1.0, 1.0)):
         env.reset(seed=0)
         observed.append(env.step(action)[0])
     env.reset(seed=0)
+    return same(*observed)
+
+
+def physics_row(env_id: str, kwargs: dict, steps: int) -> dict:
+    """Soak one physics env in ``state`` mode (after checking that it clips)."""
+    env = gym.make(env_id, obs_mode="state", **kwargs)
+    shape = env.action_space.shape
+    clipped = clips(env, shape)
 
     def step(action: np.ndarray) -> list:
         obs, reward, terminated, truncated, _ = env.step(action)
@@ -201,7 +203,7 @@ def physics_row(env_id: str, kwargs: dict, steps: int) -> dict:
     return {
         "env": env_label(env_id, kwargs),
         "env steps": steps,
-        "clips": same(*observed),
+        "clips": clipped,
         **result,
     }
 
