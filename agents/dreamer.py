@@ -40,6 +40,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm import tqdm
 
+from wm_envs.assets import CHECKPOINTS
 from wm_envs.checkpoint import load_checkpoint, read_unit, write_unit
 from wm_envs.config import add_config_arguments
 from wm_envs.data.windows import WindowDataset
@@ -307,6 +308,7 @@ class DreamerRun:
             "config": asdict(c),
             "world_model": {
                 "checkpoint": c.world_model,
+                "shipped": shipped_name(c.world_model),
                 "model": self.world_card["model"],
                 "task": self.world_card["task"],
                 "env_id": self.world_card["env_id"],
@@ -441,6 +443,13 @@ AGENT_IDENTITY = {
 AGENT_WEIGHTS, AGENT_TRAINER, AGENT_CARD = "agent.safetensors", "trainer.pt", "card.json"
 
 
+def shipped_name(folder: str | Path) -> str | None:
+    """The name of a shipped world-model checkpoint ``folder`` is, if it is one: how an
+    agent's card finds its world model wherever the package is installed."""
+    path = Path(folder).resolve()
+    return path.name if path.parent == CHECKPOINTS.resolve() else None
+
+
 def load_agent_weights(modules: dict[str, nn.Module], agent, path: Path) -> None:
     """Fill ``modules`` (and the return scale) from an agent's safetensors file."""
     tensors = load_file(str(path))
@@ -459,7 +468,9 @@ class DreamerPolicy:
 
     def __init__(self, folder: str | Path, device: str = "auto") -> None:
         self.card, part = read_unit(folder, AGENT_FORMAT)
-        self.world_model = self.card["world_model"]["checkpoint"]
+        world_model = self.card["world_model"]
+        shipped = world_model.get("shipped")
+        self.world_model = str(CHECKPOINTS / shipped) if shipped else world_model["checkpoint"]
         self.device = resolve_device(device)
         config = DreamerConfig(**self.card["config"])
         self.actor = Actor(self.card["feature_dim"], config.hidden, self.card["action_dim"])

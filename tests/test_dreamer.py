@@ -10,9 +10,11 @@ from wm_envs.agents.dreamer import (
     DreamerRun,
     TwoHotCritic,
     lambda_returns,
+    shipped_name,
     symexp,
     symlog,
 )
+from wm_envs.assets import CHECKPOINTS
 from wm_envs.evaluate import EvaluateConfig, evaluate
 
 
@@ -90,6 +92,8 @@ def test_training_checkpoints_resumes_and_the_policy_acts(tiny_checkpoint, tiny_
     policy = DreamerPolicy(out)
     assert policy.card["recipe"]["updates"] == 4
     assert policy.card["world_model"]["checkpoint"] == str(tiny_checkpoint)
+    assert policy.card["world_model"]["shipped"] is None
+    assert shipped_name(CHECKPOINTS / "rssm-grasp") == "rssm-grasp"  # found where installed
     assert any(not torch.equal(saved_actor[k], v) for k, v in policy.actor.state_dict().items())
     action = policy(np.zeros(policy.card["feature_dim"], np.float32))
     assert action.shape == (4,) and np.all(np.abs(action) <= 1)
