@@ -92,8 +92,8 @@ class ScriptedPolicy:
         self.spec = spec
         kind, self.flaws = parse_policy(spec)
         self.space = env.action_space
-        self.rng = np.random.default_rng(seed)
         if kind == "random":
+            self.space.seed(seed)
             self.expert = None
         elif self.flaws.grasp_only:
             if getattr(env.unwrapped, "expert_class", None) is not GraspExpert:
@@ -110,7 +110,7 @@ class ScriptedPolicy:
 
     def __call__(self, obs: Any) -> np.ndarray:
         if self.expert is None:
-            return self.rng.uniform(self.space.low, self.space.high).astype(np.float32)
+            return self.space.sample()
         if self.action is None or self.step % self.flaws.every == 0:
             self.action = self.expert(obs)
         self.step += 1

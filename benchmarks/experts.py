@@ -12,7 +12,8 @@ import gymnasium as gym
 
 import wm_envs
 from benchmarks.common import env_label, write_results
-from wm_envs.demo import RandomPolicy, run_policy
+from wm_envs.agents.scripted import ScriptedPolicy
+from wm_envs.demo import policy_summary
 from wm_envs.tasks import phys_envs
 
 
@@ -24,8 +25,8 @@ def main() -> None:
     rows = []
     for env_id, kwargs in phys_envs():
         with gym.make(env_id, obs_mode="state", **kwargs) as env:
-            expert = run_policy(env, wm_envs.make_expert(env), seeds)
-            random = run_policy(env, RandomPolicy(env, seed=0), seeds)
+            expert = policy_summary(env, wm_envs.make_expert(env), seeds)
+            random = policy_summary(env, ScriptedPolicy(env, "random", seed=0), seeds)
         rows.append(
             {
                 "env": env_label(env_id, kwargs),

@@ -17,7 +17,7 @@ import numpy as np
 
 import wm_envs
 from benchmarks.common import RESULTS, write_results
-from wm_envs.demo import run_policy
+from wm_envs.demo import policy_summary
 from wm_envs.io import atomic_path
 
 matplotlib.use("Agg")
@@ -86,7 +86,7 @@ def main() -> None:
     success_rows = []
     for backend in BACKENDS:
         with gym.make(ENV_ID, backend=backend, obs_mode="state") as env:
-            result = run_policy(env, wm_envs.make_expert(env), seeds)
+            result = policy_summary(env, wm_envs.make_expert(env), seeds)
         success_rows.append({"engine": backend, "policy": "expert", "success": result["success"]})
     distances, replay_success = replay(seeds, args.steps)
     success_rows.append(

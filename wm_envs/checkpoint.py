@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from wm_envs.assets import CHECKPOINTS
+from wm_envs.assets import AGENTS, CHECKPOINTS
 from wm_envs.io import atomic_path, fsync, json_text, usual_permissions
 from wm_envs.model_card import render_model_card
 from wm_envs.models import MODELS, ModelSpec, WorldModel
@@ -228,6 +228,11 @@ def read_trainer_state(folder: str | Path) -> dict | None:
 def shipped_models(task: str) -> list[str]:
     """Names of the models that ship a checkpoint for ``task``."""
     return [model for model in MODELS if (SHIPPED / f"{model}-{task}" / CARD).exists()]
+
+
+def shipped_agents(task: str) -> list[str]:
+    """Names of the agents that ship for ``task`` (``assets/agents/<agent>-<task>/``)."""
+    return sorted(p.name for p in AGENTS.glob(f"*-{task}") if (p / CARD).exists())
 
 
 def shipped_checkpoint(model: str, task: str) -> Path:

@@ -8,55 +8,27 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 
-from wm_envs.checkpoint import read_card, shipped_models
+from wm_envs.agents.scripted import ScriptedPolicy
+from wm_envs.checkpoint import read_card, shipped_agents, shipped_models
 from wm_envs.eval.compare import CompareConfig, compare
+from wm_envs.evaluate import EvaluateConfig, run_episode, run_policy
 from wm_envs.io import write_video
 from wm_envs.tasks import TASKS, task_of
-from wm_envs.tasks.experts import make_expert
 
 
-def run_policy(env: gym.Env, policy, seeds: list[int], frames: list | None = None) -> dict:
-    """Run one episode per seed; return success rate, mean return and steps/s.
-
-    ``policy`` is a callable ``obs -> action`` with a ``reset()``; pass ``frames`` to collect
-    the observed images (dict/pixels modes) for a video.
-    """
-    successes, returns, steps = [], [], 0
+def policy_summary(env: gym.Env, policy, seeds: list[int], frames: list | None = None) -> dict:
+    """One episode per seed (``wm_envs.evaluate.run_episode``): success rate, mean return and
+    steps/s. ``policy`` is a callable ``obs -> action`` with a ``reset()``; pass ``frames``
+    to collect the rendered frames for a video."""
     start = time.perf_counter()
-    for seed in seeds:
-        obs, _ = env.reset(seed=seed)
-        policy.reset()
-        total, done, info = 0.0, False, {}
-        while not done:
-            if frames is not None:
-                frames.append(env.render())
-            obs, reward, terminated, truncated, info = env.step(policy(obs))
-            total += reward
-            steps += 1
-            done = terminated or truncated
-        successes.append(bool(info.get("is_success", False)))
-        returns.append(total)
+    records = [run_episode(env, policy, seed, frames=frames) for seed in seeds]
     elapsed = time.perf_counter() - start
     return {
         "episodes": len(seeds),
-        "success": float(np.mean(successes)),
-        "mean_return": float(np.mean(returns)),
-        "steps_per_s": steps / elapsed,
+        "success": float(np.mean([r["success"] for r in records])),
+        "mean_return": float(np.mean([r["return"] for r in records])),
+        "steps_per_s": sum(r["length"] for r in records) / elapsed,
     }
-
-
-class RandomPolicy:
-    """Uniform random actions from the env's action space (seeded)."""
-
-    def __init__(self, env: gym.Env, seed: int | None = None) -> None:
-        self.space = env.action_space
-        self.space.seed(seed)
-
-    def reset(self) -> None:
-        """Nothing to forget."""
-
-    def __call__(self, obs) -> np.ndarray:
-        return self.space.sample()
 
 
 def demo(env_id: str = "Phys-Grasp-v0", episodes: int = 20, out: str = "demo_out") -> dict:
@@ -81,7 +53,22 @@ def demo(env_id: str = "Phys-Grasp-v0", episodes: int = 20, out: str = "demo_out
         )
         headlines[model] = compare(config)["headline"]
         print(f"written to {config.out}/: compare.json, compare.png, compare.mp4")
-    return {"physics": rows, "learned": headlines}
+    agents = {name: agent_segment(name, env_id, out) for name in shipped_agents(task)}
+    return {"physics": rows, "learned": headlines, "agents": agents}
+
+
+def agent_segment(name: str, env_id: str, out: str, episodes: int = 5) -> dict:
+    """A shipped agent, trained only in a learned simulator, acting on the physics: its
+    success on a few held-out seeds and a video of them."""
+    config = EvaluateConfig(policy=name, env=env_id, episodes=episodes, seed=7000)
+    print(f"\nshipped agent {name} (trained only in its world model) on {env_id}:")
+    frames: list = []
+    records = run_policy(config, frames)
+    video = Path(out) / f"{name}-{env_id}.mp4"
+    write_video(video, frames, fps=25)
+    success = float(np.mean([r["success"] for r in records]))
+    print(f"success {success:.0%} over seeds {config.seed}-{config.seed + episodes - 1}; {video}")
+    return {"success_rate": success, "episodes": records}
 
 
 def physics_table(env_id: str, episodes: int, out: str, video_episodes: int = 3) -> dict:
@@ -90,11 +77,10 @@ def physics_table(env_id: str, episodes: int, out: str, video_episodes: int = 3)
     seeds = list(range(1000, 1000 + episodes))
     for name in ("expert", "random"):
         with gym.make(env_id, obs_mode="state") as env:
-            policy = make_expert(env) if name == "expert" else RandomPolicy(env, seed=0)
-            rows[name] = run_policy(env, policy, seeds)
+            rows[name] = policy_summary(env, ScriptedPolicy(env, name, seed=0), seeds)
     frames: list = []
     with gym.make(env_id, render_mode="rgb_array", width=256, height=256) as env:
-        run_policy(env, make_expert(env), seeds[:video_episodes], frames)
+        policy_summary(env, ScriptedPolicy(env, "expert"), seeds[:video_episodes], frames)
     video = Path(out) / f"{env_id}-expert.mp4"
     write_video(video, frames, fps=env.metadata["render_fps"])
     print(f"\n{env_id}: {episodes} episodes (seeds {seeds[0]}-{seeds[-1]})\n")
@@ -136,8 +122,8 @@ def play(
         env_kwargs |= {"model": model, "checkpoint": checkpoint}
     frames: list = []
     with gym.make(env_id, render_mode="rgb_array", **env_kwargs) as env:
-        actor = make_expert(env) if policy == "expert" else RandomPolicy(env, seed=seed)
-        result = run_policy(env, actor, list(range(seed, seed + episodes)), frames)
+        actor = ScriptedPolicy(env, policy, seed=seed)
+        result = policy_summary(env, actor, list(range(seed, seed + episodes)), frames)
         fps = env.metadata["render_fps"]
     write_video(
         out,

@@ -86,14 +86,16 @@ def plan_policy(config: EvaluateConfig) -> PolicyPlan:
     )
 
 
-def make_env(config: EvaluateConfig, plan: PolicyPlan) -> gym.Env:
+def make_env(config: EvaluateConfig, plan: PolicyPlan, render: bool = False) -> gym.Env:
     """The env to evaluate on, observed as the policy needs; a WM-* env gets the model and
     checkpoint (a latent agent's own world model), a Phys-* env seen by a latent agent is
-    filtered through that world model (``LatentObservation``)."""
+    filtered through that world model (``LatentObservation``). ``render``: frames for a
+    video (``render_mode="rgb_array"``)."""
     if not config.env.startswith(("WM-", "Phys-")):
         raise ValueError(f"--env must be a Phys-* or WM-* id, got {config.env!r}")
     latent = plan.obs_mode == "latent"
     checkpoint = plan.world_model or config.checkpoint or None
+    render_mode = "rgb_array" if render else None
     if config.env.startswith("WM-"):
         return gym.make(
             config.env,
@@ -101,16 +103,20 @@ def make_env(config: EvaluateConfig, plan: PolicyPlan) -> gym.Env:
             checkpoint=checkpoint,
             obs_mode=plan.obs_mode,
             device=config.device,
+            render_mode=render_mode,
         )
     if latent:
-        physics = gym.make(config.env, obs_mode="dict")
+        physics = gym.make(config.env, obs_mode="dict", render_mode=render_mode)
         return LatentObservation(physics, checkpoint=checkpoint, device=config.device)
-    return gym.make(config.env, obs_mode=plan.obs_mode)
+    return gym.make(config.env, obs_mode=plan.obs_mode, render_mode=render_mode)
 
 
-def run_episode(env: gym.Env, policy, seed: int, twin: gym.Env | None = None) -> dict:
+def run_episode(
+    env: gym.Env, policy, seed: int, twin: gym.Env | None = None, frames: list | None = None
+) -> dict:
     """One closed-loop episode: its seed, success, return and length. With ``twin`` (the
-    physics env in dict mode), the episode starts from the twin's real first frame."""
+    physics env in dict mode), the episode starts from the twin's real first frame; with
+    ``frames``, the rendered frames are appended to it."""
     options = None
     if twin is not None:
         options = {"observation": twin.reset(seed=seed)[0]}
@@ -118,6 +124,8 @@ def run_episode(env: gym.Env, policy, seed: int, twin: gym.Env | None = None) ->
     policy.reset()
     total, length, success, done = 0.0, 0, False, False
     while not done:
+        if frames is not None:
+            frames.append(env.render())
         obs, reward, terminated, truncated, info = env.step(policy(obs))
         total += float(reward)
         length += 1
@@ -126,20 +134,21 @@ def run_episode(env: gym.Env, policy, seed: int, twin: gym.Env | None = None) ->
     return {"seed": seed, "success": success, "return": total, "length": length}
 
 
-def run_policy(config: EvaluateConfig) -> list[dict]:
-    """Per-episode records of ``config.policy`` on ``config.env``, seeds from ``config.seed``."""
+def run_policy(config: EvaluateConfig, frames: list | None = None) -> list[dict]:
+    """Per-episode records of ``config.policy`` on ``config.env``, seeds from ``config.seed``
+    (and their rendered frames, appended to ``frames`` when given)."""
     if config.episodes < 1:
         raise ValueError(f"episodes must be positive, got {config.episodes}")
     seeds = range(config.seed, config.seed + config.episodes)
     plan = plan_policy(config)
     with ExitStack() as stack:
-        env = stack.enter_context(make_env(config, plan))
+        env = stack.enter_context(make_env(config, plan, render=frames is not None))
         twin = None
         if config.env.startswith("WM-"):
             twin_id = f"Phys-{TASKS[task_of(config.env)].name}-v0"
             twin = stack.enter_context(gym.make(twin_id, obs_mode="dict"))
         policy = plan.build(env)
-        return [run_episode(env, policy, seed, twin) for seed in seeds]
+        return [run_episode(env, policy, seed, twin, frames) for seed in seeds]
 
 
 def evaluate(config: EvaluateConfig) -> dict:

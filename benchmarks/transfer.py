@@ -1,0 +1,54 @@
+"""Transfer from a learned simulator to physics: the ladder table and its scatter plot.
+
+python -m benchmarks.transfer [--task grasp] [--model rssm] [--episodes 20] [--policies A,B]
+
+Runs ``wm-envs transfer`` (every policy closed loop on the same held-out seeds in
+``Phys-<Task>-v0`` and ``WM-<Task>-v0``) and writes its table, the correlations with their
+bootstrap intervals, ``results/transfer.png`` and every episode in
+``results/transfer_episodes.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+
+import wm_envs  # noqa: F401  (registers the env ids)
+from benchmarks.common import RESULTS, write_results
+from wm_envs.transfer import TransferConfig, transfer
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--task", default="grasp")
+    parser.add_argument("--model", default="rssm")
+    parser.add_argument("--episodes", type=int, default=20)
+    parser.add_argument("--policies", default="", help="comma-separated; default: the ladder")
+    args = parser.parse_args()
+    out = RESULTS / "transfer_run"
+    config = TransferConfig(
+        task=args.task,
+        model=args.model,
+        policies=args.policies,
+        episodes=args.episodes,
+        out=str(out),
+    )
+    result = transfer(config)
+    rows = [
+        {key: row[key] for key in ("policy", "physics_success", "wm_success", "gap", "agreement")}
+        for row in result["policies"]
+    ]
+    stats = result["correlation"]
+    notes = "; ".join(
+        f"{name} r = {value['r']:.3f} (95% CI {value['ci95'][0]:.3f} to {value['ci95'][1]:.3f})"
+        for name, value in stats.items()
+    )
+    seeds = f"seeds {config.seed}-{config.seed + config.episodes - 1}"
+    write_results("transfer", rows, notes=f"{args.task}, {args.model}, {seeds}: {notes}.")
+    for name in ("transfer.png", "transfer.json"):  # the plot; every episode of both envs
+        shutil.copyfile(out / name, RESULTS / name.replace(".json", "_episodes.json"))
+    shutil.rmtree(out)
+
+
+if __name__ == "__main__":
+    main()
