@@ -10,14 +10,17 @@ from what its heads predict:
 
 * the **critic** predicts a two-hot distribution over symlog-spaced bins of the λ-return
   (λ = 0.95), regularised toward a slow EMA copy of itself, which also gives the bootstrap;
-* the **actor** follows REINFORCE with the critic as baseline: advantages normalised by the
-  5th-95th percentile range of returns (an EMA, at least 1), plus an entropy bonus.
+* the **actor** maximises the normalised λ-returns (5th-95th percentile range of returns,
+  an EMA, at least 1) plus an entropy bonus.
 
-Why REINFORCE rather than back-propagation through the model: imagination then runs under
-``no_grad`` (about three times cheaper on a CPU, where this trains), the straight-through
-discrete latents would give biased gradients, and an actor that follows the model's
-gradient walks straight into its errors -- REINFORCE only exploits what the model's
-*outcomes* reward. DreamerV3 makes the same choice for every action space.
+Actor gradients (``actor_gradient``): ``"backprop"`` (the default) differentiates the returns
+through the frozen model's dynamics -- the RSSM's deterministic path is differentiable, the
+actions are reparameterised; ``"reinforce"`` uses the score function with the critic as
+baseline, as DreamerV3 does for every action space, and keeps imagination under ``no_grad``.
+Measured on Grasp with the shipped RSSM: REINFORCE (entropy 3e-3) learned nothing in 211
+updates (0% on physics), back-propagation (entropy 3e-4) reached 30% on validation seeds
+within 200 updates. Its cost is that the actor follows the model's gradient into the
+model's errors; the number of updates is chosen on validation seeds for that reason.
 
 The policy acts on the world model's features: in ``WM-*`` with ``obs_mode="latent"``, in
 ``Phys-*`` through ``wm_envs.wrappers.LatentObservation`` (the same model's posterior).
@@ -58,7 +61,7 @@ class DreamerConfig:
     data: str = "data"  # Minari root of the real windows imagination starts from
     dataset_id: str = "grasp/mixed-600-v0"
     out: str = "runs/dreamer-grasp"
-    updates: int = 5000  # in total over all resumed runs
+    updates: int = 200  # in total over all resumed runs (chosen on validation seeds)
     starts: int = 256  # imagined trajectories per update
     horizon: int = 15
     context: int = 4  # real frames filtered before imagination starts
@@ -68,8 +71,8 @@ class DreamerConfig:
     lam: float = 0.95
     actor_lr: float = 3e-4
     critic_lr: float = 3e-4
-    entropy: float = 3e-3
-    actor_gradient: str = "reinforce"  # or "backprop": through the model's dynamics
+    entropy: float = 3e-4
+    actor_gradient: str = "backprop"  # through the model's dynamics; or "reinforce"
     hidden: int = 256
     bins: int = 255
     slow_critic: float = 0.02  # EMA rate of the slow critic

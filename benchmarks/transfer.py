@@ -23,7 +23,7 @@ def main() -> None:
     parser.add_argument("--task", default="grasp")
     parser.add_argument("--model", default="rssm")
     parser.add_argument("--episodes", type=int, default=20)
-    parser.add_argument("--policies", default="", help="comma-separated; default: the ladder")
+    parser.add_argument("--policies", default="", help="space-separated specs; default: the ladder")
     args = parser.parse_args()
     out = RESULTS / "transfer_run"
     config = TransferConfig(

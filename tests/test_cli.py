@@ -95,7 +95,7 @@ def test_transfer_runs_the_named_policies_on_both_envs(tiny_checkpoint, tmp_path
         [
             "transfer",
             "--policies",
-            "expert,random",
+            "expert random",
             "--episodes",
             "2",
             "--bootstrap",

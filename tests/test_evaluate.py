@@ -89,7 +89,7 @@ def test_correlations_with_intervals_and_ties():
 def test_transfer_runs_a_ladder_on_both_envs(tiny_checkpoint, tmp_path):
     result = transfer(
         TransferConfig(
-            policies="expert,random",
+            policies="expert random",
             episodes=2,
             seed=11,
             bootstrap=50,

@@ -7,7 +7,7 @@ import zipfile
 from pathlib import Path
 
 import wm_envs
-from wm_envs.assets import CHECKPOINTS
+from wm_envs.assets import AGENTS, CHECKPOINTS
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -29,6 +29,10 @@ def test_wheel_holds_scenes_and_checkpoints_and_installs_them(tmp_path):
     for folder in shipped:
         for part in ("card.json", "model.safetensors"):
             assert f"wm_envs/assets/checkpoints/{folder}/{part}" in names
+    agents = sorted(p.name for p in AGENTS.iterdir() if (p / "card.json").exists())
+    for folder in agents:
+        for part in ("card.json", "agent.safetensors"):
+            assert f"wm_envs/assets/agents/{folder}/{part}" in names
     for scene in ("grasp.xml", "grasp.urdf", "collapse.xml"):
         assert f"wm_envs/assets/{scene}" in names
     # pyproject.toml lists the packages (discovery cannot map assets/): none may be missing
@@ -40,7 +44,7 @@ def test_wheel_holds_scenes_and_checkpoints_and_installs_them(tmp_path):
     subprocess.run(pip + ["install", "--no-deps", "--target", str(target), str(wheel)], check=True)
     probe = (
         f"import sys; sys.path.insert(0, {str(target)!r}); "
-        "from wm_envs.assets import CHECKPOINTS; "
+        "from wm_envs.assets import AGENTS, CHECKPOINTS; "
         "print(CHECKPOINTS, sorted(p.name for p in CHECKPOINTS.iterdir()))"
     )
     result = subprocess.run(

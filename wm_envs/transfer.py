@@ -45,7 +45,7 @@ class TransferConfig:
     task: str = "grasp"
     model: str = "rssm"
     checkpoint: str = ""  # empty = the shipped one
-    policies: str = ""  # comma-separated specs; empty = default_ladder(task)
+    policies: str = ""  # space-separated specs (a spec has commas); empty = default_ladder(task)
     episodes: int = 20
     seed: int = 100_000  # held out: far from the training data's seeds
     bootstrap: int = 2000
@@ -97,7 +97,7 @@ def transfer(config: TransferConfig) -> dict:
     """Run the ladder on both envs; write ``transfer.json`` and ``transfer.png``."""
     if config.task not in TASKS:
         raise ValueError(f"unknown task {config.task!r}; known: {sorted(TASKS)}")
-    policies = [p for p in config.policies.split(",") if p] or list(default_ladder(config.task))
+    policies = config.policies.split() or list(default_ladder(config.task))
     name = TASKS[config.task].name
     rows, flags = [], {"physics": [], "learned": []}
     for policy in policies:
