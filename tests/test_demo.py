@@ -6,7 +6,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
-from wm_envs.checkpoint import shipped_models
+from wm_envs.checkpoint import shipped_agents, shipped_models
 from wm_envs.demo import demo
 
 
@@ -31,3 +31,8 @@ def test_demo_writes_the_physics_video_and_one_comparison_per_shipped_model(tmp_
         report = json.loads((tmp_path / model / "compare.json").read_text())
         assert set(report["headline"]) == {"first_frame", "mid_episode"}
         assert (tmp_path / model / "compare.mp4").exists()
+    # the shipped agent, trained only in its world model, acting on physics
+    assert shipped_agents("grasp") == ["dreamer-grasp"]
+    agent = result["agents"]["dreamer-grasp"]
+    assert len(agent["episodes"]) == 2 and 0 <= agent["success_rate"] <= 1
+    assert (tmp_path / "dreamer-grasp-Phys-Grasp-v0.mp4").stat().st_size > 1000

@@ -53,7 +53,9 @@ def demo(env_id: str = "Phys-Grasp-v0", episodes: int = 20, out: str = "demo_out
         )
         headlines[model] = compare(config)["headline"]
         print(f"written to {config.out}/: compare.json, compare.png, compare.mp4")
-    agents = {name: agent_segment(name, env_id, out) for name in shipped_agents(task)}
+    agents = {
+        name: agent_segment(name, env_id, out, min(episodes, 5)) for name in shipped_agents(task)
+    }
     return {"physics": rows, "learned": headlines, "agents": agents}
 
 
