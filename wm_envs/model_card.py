@@ -13,7 +13,7 @@ import json
 
 def render_model_card(card: dict, weights_bytes: int | None = None) -> str:
     """The Markdown model card of a checkpoint ``card`` (the dict of its card.json)."""
-    for key in ("model", "task", "recipe"):
+    for key in ("model", "task"):  # a card without a recipe renders it as not recorded
         if key not in card:
             raise ValueError(
                 f"a checkpoint card needs {key!r} to render a model card; got {list(card)}"
@@ -25,7 +25,7 @@ def render_model_card(card: dict, weights_bytes: int | None = None) -> str:
         _summary(card, weights_bytes),
         _usage(card),
         _dataset(card.get("dataset", {})),
-        _training_metrics(card.get("metrics", {}), card["recipe"].get("train_config", {})),
+        _training_metrics(card.get("metrics", {}), card.get("recipe", {}).get("train_config", {})),
         _compare(card.get("compare")),
         _section("Notes", "\n\n".join(notes)) if notes else "",
         _recipe(card),
@@ -35,7 +35,7 @@ def render_model_card(card: dict, weights_bytes: int | None = None) -> str:
 
 # -- sections -------------------------------------------------------------------------------
 def _summary(card: dict, weights_bytes: int | None) -> str:
-    recipe = card["recipe"]
+    recipe = card.get("recipe", {})
     runs = _runs(card)
     rows = [
         ("model", f"`{card['model']}` (preset `{recipe.get('preset', '?')}`)"),
@@ -153,7 +153,7 @@ def _recipe(card: dict) -> str:
 
 def _runs(card: dict) -> list[dict]:
     """The recorded earlier runs plus the last one (whose config is the card's own)."""
-    recipe = card["recipe"]
+    recipe = card.get("recipe", {})
     last = {key: recipe.get(key) for key in ("command", "stage", "updates", "wall_time_s")}
     last |= {"config": card.get("config", {}), "fresh_parts": recipe.get("fresh_parts", [])}
     return [*recipe.get("history", []), last]
