@@ -65,8 +65,8 @@ class DreamerConfig:
     starts: int = 256  # imagined trajectories per update
     horizon: int = 15
     context: int = 4  # real frames filtered before imagination starts
-    refresh_every: int = 25  # updates between new pools of start states
-    pool: int = 4096  # start states per pool
+    refresh_every: int = 50  # updates between new pools of start states
+    pool: int = 1024  # start states per pool
     discount: float = 0.985
     lam: float = 0.95
     actor_lr: float = 3e-4
