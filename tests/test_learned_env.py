@@ -13,7 +13,7 @@ from gymnasium.utils.env_checker import check_env
 import wm_envs  # noqa: F401
 from wm_envs.checkpoint import save_checkpoint, shipped_checkpoint
 from wm_envs.demo import play
-from wm_envs.learned_env import twin_interface
+from wm_envs.learned_env import WorldModelEnv
 from wm_envs.models import ModelSpec, build_model
 
 
@@ -322,11 +322,16 @@ def test_a_checkpoint_of_another_engine_is_refused_naming_the_backend(tiny_check
     assert make(tiny_checkpoint, backend="mujoco").reset(seed=0)[0] in env.observation_space
 
 
-def test_the_twin_is_made_once_per_process_and_engine(tiny_checkpoint):
-    twin_interface.cache_clear()
-    for _ in range(3):
-        make(tiny_checkpoint)
-    assert twin_interface.cache_info().misses == 1
+def test_a_learned_env_makes_no_physics_env(tiny_checkpoint, monkeypatch):
+    """Shapes and expert come from the task registry, not from making the twin."""
+    made = []
+    real_make = gym.make
+    monkeypatch.setattr(
+        gym, "make", lambda env_id, **kw: made.append(env_id) or real_make(env_id, **kw)
+    )
+    env = WorldModelEnv("grasp", checkpoint=str(tiny_checkpoint), obs_mode="state")
+    assert env.reset(seed=0)[0] in env.observation_space
+    assert not [env_id for env_id in made if str(env_id).startswith("Phys-")]
 
 
 def vector_trace(envs, seed: int, steps: int) -> list:

@@ -13,7 +13,7 @@ import pytest
 from gymnasium.utils.env_checker import check_env
 
 import wm_envs
-from wm_envs.tasks import phys_envs
+from wm_envs.tasks import TASKS, experts, phys_envs, task_of
 from wm_envs.tasks.grasp import GraspRandomization
 
 PHYS_IDS = sorted(env_id for env_id in gym.registry if env_id.startswith("Phys-"))
@@ -218,3 +218,15 @@ def test_forked_workers_after_rendering_fail_fast_naming_the_fix(tmp_path):
 def test_forkserver_workers_render_after_the_parent_rendered(tmp_path):
     code, output = run_async_after_rendering(tmp_path, "Phys-Grasp-v0", "{}", "forkserver")
     assert code == 0 and "stepped (2, 64, 64, 3)" in output, output
+
+
+@pytest.mark.parametrize(("env_id", "kwargs"), phys_envs())
+def test_the_registry_declares_each_engines_shapes_and_expert(env_id, kwargs):
+    """Learned envs trust these declarations instead of making the physics twin."""
+    task = TASKS[task_of(env_id)]
+    with gym.make(env_id, obs_mode="dict", **kwargs) as env:
+        size = task.image_size
+        assert env.observation_space["image"].shape == (size, size, 3)
+        assert env.observation_space["state"].shape == (task.state_dim,)
+        assert env.action_space.shape == (task.action_dim,)
+        assert env.unwrapped.expert_class is getattr(experts, task.expert)

@@ -10,9 +10,8 @@ policy moves between ``Phys-*`` and ``WM-*`` without a line changed.
 from __future__ import annotations
 
 import math
-from functools import cache
 from numbers import Real
-from typing import Any, NamedTuple
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -24,7 +23,7 @@ from gymnasium.vector.utils import batch_space
 from wm_envs.checkpoint import load_checkpoint, shipped_checkpoint
 from wm_envs.device import resolve_device
 from wm_envs.models.base import State, select_state
-from wm_envs.tasks import TASKS
+from wm_envs.tasks import TASKS, experts
 from wm_envs.tasks.base import check_action, make_observation_space
 
 OBS_MODES = ("dict", "state", "pixels", "rgbd", "latent")
@@ -48,30 +47,6 @@ def check_render_mode(render_mode: str | None) -> None:
     if render_mode is not None and render_mode not in METADATA["render_modes"]:
         raise ValueError(
             f"render_mode must be one of {METADATA['render_modes']}, got {render_mode!r}"
-        )
-
-
-class TwinInterface(NamedTuple):
-    """What a learned env must share with its physics twin."""
-
-    image_shape: tuple[int, ...]
-    state_shape: tuple[int, ...]
-    action_shape: tuple[int, ...]
-    expert_class: type
-
-
-@cache
-def twin_interface(task: str, backend: str | None) -> TwinInterface:
-    """Shapes and expert class of ``Phys-<Task>-v0`` on ``backend`` (None: the default
-    engine). The Grasp entry point picks its env class only when called, so the twin is made
-    (without rendering) once per process and closed."""
-    kwargs = {} if backend is None else {"backend": backend}
-    with gym.make(f"Phys-{TASKS[task].name}-v0", obs_mode="dict", **kwargs) as twin:
-        return TwinInterface(
-            twin.observation_space["image"].shape,
-            twin.observation_space["state"].shape,
-            twin.action_space.shape,
-            twin.unwrapped.expert_class,
         )
 
 
@@ -122,7 +97,7 @@ class LearnedSimulator:
             )
         self._check_twin(task, backend, folder)
         spec = self.model.spec
-        self.expert_class = self._check_spaces(task, backend, spec, folder)
+        self.expert_class = self._check_spaces(task, spec, folder)
         if obs_mode == "rgbd" and not spec.depth:
             raise ValueError(
                 f"obs_mode 'rgbd' needs a checkpoint trained on depth; {folder} "
@@ -189,19 +164,19 @@ class LearnedSimulator:
                 f"{expected or 'its defaults'}; pass {fix} to simulate the twin it learned"
             )
 
-    def _check_spaces(self, task: str, backend: str | None, spec, folder) -> type:
+    def _check_spaces(self, task: str, spec, folder) -> type:
         """Refuse a checkpoint whose shapes (its card's ``spec``) differ from the physics
-        twin's spaces; return the twin's expert class (experts run on the learned env's
-        decoded state too)."""
-        twin = twin_interface(task, backend)
+        twin's (declared in ``TASKS``, the same on every engine: no physics env is made);
+        return the twin's expert class (experts run on the learned env's decoded state too)."""
+        twin = TASKS[task]
         mine = ((spec.image_size, spec.image_size, 3), (spec.state_dim,), (spec.action_dim,))
-        theirs = (twin.image_shape, twin.state_shape, twin.action_shape)
+        theirs = ((twin.image_size, twin.image_size, 3), (twin.state_dim,), (twin.action_dim,))
         if mine != theirs:
             raise ValueError(
                 f"checkpoint {folder} has image/state/action shapes {mine}, but "
-                f"Phys-{TASKS[task].name}-v0 has {theirs}"
+                f"Phys-{twin.name}-v0 has {theirs}"
             )
-        return twin.expert_class
+        return getattr(experts, twin.expert)
 
     @torch.inference_mode()
     def start(

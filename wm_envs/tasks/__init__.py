@@ -14,10 +14,18 @@ class TaskSpec:
     max_episode_steps: int
     #: The default engine (what ``backend=None`` means).
     backend: str
+    #: Shapes every engine's env of the task shares: the state vector and the action, and
+    #: the square image's side. Learned envs check checkpoints against them without making
+    #: a physics env (tests check them against every engine's env).
+    state_dim: int
+    action_dim: int
+    #: The scripted expert's class in ``wm_envs.tasks.experts``.
+    expert: str
     #: Engines besides the default one, chosen with ``gym.make(id, backend=...)``.
     other_backends: tuple[str, ...] = ()
     #: State-vector slice [start, stop) of the position ``compare`` tracks (metres).
     tracked_position: tuple[int, int] | None = None
+    image_size: int = 64
 
 
 TASKS: dict[str, TaskSpec] = {
@@ -26,6 +34,9 @@ TASKS: dict[str, TaskSpec] = {
         "wm_envs.tasks.grasp:make_grasp_env",
         100,
         "mujoco",
+        24,
+        4,
+        "GraspExpert",
         ("pybullet",),
         tracked_position=(7, 10),  # the object
     ),
@@ -34,6 +45,9 @@ TASKS: dict[str, TaskSpec] = {
         "wm_envs.tasks.drive_pybullet:DrivePybulletEnv",
         300,
         "pybullet",
+        34,
+        3,
+        "DriveExpert",
         tracked_position=(0, 2),  # the car
     ),
     "collapse": TaskSpec(
@@ -41,6 +55,9 @@ TASKS: dict[str, TaskSpec] = {
         "wm_envs.tasks.collapse_mujoco:CollapseMujocoEnv",
         150,
         "mujoco",
+        209,
+        4,
+        "CollapseExpert",
         tracked_position=(49, 52),  # the ground-floor slab
     ),
 }
