@@ -19,7 +19,7 @@ import torch
 
 from wm_envs.checkpoint import load_checkpoint, shipped_checkpoint
 from wm_envs.device import resolve_device
-from wm_envs.models.base import State
+from wm_envs.models.base import State, WorldModel
 from wm_envs.tasks import task_of
 from wm_envs.tasks.base import check_action
 
@@ -54,13 +54,12 @@ class LatentObservation(gym.Wrapper, gym.utils.RecordConstructorArgs):
         env_id = env.spec.id if env.spec else ""
         folder = checkpoint or shipped_checkpoint(model, task_of(env_id))
         self.model, self.card, _ = load_checkpoint(folder, self.device)
-        self.keys = ["image", "state"] + (["depth"] if self.model.spec.depth else [])
-        missing = set(self.keys) - set(space.spaces)
+        self.filter = LatentFilter(self.model, self.device)
+        keys = self.filter.keys
+        missing = set(keys) - set(space.spaces)
         if missing:
-            raise ValueError(
-                f"{folder} was trained on {self.keys}; the env lacks {sorted(missing)}"
-            )
-        for key in self.keys:
+            raise ValueError(f"{folder} was trained on {keys}; the env lacks {sorted(missing)}")
+        for key in keys:
             if space[key].shape != self._expected_shape(key):
                 raise ValueError(
                     f"{folder} expects {key!r} of shape {self._expected_shape(key)}, the env "
@@ -69,12 +68,33 @@ class LatentObservation(gym.Wrapper, gym.utils.RecordConstructorArgs):
         self.observation_space = gym.spaces.Box(
             -np.inf, np.inf, (self.model.feature_dim,), np.float32
         )
-        self.state: State | None = None
 
     def _expected_shape(self, key: str) -> tuple[int, ...]:
         spec = self.model.spec
         size = spec.image_size
         return {"image": (size, size, 3), "state": (spec.state_dim,), "depth": (size, size, 1)}[key]
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        obs, info = self.env.reset(seed=seed, options=options)
+        return self.filter.start(obs), info
+
+    def step(self, action: Any):
+        if self.filter.state is None:
+            raise RuntimeError("call reset() before step()")
+        action = check_action(action, self.env.action_space)
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        return self.filter.update(action, obs), reward, terminated, truncated, info
+
+
+class LatentFilter:
+    """A world model's posterior over one env's real observations: ``start(obs)`` at an
+    episode's first frame, then ``update(action, obs)`` each step; both return the features
+    [feature_dim] of the state (what a latent policy acts on)."""
+
+    def __init__(self, model: WorldModel, device: torch.device) -> None:
+        self.model, self.device = model, device
+        self.keys = ["image", "state"] + (["depth"] if model.spec.depth else [])
+        self.state: State | None = None
 
     def _batch(self, obs: dict, frames: bool) -> dict[str, torch.Tensor]:
         """One real observation as model input: [1, 1, ...] for ``init_state``, else [1, ...]."""
@@ -86,21 +106,15 @@ class LatentObservation(gym.Wrapper, gym.utils.RecordConstructorArgs):
         return batch
 
     @torch.inference_mode()
+    def start(self, obs: dict) -> np.ndarray:
+        self.state = self.model.init_state(self._batch(obs, frames=True))
+        return self._features()
+
+    @torch.inference_mode()
+    def update(self, action: np.ndarray, obs: dict) -> np.ndarray:
+        tensor = torch.as_tensor(action, dtype=torch.float32, device=self.device)[None]
+        self.state = self.model.observe(self.state, tensor, self._batch(obs, frames=False))
+        return self._features()
+
     def _features(self) -> np.ndarray:
         return self.model.features(self.state)[0].float().cpu().numpy()
-
-    def reset(self, *, seed: int | None = None, options: dict | None = None):
-        obs, info = self.env.reset(seed=seed, options=options)
-        with torch.inference_mode():
-            self.state = self.model.init_state(self._batch(obs, frames=True))
-        return self._features(), info
-
-    def step(self, action: Any):
-        if self.state is None:
-            raise RuntimeError("call reset() before step()")
-        action = check_action(action, self.env.action_space)
-        obs, reward, terminated, truncated, info = self.env.step(action)
-        with torch.inference_mode():
-            tensor = torch.as_tensor(action, dtype=torch.float32, device=self.device)[None]
-            self.state = self.model.observe(self.state, tensor, self._batch(obs, frames=False))
-        return self._features(), reward, terminated, truncated, info
