@@ -51,6 +51,7 @@ from wm_envs.device import resolve_device
 from wm_envs.models.base import State, WorldModel
 from wm_envs.models.layers import mlp
 from wm_envs.train import Logger, StopRequest
+from wm_envs.wrappers import LatentFilter
 
 AGENT_FORMAT = "wm-envs-agent/1"
 
@@ -486,6 +487,39 @@ class DreamerPolicy:
     def __call__(self, features: np.ndarray) -> np.ndarray:
         tensor = torch.as_tensor(features, dtype=torch.float32, device=self.device)[None]
         return self.actor.act(tensor)[0].cpu().numpy().astype(np.float32)
+
+
+class DreamerOnObservations:
+    """A trained agent acting on a physics env's dict observations directly: it filters them
+    with its own world model (``LatentFilter``), and with ``seed`` samples its actions (the
+    exploration the Dreamer loop collects) instead of taking the mean."""
+
+    def __init__(self, folder: str | Path, seed: int | None = None, device: str = "auto") -> None:
+        self.policy = DreamerPolicy(folder, device)
+        model, _, _ = load_checkpoint(self.policy.world_model, self.policy.device)
+        self.filter = LatentFilter(model, self.policy.device)
+        self.generator = None
+        if seed is not None:
+            self.generator = torch.Generator(self.policy.device).manual_seed(seed)
+
+    def reset(self) -> None:
+        self.action = None
+
+    @torch.inference_mode()
+    def __call__(self, obs: dict) -> np.ndarray:
+        if self.action is None:
+            features = self.filter.start(obs)
+        else:
+            features = self.filter.update(self.action, obs)
+        tensor = torch.as_tensor(features, device=self.policy.device)[None]
+        policy = self.policy.actor.distribution(tensor)
+        if self.generator is None:
+            action = policy.mean
+        else:
+            noise = torch.randn(policy.mean.shape, generator=self.generator, device=tensor.device)
+            action = policy.mean + policy.stddev * noise
+        self.action = action.clamp(-1.0, 1.0)[0].cpu().numpy().astype(np.float32)
+        return self.action
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,5 +1,8 @@
 """Dreamer in imagination: λ-returns, the two-hot critic, updates, checkpoints and resume."""
 
+import shutil
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -15,7 +18,10 @@ from wm_envs.agents.dreamer import (
     symlog,
 )
 from wm_envs.assets import CHECKPOINTS
+from wm_envs.data import CollectConfig, collect
+from wm_envs.data.windows import WindowDataset
 from wm_envs.evaluate import EvaluateConfig, evaluate
+from wm_envs.train import episode_seeds
 
 
 def config_for(tiny_checkpoint, tiny_dataset, out, **changes):
@@ -103,3 +109,24 @@ def test_training_checkpoints_resumes_and_the_policy_acts(tiny_checkpoint, tiny_
     for env in ("Phys-Grasp-v0", "WM-Grasp-v0"):
         result = evaluate(EvaluateConfig(policy=str(out), env=env, episodes=1, seed=9))
         assert result["episodes"][0]["length"] >= 1
+
+
+def test_the_dreamer_loop_collects_agent_episodes_to_train_on(
+    tiny_checkpoint, tiny_dataset, tmp_path
+):
+    """The loop's data step: the agent's own physics episodes, and windows over them and the
+    original data together ("+"-joined ids), whose seeds the card will keep."""
+    root, dataset_id = tiny_dataset
+    out = tmp_path / "agent"
+    DreamerRun(config_for(tiny_checkpoint, tiny_dataset, out, updates=1)).run()
+    agent_root = tmp_path / "data"
+    for name in (dataset_id,):  # the original data beside the agent's, in one root
+        shutil.copytree(Path(root) / name, agent_root / name)
+    config = CollectConfig(episodes=2, policy="agent", agent=str(out), seed=500)
+    collect(config, agent_root, "grasp/agent-v0", workers=1, previews=0)
+    both = WindowDataset(agent_root, f"{dataset_id}+grasp/agent-v0", 4, "train")
+    val = WindowDataset(agent_root, f"{dataset_id}+grasp/agent-v0", 4, "val")
+    assert len(both.episode_ids) + len(val.episode_ids) == 6 + 2
+    assert {500, 501} <= set(episode_seeds(agent_root, f"{dataset_id}+grasp/agent-v0"))
+    with pytest.raises(ValueError, match="--agent"):
+        CollectConfig(policy="agent")

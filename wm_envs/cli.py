@@ -85,7 +85,10 @@ def main(argv: list[str] | None = None) -> None:
     collect = commands.add_parser("collect", help="collect a Minari dataset from a Phys-* env")
     collect.add_argument("--env", default="Phys-Grasp-v0")
     collect.add_argument("--episodes", type=int, default=100)
-    collect.add_argument("--policy", default="mixed", choices=["expert", "random", "mixed"])
+    collect.add_argument(
+        "--policy", default="mixed", choices=["expert", "random", "mixed", "agent"]
+    )
+    collect.add_argument("--agent", default="", help="the agent policy's folder or shipped name")
     collect.add_argument("--noise", type=float, default=0.2, help="expert action noise std")
     collect.add_argument("--seed", type=int, default=0)
     collect.add_argument("--obs-mode", default="dict", choices=["dict", "rgbd"])
@@ -140,6 +143,7 @@ def main(argv: list[str] | None = None) -> None:
             noise=args.noise,
             seed=args.seed,
             obs_mode=args.obs_mode,
+            agent=args.agent,
         )
         run_collect(config, args.out, args.dataset_id, args.workers, args.backend)
     elif args.command == "play":

@@ -39,8 +39,7 @@ from wm_envs.checkpoint import (
     save_checkpoint,
 )
 from wm_envs.config import add_config_arguments, parse_overrides
-from wm_envs.data.minari_io import open_dataset
-from wm_envs.data.windows import WindowDataset
+from wm_envs.data.windows import WindowDataset, open_datasets
 from wm_envs.device import resolve_device
 from wm_envs.eval.metrics import open_loop, psnr
 from wm_envs.models import ModelSpec, build_model
@@ -113,10 +112,13 @@ def seed_ranges(seeds: list[int]) -> list[list[int]]:
 
 
 def episode_seeds(root: str | Path, dataset_id: str) -> list[int]:
-    """The reset seed of every episode of a collected dataset (train and validation)."""
-    dataset = open_dataset(root, dataset_id)
-    metadata = dataset.storage.get_episode_metadata(range(dataset.total_episodes))
-    seeds = [episode.get("seed") for episode in metadata]
+    """The reset seed of every episode of a collected dataset (train and validation; of
+    each dataset of a "+"-joined id)."""
+    seeds = [
+        episode.get("seed")
+        for dataset in open_datasets(root, dataset_id)
+        for episode in dataset.storage.get_episode_metadata(range(dataset.total_episodes))
+    ]
     if None in seeds:
         raise ValueError(
             f"dataset {dataset_id!r} under {root} has episodes without a reset seed; "

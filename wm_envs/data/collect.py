@@ -14,6 +14,7 @@ import multiprocessing
 import shutil
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
+from functools import cache
 from pathlib import Path
 
 import gymnasium as gym
@@ -24,7 +25,7 @@ from wm_envs.io import atomic_path, write_json, write_video
 from wm_envs.tasks import task_of
 from wm_envs.tasks.experts import make_expert
 
-POLICIES = ("expert", "random", "mixed")
+POLICIES = ("expert", "random", "mixed", "agent")
 
 
 @dataclass(frozen=True)
@@ -37,10 +38,13 @@ class CollectConfig:
     noise: float = 0.2  # std of the expert's Gaussian action noise ("expert" policy)
     seed: int = 0  # episode i is reset with seed + i
     obs_mode: str = "dict"
+    agent: str = ""  # the "agent" policy: a trained agent's folder or shipped name
 
     def __post_init__(self) -> None:
         if self.policy not in POLICIES:
             raise ValueError(f"policy must be one of {POLICIES}, got {self.policy!r}")
+        if (self.policy == "agent") != bool(self.agent):
+            raise ValueError("--agent names the agent the 'agent' policy runs, and only that")
         if self.env_id not in gym.registry:
             known = sorted(i for i in gym.registry if i.startswith("Phys-"))
             raise ValueError(f"unknown env id {self.env_id!r}; known: {known}")
@@ -75,11 +79,15 @@ class MixedPolicy:
 
     ``mixed``: 50% noisy expert (noise std 0.05-0.3), 35% a deliberately failed attempt (the
     expert for a random number of steps, then smooth random actions), 15% smooth random.
+    ``agent``: a trained agent sampling its actions (the Dreamer loop's data).
     """
 
     def __init__(self, env: gym.Env, config: CollectConfig, episode_seed: int) -> None:
         self.rng = np.random.default_rng([episode_seed, 7919])
         kind = config.policy
+        self.agent = None
+        if kind == "agent":
+            self.agent = agent_policy(config.agent, episode_seed)
         if kind == "mixed":
             kind = str(self.rng.choice(["expert", "failed", "random"], p=[0.5, 0.35, 0.15]))
         noise = config.noise if config.policy == "expert" else float(self.rng.uniform(0.05, 0.3))
@@ -92,14 +100,37 @@ class MixedPolicy:
 
     @property
     def description(self) -> dict:
+        if self.agent is not None:
+            return {"kind": "agent", "agent": self.agent.policy.card["recipe"]["command"]}
         return {"kind": self.kind, "noise": self.expert.noise, "switch_step": self.switch_step}
 
     def __call__(self, obs) -> np.ndarray:
+        if self.agent is not None:
+            return self.agent(obs)
         self.steps += 1
         use_expert = self.kind == "expert" or (
             self.kind == "failed" and self.steps <= self.switch_step
         )
         return self.expert(obs) if use_expert else self.random(obs)
+
+
+@cache
+def _loaded_agent(folder: str):
+    from wm_envs.agents.dreamer import DreamerOnObservations
+    from wm_envs.evaluate import agent_folder
+
+    found = agent_folder(folder)
+    if found is None:
+        raise ValueError(f"--agent {folder!r} is neither a shipped agent nor an agent folder")
+    return DreamerOnObservations(found, seed=0, device="cpu")
+
+
+def agent_policy(folder: str, episode_seed: int):
+    """The agent (loaded once per process) with its sampling seeded for this episode."""
+    agent = _loaded_agent(folder)
+    agent.generator.manual_seed(episode_seed)
+    agent.reset()
+    return agent
 
 
 def run_episode(env: gym.Env, config: CollectConfig, index: int) -> dict:

@@ -10,6 +10,7 @@ Images stay uint8 until a batch is built.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -38,17 +39,23 @@ class WindowDataset(torch.utils.data.Dataset):
     ) -> None:
         if split not in ("train", "val"):
             raise ValueError(f"split must be 'train' or 'val', got {split!r}")
-        dataset = open_dataset(root, dataset_id)
+        datasets = open_datasets(root, dataset_id)
         self.dataset_id, self.length = dataset_id, length
-        self.env_spec = dataset.spec.env_spec
-        order = np.random.default_rng(split_seed).permutation(dataset.total_episodes)
+        self.env_spec = datasets[0].spec.env_spec
+        # every episode as (dataset, index); the split permutes them all together
+        episodes = [
+            (d, i) for d, dataset in enumerate(datasets) for i in range(dataset.total_episodes)
+        ]
+        order = np.random.default_rng(split_seed).permutation(len(episodes))
         n_val = max(1, round(val_fraction * len(order))) if len(order) > 1 else 0
         chosen = np.sort(order[:n_val] if split == "val" else order[n_val:])
         self.episode_ids = chosen
         columns: dict[str, list[np.ndarray]] = {}
-        for episode in dataset.iterate_episodes(chosen):
-            for key, value in _replay_layout(episode).items():
-                columns.setdefault(key, []).append(value)
+        for d, dataset in enumerate(datasets):
+            picked = [episodes[j][1] for j in chosen if episodes[j][0] == d]
+            for episode in dataset.iterate_episodes(picked):
+                for key, value in _replay_layout(episode).items():
+                    columns.setdefault(key, []).append(value)
         self.data = {key: np.concatenate(parts) for key, parts in columns.items()}
         total = len(self.data["reward"])
         if total < length:
@@ -82,6 +89,20 @@ class WindowDataset(torch.utils.data.Dataset):
         picks = self.starts[generator.integers(len(self.starts), size=batch_size)]
         rows = picks[:, None] + np.arange(self.length)  # [B, T]
         return {key: torch.from_numpy(value[rows]) for key, value in self.data.items()}
+
+
+def open_datasets(root: str | Path, dataset_id: str) -> list:
+    """The datasets ``dataset_id`` names: one id, or several joined by "+" (e.g. the
+    original data plus an agent's episodes), which must come from the same env."""
+    datasets = [open_dataset(root, part) for part in dataset_id.split("+")]
+    specs = {
+        (d.spec.env_spec.id, json.dumps(d.spec.env_spec.kwargs, sort_keys=True)) for d in datasets
+    }
+    if len(specs) > 1:
+        raise ValueError(
+            f"the datasets of {dataset_id!r} come from different envs: {sorted(specs)}"
+        )
+    return datasets
 
 
 def _replay_layout(episode) -> dict[str, np.ndarray]:
