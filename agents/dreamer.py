@@ -454,6 +454,18 @@ def shipped_name(folder: str | Path) -> str | None:
     return path.name if path.parent == CHECKPOINTS.resolve() else None
 
 
+def world_model_folder(card: dict, folder: Path) -> Path:
+    """The world model an agent card names: bundled in the agent's folder (an agent trained
+    in a world model fine-tuned for it, the Dreamer loop's), a shipped one by name, or the
+    path it was trained with."""
+    world_model = card["world_model"]
+    if world_model.get("bundled"):
+        return folder / world_model["bundled"]
+    if world_model.get("shipped"):
+        return CHECKPOINTS / world_model["shipped"]
+    return Path(world_model["checkpoint"])
+
+
 def load_agent_weights(modules: dict[str, nn.Module], agent, path: Path) -> None:
     """Fill ``modules`` (and the return scale) from an agent's safetensors file."""
     tensors = load_file(str(path))
@@ -472,9 +484,7 @@ class DreamerPolicy:
 
     def __init__(self, folder: str | Path, device: str = "auto") -> None:
         self.card, part = read_unit(folder, AGENT_FORMAT)
-        world_model = self.card["world_model"]
-        shipped = world_model.get("shipped")
-        self.world_model = str(CHECKPOINTS / shipped) if shipped else world_model["checkpoint"]
+        self.world_model = str(world_model_folder(self.card, Path(folder)))
         self.device = resolve_device(device)
         config = DreamerConfig(**self.card["config"])
         self.actor = Actor(self.card["feature_dim"], config.hidden, self.card["action_dim"])

@@ -33,6 +33,8 @@ def test_wheel_holds_scenes_and_checkpoints_and_installs_them(tmp_path):
     for folder in agents:
         for part in ("card.json", "agent.safetensors"):
             assert f"wm_envs/assets/agents/{folder}/{part}" in names
+        if (AGENTS / folder / "world_model").exists():  # a bundled, fine-tuned world model
+            assert f"wm_envs/assets/agents/{folder}/world_model/model.safetensors" in names
     for scene in ("grasp.xml", "grasp.urdf", "collapse.xml"):
         assert f"wm_envs/assets/{scene}" in names
     # pyproject.toml lists the packages (discovery cannot map assets/): none may be missing
