@@ -292,6 +292,7 @@ class DreamerRun:
         self.rng = np.random.default_rng(config.seed)
         self.generator = torch.Generator(self.device).manual_seed(config.seed)
         self.step, self.elapsed, self.metrics = 0, 0.0, {}
+        self.pool: State | None = None  # start states [P, ...]
         if (self.out / AGENT_CARD).exists():
             self._resume()
 
@@ -391,24 +392,28 @@ class DreamerRun:
             states.append(self.agent.model.init_state(context, chunk["action"]))
         return {key: torch.cat([s[key] for s in states]) for key in states[0]}
 
+    def update(self) -> dict[str, float]:
+        """One update from ``starts`` states of the current pool (a new pool every
+        ``refresh_every`` updates, and first of all)."""
+        c = self.config
+        if self.pool is None or self.step % c.refresh_every == 0:
+            self.pool = self.start_pool()
+        rows = torch.randint(c.pool, (c.starts,), generator=self.generator, device=self.device)
+        metrics = self.agent.update({key: value[rows] for key, value in self.pool.items()})
+        self.step += 1
+        return metrics
+
     def run(self) -> dict[str, float]:
         c = self.config
         print(f"dreamer in {c.world_model}: {asdict(c)}")
         logger = Logger(self.out)
         run_start = last = time.time()
-        pool = None
         with (
             StopRequest() as stop,
             tqdm(total=c.updates, initial=self.step, unit="upd", desc="dreamer") as bar,
         ):
             while self.step < c.updates:
-                if pool is None or self.step % c.refresh_every == 0:
-                    pool = self.start_pool()
-                rows = torch.randint(
-                    c.pool, (c.starts,), generator=self.generator, device=self.device
-                )
-                metrics = self.agent.update({key: value[rows] for key, value in pool.items()})
-                self.step += 1
+                metrics = self.update()
                 now = time.time()
                 self.elapsed += now - last
                 last = now

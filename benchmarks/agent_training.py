@@ -26,14 +26,13 @@ from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
-import torch
 from stable_baselines3 import PPO
 
 import wm_envs  # noqa: F401  (registers the env ids)
 from benchmarks.common import RESULTS, write_results
 from wm_envs.agents.dreamer import DreamerConfig, DreamerRun
 from wm_envs.assets import CHECKPOINTS
-from wm_envs.evaluate import EvaluateConfig, run_policy
+from wm_envs.evaluate import EvaluateConfig, run_episode, run_policy
 from wm_envs.io import write_json
 
 TARGET = 0.8
@@ -50,17 +49,11 @@ def dreamer_curve(minutes: float, eval_every_s: float, episodes: int, folder: Pa
     )
     run = DreamerRun(config)
     physics_steps = run.world_card["dataset"]["train_steps"]
-    curve, trained, pool = [], 0.0, None
+    curve, trained = [], 0.0
     while trained < 60 * minutes:
         start = time.perf_counter()
         while time.perf_counter() - start < eval_every_s:
-            if pool is None or run.step % config.refresh_every == 0:
-                pool = run.start_pool()
-            rows = torch.randint(
-                config.pool, (config.starts,), generator=run.generator, device=run.device
-            )
-            run.agent.update({key: value[rows] for key, value in pool.items()})
-            run.step += 1
+            run.update()
         trained += time.perf_counter() - start
         run.save()
         success = physics_success(str(folder), episodes)
@@ -92,7 +85,10 @@ def ppo_curve(minutes: float, eval_every_s: float, episodes: int) -> dict:
             agent.learn(chunk, reset_num_timesteps=False)
             steps += chunk
         trained += time.perf_counter() - start
-        success = np.mean([ppo_episode(agent, evaluation, SEED + i) for i in range(episodes)])
+        policy = PPOPolicy(agent)
+        success = np.mean(
+            [run_episode(evaluation, policy, SEED + i)["success"] for i in range(episodes)]
+        )
         curve.append({"minutes": trained / 60, "physics_steps": steps, "success": success})
         print(f"ppo {trained / 60:.1f} min, {steps} steps: {success:.0%}", flush=True)
         if success >= TARGET:
@@ -100,13 +96,17 @@ def ppo_curve(minutes: float, eval_every_s: float, episodes: int) -> dict:
     return {"curve": curve, "rate": steps / trained, "physics_steps": steps}
 
 
-def ppo_episode(agent: PPO, env: gym.Env, seed: int) -> bool:
-    obs, _ = env.reset(seed=seed)
-    done, success = False, False
-    while not done:
-        obs, _, terminated, truncated, info = env.step(agent.predict(obs, deterministic=True)[0])
-        success, done = success or info["is_success"], terminated or truncated
-    return success
+class PPOPolicy:
+    """An SB3 agent as the ``reset()`` / ``obs -> action`` policy ``run_episode`` drives."""
+
+    def __init__(self, agent: PPO) -> None:
+        self.agent = agent
+
+    def reset(self) -> None:
+        """PPO's MlpPolicy keeps no memory."""
+
+    def __call__(self, obs):
+        return self.agent.predict(obs, deterministic=True)[0]
 
 
 def summary(name: str, result: dict, unit: str) -> dict:

@@ -11,7 +11,6 @@ termination head fires).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass
@@ -25,7 +24,7 @@ from wm_envs.agents.dreamer import AGENT_FORMAT, DreamerPolicy
 from wm_envs.agents.planner import LatentPlanner, PlannerConfig
 from wm_envs.agents.scripted import ScriptedPolicy
 from wm_envs.assets import AGENTS
-from wm_envs.checkpoint import load_checkpoint, read_card, shipped_checkpoint
+from wm_envs.checkpoint import load_checkpoint, read_card, read_unit_card, shipped_checkpoint
 from wm_envs.config import parse_settings
 from wm_envs.device import resolve_device
 from wm_envs.io import write_json
@@ -56,11 +55,13 @@ class PolicyPlan:
 
 def agent_folder(spec: str) -> Path | None:
     """The folder of a trained agent that ``spec`` names (a shipped agent's name, or a
-    folder holding an agent card); None if it names none."""
+    folder holding an agent card); None if it names no folder with a card."""
     for folder in (AGENTS / spec, Path(spec)):
-        card = folder / "card.json"
-        if card.is_file() and json.loads(card.read_text()).get("format") == AGENT_FORMAT:
-            return folder
+        try:
+            read_unit_card(folder, AGENT_FORMAT)  # a card of another kind is refused by name
+        except FileNotFoundError:
+            continue
+        return folder
     return None
 
 
