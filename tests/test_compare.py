@@ -11,6 +11,7 @@ import torch
 
 from wm_envs.eval.compare import (
     CompareConfig,
+    baseline_states,
     check_held_out,
     compare,
     headline,
@@ -18,6 +19,7 @@ from wm_envs.eval.compare import (
     split_seeds,
 )
 from wm_envs.eval.metrics import foreground_psnr, psnr, static_background
+from wm_envs.tasks import TASKS, tracked_errors
 
 
 def checkpoint_with_seed_ranges(tiny_checkpoint, folder, seed_ranges):
@@ -42,6 +44,8 @@ def test_compare_writes_metrics_plot_and_video(tiny_checkpoint, tmp_path):
         out=str(tmp_path),
         device="cpu",
         record=True,
+        reanchor_every=2,
+        long_steps=(5, 10_000),
     )
     report = compare(config)
     saved = json.loads((tmp_path / "compare.json").read_text())
@@ -57,11 +61,45 @@ def test_compare_writes_metrics_plot_and_video(tiny_checkpoint, tmp_path):
         assert {"fg_psnr_1", "copy_fg_psnr_3", "copy_psnr_1"} <= set(row)
         # one expert (succeeds) and one random episode (fails): a constant guess gets half
         assert row["constant_success_agreement"] == 0.5
+    # the long-horizon errors at step 5 (no episode reaches step 10000), open loop and
+    # re-anchored every 2 steps, each beside the copy of its last real state (a rollout the
+    # tiny model's learned termination ended has no error there)
+    kinds = ("open_loop", "open_loop_copy", "reanchored", "reanchored_copy")
+    assert (
+        {"open_loop_copy_position_cm_5", "reanchored_copy_position_cm_5"}
+        <= set(saved["long_horizon"])
+        <= {f"{kind}_position_cm_5" for kind in kinds}
+    )
+    assert all(value >= 0 for value in saved["long_horizon"].values())
+    assert card_headline_has_baselines(saved["headline"]["mid_episode"], "position_cm", 3)
     assert (tmp_path / "compare.png").stat().st_size > 1000
     assert (tmp_path / "compare.mp4").stat().st_size > 1000
     card = json.loads((checkpoint / "card.json").read_text())
     assert card["compare"]["headline"] == saved["headline"]
     assert card["compare"]["config"]["split"] == "test"
+
+
+def card_headline_has_baselines(row: dict, key: str, horizon: int) -> bool:
+    return {f"{key}_{horizon}", f"copy_{key}_{horizon}", f"velocity_{key}_{horizon}"} <= set(row)
+
+
+def test_velocity_baseline_extrapolates_the_last_real_change():
+    states = np.arange(12, dtype=float).reshape(6, 2)  # each step adds 2 to both entries
+    baselines = baseline_states(states, start=3, steps=2)
+    assert baselines["copy"].tolist() == [[6, 7], [6, 7]]
+    assert baselines["velocity"].tolist() == [[8, 9], [10, 11]]
+    assert baseline_states(states, start=0, steps=1)["velocity"].tolist() == [[0, 1]]
+
+
+def test_every_task_declares_tracked_errors_that_vanish_on_the_truth():
+    for name, task in TASKS.items():
+        states = np.random.default_rng(0).normal(size=(4, task.state_dim))
+        states[:, 9] = 1.0  # Collapse's initial height
+        errors = tracked_errors(name, states, states)
+        assert errors and all(value.shape == (4,) for value in errors.values())
+        assert all(np.allclose(value, 0) for value in errors.values())
+        moved = tracked_errors(name, states + 0.01, states)
+        assert any((value > 0).all() for value in moved.values())
 
 
 def test_foreground_psnr_scores_only_pixels_off_the_background():
@@ -102,7 +140,8 @@ def test_constant_success_baseline_is_the_better_constant_guess():
         key: [20.0, 18.0]
         for key in ("psnr", "copy_psnr", "fg_psnr", "copy_fg_psnr", "ssim", "reward_error")
     }
-    curves |= {"position_cm": [1.0, 2.0], "copy_position_cm": [2.0, 3.0]}
+    curves |= {"position_cm": [1.0, 2.0]}
+    curves |= {"copy_position_cm": [2.0, 3.0], "velocity_position_cm": [2.0, 3.0]}
     for true_rate, constant in ((0.25, 0.75), (0.5, 0.5), (0.9, 0.9)):
         summary = {"start": {**curves, "success_agrees": 0.6, "true_success": true_rate}}
         row = headline(summary, horizon=2)["start"]
@@ -156,6 +195,7 @@ def test_mid_episode_start_is_just_before_the_object_moves():
     assert mid_episode_start(states, slice(7, 10), horizon=15) == 11
     assert mid_episode_start(np.zeros((30, 24)), slice(7, 10), horizon=15) == 14
     assert mid_episode_start(np.zeros((10, 24)), slice(7, 10), horizon=15) == 0
+    assert mid_episode_start(states, None, horizon=15) == 14  # no trigger: the middle
 
 
 def test_unknown_task_is_refused(tmp_path):

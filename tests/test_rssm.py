@@ -154,3 +154,23 @@ def test_decode_on_cuda_matches_the_cpu(tiny_dataset):
         on_cpu = model.decode(state)["image"]
         on_cuda = model.cuda().decode({k: v.cuda() for k, v in state.items()})["image"]
     assert (on_cuda.cpu().int() - on_cpu.int()).abs().max() <= 1
+
+
+def test_without_a_background_the_decoder_paints_every_pixel(tiny_dataset):
+    """A moving camera (Drive) leaves no static background: with background="none" the
+    median frame is not fitted and the rendered frame does not depend on it."""
+    batch = WindowDataset(*tiny_dataset, 6).sample(2, np.random.default_rng(0))
+    model = tiny_model(background="none", foreground_weight=0.0)
+    model.prepare(batch)
+    assert model.background.abs().sum() == 0
+    features = torch.randn(2, model.feature_dim)
+    with torch.no_grad():
+        before = model._render(features)
+        model.background.fill_(0.3)
+        assert torch.equal(model._render(features), before)
+        loss, _ = model.loss(batch)
+    assert torch.isfinite(loss)
+    with pytest.raises(ValueError, match="foreground_weight=0"):
+        tiny_model(background="none")
+    with pytest.raises(ValueError, match="'static' or 'none'"):
+        tiny_model(background="learned")

@@ -43,7 +43,7 @@ from wm_envs.data.windows import WindowDataset, open_datasets
 from wm_envs.device import resolve_device
 from wm_envs.eval.metrics import open_loop, psnr
 from wm_envs.models import ModelSpec, build_model
-from wm_envs.tasks import task_of
+from wm_envs.tasks import TASKS, task_of
 
 
 @dataclass
@@ -127,6 +127,12 @@ def episode_seeds(root: str | Path, dataset_id: str) -> list[int]:
     return [int(seed) for seed in seeds]
 
 
+def task_model_settings(dataset_id: str, model: str) -> dict:
+    """The config defaults the dataset's task declares for ``model`` (``TaskSpec``)."""
+    task = TASKS.get(dataset_id.split("/")[0])
+    return dict(task.model_settings.get(model, {})) if task else {}
+
+
 def _spec_from(dataset: WindowDataset) -> ModelSpec:
     data = dataset.data
     return ModelSpec(
@@ -175,6 +181,7 @@ class Trainer:
         self.spec = _spec_from(self.train_data)
         self.seed_ranges = seed_ranges(episode_seeds(config.data, config.dataset_id))
         torch.manual_seed(config.seed)
+        overrides = {**task_model_settings(config.dataset_id, config.model), **(overrides or {})}
         self.model = build_model(config.model, self.spec, config.preset, overrides)
         unknown = {p.partition("=")[0].strip() for p in config.stage_steps.split(",") if p}
         if unknown - set(self.model.stages):
@@ -182,7 +189,7 @@ class Trainer:
                 f"--stage-steps names {sorted(unknown - set(self.model.stages))}; "
                 f"{config.model} trains the stages {self.model.stages}"
             )
-        self.overrides = overrides or {}
+        self.overrides = overrides
         self.stage, self.step, self.elapsed = 0, 0, 0.0
         self.rng = np.random.default_rng([config.seed, self.rank])
         self.metrics: dict[str, float] = {}

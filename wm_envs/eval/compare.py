@@ -7,9 +7,17 @@ episodes) or smooth random actions (odd episodes). ``WM-<Task>-v0`` then starts 
 frames of that episode -- the first frame, and a mid-episode frame just before the tracked
 object first moves, where a still frame stops being a good guess -- and replays the same
 actions open-loop to the end of the episode. Reported against the horizon: image PSNR and
-SSIM, foreground PSNR, tracked-position error (cm), reward error; per rollout: success
-agreement. Baselines on the same steps: repeating the start frame (and its state), and for
-success the best constant guess (always "fail" or always "succeed").
+SSIM, foreground PSNR, the errors the task declares it tracks (``TaskSpec.tracked``: the object's
+position for Grasp; the car's position and heading for Drive; the remaining height fraction and
+block positions for Collapse), reward error; per rollout: success agreement. Baselines on the
+same steps: repeating the start frame and its state ("copy"), the state extrapolated at the
+velocity of the last two real states ("velocity"; the copy at an episode's first frame), and
+for success the best constant guess (always "fail" or always "succeed").
+
+Long episodes (Drive's 300 steps) also get their tracked errors at ``long_steps`` (50 and 100)
+two ways: open loop from the first frame, and re-anchored on the real frames every
+``reanchor_every`` steps (as a user who resyncs a learned env with physics would), each beside
+the copy of the last real state it saw.
 
 Foreground PSNR scores only the pixels that differ from the background in the true or the
 predicted frame (``metrics.foreground_psnr``). The background is the same for every model:
@@ -38,7 +46,7 @@ from wm_envs.data.collect import SmoothRandomPolicy
 from wm_envs.eval.metrics import foreground_psnr, psnr, ssim, static_background
 from wm_envs.io import atomic_path, write_json, write_video
 from wm_envs.learned_env import LearnedSimulator
-from wm_envs.tasks import TASKS
+from wm_envs.tasks import TASKS, tracked_errors
 from wm_envs.tasks.experts import make_expert
 
 SPLITS = {"val": (90_000, 99_999), "test": (100_000, 199_999)}  # inclusive reset seeds
@@ -54,6 +62,8 @@ class CompareConfig:
     allow_train_seeds: bool = False  # compare even on seeds the training data may hold
     horizon: int = 15
     context: int = 4  # real frames the model sees before a mid-episode start
+    reanchor_every: int = 15  # steps between re-anchorings of the long-horizon rollout
+    long_steps: tuple[int, ...] = (50, 100)  # episode steps the long-horizon errors are read at
     expert_noise: float = 0.3
     videos: int = 4
     out: str = "compare_out"
@@ -152,13 +162,16 @@ def held_out_episodes(task: str, seed: int, count: int, noise: float) -> list[di
     ]
 
 
-def mid_episode_start(states: np.ndarray, position: slice, horizon: int) -> int:
-    """The step before the tracked position first moves by 5 mm (else mid-episode)."""
+def mid_episode_start(states: np.ndarray, trigger: slice | None, horizon: int) -> int:
+    """The step before the ``trigger`` position first moves by 5 mm (else, or with no
+    trigger, the middle of the episode), leaving ``horizon`` steps after it."""
     last = len(states) - 1 - horizon
     if last < 1:
         return 0
-    moved = np.linalg.norm(states[:, position] - states[0, position], axis=1) > 0.005
-    first = int(np.argmax(moved)) if moved.any() else len(states) // 2
+    first = len(states) // 2
+    if trigger is not None:
+        moved = np.linalg.norm(states[:, trigger] - states[0, trigger], axis=1) > 0.005
+        first = int(np.argmax(moved)) if moved.any() else first
     return int(np.clip(first - 1, 1, last))
 
 
@@ -170,11 +183,16 @@ def clip_around(images: np.ndarray, start: int, context: int, after: int = 4) ->
 
 
 def rollout_learned(
-    simulator: LearnedSimulator, episodes: list[dict], starts: list[int], context: int
+    simulator: LearnedSimulator,
+    episodes: list[dict],
+    starts: list[int],
+    context: int,
+    max_steps: int | None = None,
 ) -> list[dict]:
     """Start the learned simulator from real frames up to each episode's ``start`` and replay
-    the rest of its actions open loop, until the episode ends or the learned termination
-    fires. Rollouts with the same number of context frames run as one batch."""
+    the rest of its actions open loop (at most ``max_steps``), until the episode ends or the
+    learned termination fires. Rollouts with the same number of context frames run as one
+    batch."""
     firsts = [max(0, start - context + 1) for start in starts]
     groups: dict[int, list[int]] = {}
     for i, (first, start) in enumerate(zip(firsts, starts, strict=True)):
@@ -187,7 +205,7 @@ def rollout_learned(
             for key in ("image", "state")
         }  # [N, K, ...]
         led_in = np.zeros((len(rows), frames, action_dim), np.float32)  # the first is ignored
-        rest = [episodes[i]["action"][starts[i] :] for i in rows]
+        rest = [episodes[i]["action"][starts[i] :][:max_steps] for i in rows]
         plan = np.zeros((max(map(len, rest)), len(rows), action_dim), np.float32)  # [T, N, A]
         for j, i in enumerate(rows):
             led_in[j, 1:] = episodes[i]["action"][firsts[i] : starts[i]]
@@ -220,41 +238,96 @@ def rollout_learned(
     return predictions
 
 
+def baseline_states(states: np.ndarray, start: int, steps: int) -> dict[str, np.ndarray]:
+    """The state baselines [steps, S] after real step ``start``: "copy" repeats its state,
+    "velocity" extrapolates the change into it (zero at an episode's first frame)."""
+    velocity = states[start] - states[max(start - 1, 0)]
+    ahead = np.arange(1, steps + 1)[:, None]  # [steps, 1]
+    return {
+        "copy": np.repeat(states[start : start + 1], steps, 0),
+        "velocity": states[start] + ahead * velocity,
+    }
+
+
 def score(
+    task: str,
     prediction: dict,
     episode: dict,
     start: int,
     horizon: int,
-    position: slice,
     background: torch.Tensor,
 ) -> dict:
-    """Per-horizon errors of one rollout (and of the repeat-the-start-frame baseline), with
-    foreground PSNR over pixels that differ from ``background`` [H, W, 3]; whether it
-    agrees with physics on success, and whether physics succeeds."""
+    """Per-horizon errors of one rollout and of the baselines (repeat the start frame and
+    its state; extrapolate its velocity), with foreground PSNR over pixels that differ from
+    ``background`` [H, W, 3]; whether it agrees with physics on success, and whether physics
+    succeeds."""
     steps = min(horizon, len(prediction["image"]), len(episode["image"]) - 1 - start)
     truth_image = torch.from_numpy(episode["image"][start + 1 : start + 1 + steps])
     truth_state = episode["state"][start + 1 : start + 1 + steps]
     model_image = torch.from_numpy(prediction["image"][:steps])
     copy_image = torch.from_numpy(episode["image"][start]).expand_as(truth_image)
-    cm = 100.0
     true_success = bool(episode["success"][start:].any())
-    return {
+    scores = {
         "psnr": psnr(model_image, truth_image).numpy(),
         "fg_psnr": foreground_psnr(model_image, truth_image, background).numpy(),
         "ssim": ssim(model_image, truth_image).numpy(),
-        "position_cm": cm
-        * np.linalg.norm(prediction["state"][:steps, position] - truth_state[:, position], axis=1),
         "reward_error": np.abs(
             prediction["reward"][:steps] - episode["reward"][start : start + steps]
         ),
         "copy_psnr": psnr(copy_image, truth_image).numpy(),
         "copy_fg_psnr": foreground_psnr(copy_image, truth_image, background).numpy(),
         "copy_ssim": ssim(copy_image, truth_image).numpy(),
-        "copy_position_cm": cm
-        * np.linalg.norm(episode["state"][start, position] - truth_state[:, position], axis=1),
+    }
+    scores |= tracked_errors(task, prediction["state"][:steps], truth_state)
+    for name, states in baseline_states(episode["state"], start, steps).items():
+        errors = tracked_errors(task, states, truth_state)
+        scores |= {f"{name}_{key}": value for key, value in errors.items()}
+    return scores | {
         "success_agrees": bool(prediction["success"]) == true_success,
         "true_success": true_success,
     }
+
+
+def long_horizon(
+    task: str,
+    simulator: LearnedSimulator,
+    episodes: list[dict],
+    open_loop: list[dict],
+    config: CompareConfig,
+) -> dict:
+    """Mean tracked errors at each of ``config.long_steps`` that the episodes reach: open loop
+    from the first frame (``open_loop``: those rollouts), and re-anchored on the real frames
+    every ``config.reanchor_every`` steps, each beside the copy of the last real state it
+    saw. Steps past a learned termination have no prediction and count in neither."""
+    every = config.reanchor_every
+    steps = [step for step in config.long_steps if any(len(e["action"]) >= step for e in episodes)]
+    if not steps:
+        return {}
+    anchors = [list(range(0, len(episode["action"]), every)) for episode in episodes]
+    flat = [(i, anchor) for i, rows in enumerate(anchors) for anchor in rows]
+    segments = rollout_learned(
+        simulator, [episodes[i] for i, _ in flat], [a for _, a in flat], config.context, every
+    )
+    by_anchor = {key: segment for key, segment in zip(flat, segments, strict=True)}
+    errors: dict[str, list] = {}
+    for step in steps:
+        for i, episode in enumerate(episodes):
+            if len(episode["action"]) < step:
+                continue
+            truth = episode["state"][step : step + 1]  # [1, S]
+            anchor = (step - 1) // every * every
+            predictions = {
+                "open_loop": open_loop[i]["state"][step - 1 : step],
+                "open_loop_copy": episode["state"][:1],
+                "reanchored": by_anchor[(i, anchor)]["state"][step - 1 - anchor : step - anchor],
+                "reanchored_copy": episode["state"][anchor : anchor + 1],
+            }
+            for name, state in predictions.items():
+                if len(state) == 0:  # the rollout ended before this step
+                    continue
+                for key, value in tracked_errors(task, state, truth).items():
+                    errors.setdefault(f"{name}_{key}_{step}", []).append(float(value[0]))
+    return {key: round(float(np.mean(values)), 4) for key, values in errors.items()}
 
 
 def _mean_curves(scores: list[dict], horizon: int) -> dict:
@@ -278,9 +351,9 @@ def compare(config: CompareConfig) -> dict:
     """Run the comparison; write JSON, plot and video under ``config.out``."""
     started = time.perf_counter()
     task = TASKS[config.task]
-    if task.tracked_position is None:
-        raise ValueError(f"task {config.task!r} names no tracked position to compare")
-    position = slice(*task.tracked_position)
+    if not task.tracked:
+        raise ValueError(f"task {config.task!r} declares no tracked quantities to compare")
+    trigger = slice(*task.start_trigger) if task.start_trigger else None
     seeds = split_seeds(config.split, config.episodes)
     if config.record and config.split != "test":
         raise ValueError(
@@ -298,16 +371,18 @@ def compare(config: CompareConfig) -> dict:
     starts = {
         "first_frame": [0] * len(episodes),
         "mid_episode": [
-            mid_episode_start(episode["state"], position, config.horizon) for episode in episodes
+            mid_episode_start(episode["state"], trigger, config.horizon) for episode in episodes
         ],
     }
-    results, video_frames = {}, []
+    results, video_frames, long = {}, [], {}
     for name, rows in starts.items():
         predictions = rollout_learned(simulator, episodes, rows, config.context)
         results[name] = [
-            score(prediction, episode, start, config.horizon, position, background)
+            score(config.task, prediction, episode, start, config.horizon, background)
             for prediction, episode, start in zip(predictions, episodes, rows, strict=True)
         ]
+        if name == "first_frame":
+            long = long_horizon(config.task, simulator, episodes, predictions, config)
         if name == "mid_episode":
             for i in range(min(config.videos, len(episodes))):
                 video_frames += side_by_side(episodes[i], predictions[i], rows[i], config.horizon)
@@ -336,6 +411,7 @@ def compare(config: CompareConfig) -> dict:
         },
         "results": summary,
         "headline": headline(summary, config.horizon),
+        "long_horizon": long,
         "model_metrics": model_metrics,
         "wall_time_s": round(time.perf_counter() - started, 1),
     }
@@ -345,10 +421,12 @@ def compare(config: CompareConfig) -> dict:
     if video_frames:
         write_video(out / "compare.mp4", video_frames, fps=10)
     print_headline(report["headline"])
+    if long:
+        print("long horizon: " + ", ".join(f"{key} {value:.3g}" for key, value in long.items()))
     for name, metrics in model_metrics.items():
         print(f"{name}: " + ", ".join(f"{key} {value:.3g}" for key, value in metrics.items()))
     if config.record:
-        keys = ("config", "seeds", "seed_check", "headline", "model_metrics")
+        keys = ("config", "seeds", "seed_check", "headline", "long_horizon", "model_metrics")
         recorded = {key: report[key] for key in keys}
         card = {**read_card(folder), "compare": recorded}
         write_json(folder / "card.json", card)
@@ -356,11 +434,26 @@ def compare(config: CompareConfig) -> dict:
     return report
 
 
+def tracked_names(curves: dict) -> list[str]:
+    """The task's tracked quantities among a summary's curves (those with baselines)."""
+    return [key for key in curves if f"velocity_{key}" in curves]
+
+
 def headline(summary: dict, horizon: int) -> dict:
     """The numbers the README quotes: 1-step and last-step figures per start kind, each
-    beside its baseline (repeat the start frame; for success, the best constant guess)."""
+    beside its baselines (repeat the start frame; extrapolate the state's velocity; for
+    success, the best constant guess)."""
     rows = {}
     for name, curves in summary.items():
+        tracked = {}
+        for key in tracked_names(curves):
+            tracked |= {
+                f"{prefix}{key}_{horizon}": curves[f"{prefix}{key}"][-1]
+                for prefix in ("", "copy_", "velocity_")
+            }
+            tracked[f"{key}_beats_copy_every_step"] = bool(
+                np.all(np.array(curves[key]) < np.array(curves[f"copy_{key}"]))
+            )
         rows[name] = {
             **{
                 f"{prefix}{metric}_{step}": curves[f"{prefix}{metric}"][at]
@@ -369,11 +462,7 @@ def headline(summary: dict, horizon: int) -> dict:
                 for prefix in ("", "copy_")
             },
             f"ssim_{horizon}": curves["ssim"][-1],
-            f"position_cm_{horizon}": curves["position_cm"][-1],
-            f"copy_position_cm_{horizon}": curves["copy_position_cm"][-1],
-            "position_beats_copy_every_step": bool(
-                np.all(np.array(curves["position_cm"]) < np.array(curves["copy_position_cm"]))
-            ),
+            **tracked,
             "reward_error_mean": float(np.nanmean(curves["reward_error"])),
             "success_agreement": curves["success_agrees"],
             "constant_success_agreement": max(curves["true_success"], 1 - curves["true_success"]),
@@ -403,21 +492,19 @@ def side_by_side(episode: dict, prediction: dict, start: int, horizon: int) -> l
 
 
 def plot(summary: dict, path: Path, title: str) -> None:
-    """PSNR, foreground PSNR and position error against the horizon, model vs
+    """PSNR, foreground PSNR and each tracked error against the horizon, model vs
     repeat-the-start-frame."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axes = plt.subplots(1, 3, figsize=(15, 4))
+    panels = [("psnr", "PSNR (dB)"), ("fg_psnr", "foreground PSNR (dB)")]
+    panels += [(key, f"{key} error") for key in tracked_names(next(iter(summary.values())))]
+    figure, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4))
     for name, curves in summary.items():
         steps = np.arange(1, len(curves["psnr"]) + 1)
-        for axis, key, label in (
-            (axes[0], "psnr", "PSNR (dB)"),
-            (axes[1], "fg_psnr", "foreground PSNR (dB)"),
-            (axes[2], "position_cm", "tracked position error (cm)"),
-        ):
+        for axis, (key, label) in zip(axes, panels, strict=True):
             (line,) = axis.plot(steps, curves[key], label=f"model, {name}")
             axis.plot(
                 steps,

@@ -24,11 +24,14 @@ def median_frame(pixels: torch.Tensor) -> torch.Tensor:
     return pixels.flatten(0, 1).median(dim=0).values
 
 
-def paint_over(maps: torch.Tensor, background: torch.Tensor) -> torch.Tensor:
+def paint_over(maps: torch.Tensor, background: torch.Tensor | None) -> torch.Tensor:
     """Decoder maps [N, 4 + D, H, W] -- RGB logits, an alpha logit, then D maps taken as
     they are (depth) -- -> pixels [N, 3 + D, H, W] (RGB in [-0.5, 0.5]) composited with the
-    alpha over ``background`` [3 + D, H, W]."""
-    alpha = torch.sigmoid(maps[:, 3:4])  # [N, 1, H, W]
+    alpha over ``background`` [3 + D, H, W]; with no background (a moving camera) the
+    decoder paints every pixel and the alpha is unused."""
     rgb = torch.sigmoid(maps[:, :3]) - 0.5
     layers = torch.cat([rgb, maps[:, 4:]], 1)  # [N, 3 + D, H, W]
+    if background is None:
+        return layers
+    alpha = torch.sigmoid(maps[:, 3:4])  # [N, 1, H, W]
     return alpha * layers + (1 - alpha) * background

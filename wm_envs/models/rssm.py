@@ -11,7 +11,9 @@ goes to what moves; pixels that differ from that background can weigh more in th
 (a fresh model finds the object sooner; a trained one paints a halo for it, an uncertain edge
 being cheaper in the object's colour, so the weight is lowered late in training); and the state
 vector is a training target, which forces the latent to know where the object is even when it
-covers a handful of pixels. Training windows restart the latent at a random step
+covers a handful of pixels. Under a moving camera (Drive's chase view) no pixel stays put, so
+the task sets ``background="none"`` (``TaskSpec.model_settings``): the decoder paints every pixel
+and no pixel weighs more. Training windows restart the latent at a random step
 (``cold_start_rate``), so the model learns to know a scene from one real frame anywhere in an
 episode, not only from an episode's first frame.
 
@@ -57,6 +59,9 @@ class RSSMConfig:
     kl_dynamics: float = 0.5
     kl_representation: float = 0.1
     image_weight: float = 1.0
+    #: "static": the decoder paints over the data's per-pixel median (a fixed camera);
+    #: "none": it paints every pixel (a moving camera, where no pixel stays put).
+    background: str = "static"
     foreground_weight: float = 9.0  # extra loss weight of pixels that differ from background
     state_weight: float = 1.0
     motion_weight: float = 1.0  # the state change per step (what rollouts integrate)
@@ -149,6 +154,13 @@ class RSSM(WorldModel):
     def __init__(self, spec: ModelSpec, config: RSSMConfig) -> None:
         super().__init__(spec, config)
         c = config
+        if c.background not in ("static", "none"):
+            raise ValueError(f"RSSM background must be 'static' or 'none', got {c.background!r}")
+        if c.background == "none" and c.foreground_weight:
+            raise ValueError(
+                "RSSM foreground_weight weighs pixels that differ from a static background; "
+                "with background='none' set foreground_weight=0"
+            )
         self.stoch = c.groups * c.classes
         self.encoder = Encoder(spec, c)
         self.action_in = nn.Sequential(
@@ -173,7 +185,8 @@ class RSSM(WorldModel):
     # -- data statistics ----------------------------------------------------------------
     def prepare(self, batch: Batch) -> None:
         super().prepare(batch)
-        self.background.copy_(median_frame(self._pixels(batch)))
+        if self.config.background == "static":
+            self.background.copy_(median_frame(self._pixels(batch)))
         motion, valid = state_motion(batch)
         self.motion_std.copy_(motion[valid].std(0).clamp_min(1e-4))
 
@@ -304,7 +317,8 @@ class RSSM(WorldModel):
         ``chunk`` frames per pass (None: all at once)."""
         if chunk is not None and len(features) > chunk:
             return torch.cat([self._render(part) for part in features.split(chunk)])
-        return paint_over(self.decoder(features), self.background)
+        background = self.background if self.config.background == "static" else None
+        return paint_over(self.decoder(features), background)
 
     def decode(self, state: State) -> dict[str, torch.Tensor]:
         features = self.features(state)  # [B, F]
@@ -329,12 +343,13 @@ class RSSM(WorldModel):
         deter, stoch, prior, post = self._observe(batch, None, straight_through=True)
         features = torch.cat([deter, stoch], -1).flatten(0, 1)  # [B*T, F]
         target = self._pixels(batch).flatten(0, 1)  # [B*T, C, H, W]
-        # Pixels that differ from the static background (gripper, object) weigh
-        # 1 + foreground_weight: a 10 px object must not drown in a 4096 px table.
-        foreground = (target[:, :3] - self.background[:3]).abs().amax(1, keepdim=True) > 0.08
-        weight = 1.0 + c.foreground_weight * foreground.float()  # [B*T, 1, H, W]
-        error = (self._render(features) - target).square()
-        image_loss = (weight * error).sum((1, 2, 3)).mean()
+        error = (self._render(features) - target).square()  # [B*T, C, H, W]
+        if c.foreground_weight:
+            # Pixels that differ from the static background (gripper, object) weigh
+            # 1 + foreground_weight: a 10 px object must not drown in a 4096 px table.
+            foreground = (target[:, :3] - self.background[:3]).abs().amax(1, keepdim=True) > 0.08
+            error = (1.0 + c.foreground_weight * foreground.float()) * error
+        image_loss = error.sum((1, 2, 3)).mean()
         # The motion head reads what a rollout has: the deterministic path, a prior sample and
         # the state before the step.
         prior_stoch = self._draw(prior.flatten(0, 1), None, straight_through=True)  # [B*T, G*K]

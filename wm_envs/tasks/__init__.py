@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import importlib
+from dataclasses import dataclass, field
+
+import numpy as np
 
 
 @dataclass(frozen=True)
@@ -23,9 +26,16 @@ class TaskSpec:
     expert: str
     #: Engines besides the default one, chosen with ``gym.make(id, backend=...)``.
     other_backends: tuple[str, ...] = ()
-    #: State-vector slice [start, stop) of the position ``compare`` tracks (metres).
-    tracked_position: tuple[int, int] | None = None
+    #: ``module:function`` mapping predicted and true state vectors [T, S] to the errors
+    #: [T] ``compare`` reports by name (e.g. ``position_cm``), baselines beside them.
+    tracked: str = ""
+    #: State-vector slice [start, stop) of a position whose first motion picks ``compare``'s
+    #: mid-episode start (just before it moves); None: the middle of the episode.
+    start_trigger: tuple[int, int] | None = None
     image_size: int = 64
+    #: Per-model config defaults the trainer applies before ``--set``: what the task's
+    #: camera or scale asks of a model (a chase camera leaves no static background).
+    model_settings: dict[str, dict] = field(default_factory=dict)
 
 
 TASKS: dict[str, TaskSpec] = {
@@ -38,7 +48,8 @@ TASKS: dict[str, TaskSpec] = {
         4,
         "GraspExpert",
         ("pybullet",),
-        tracked_position=(7, 10),  # the object
+        tracked="wm_envs.tasks.grasp:tracked_errors",
+        start_trigger=(7, 10),  # the object
     ),
     "drive": TaskSpec(
         "Drive",
@@ -48,7 +59,8 @@ TASKS: dict[str, TaskSpec] = {
         34,
         3,
         "DriveExpert",
-        tracked_position=(0, 2),  # the car
+        tracked="wm_envs.tasks.drive:tracked_errors",
+        model_settings={"rssm": {"background": "none", "foreground_weight": 0.0}},
     ),
     "collapse": TaskSpec(
         "Collapse",
@@ -58,7 +70,8 @@ TASKS: dict[str, TaskSpec] = {
         209,
         4,
         "CollapseExpert",
-        tracked_position=(49, 52),  # the ground-floor slab
+        tracked="wm_envs.tasks.collapse:tracked_errors",
+        start_trigger=(49, 52),  # the ground-floor slab
     ),
 }
 
@@ -70,6 +83,12 @@ def task_of(env_id: str) -> str:
     if key not in TASKS:
         raise ValueError(f"{env_id!r} names no known task; known: {sorted(TASKS)}")
     return key
+
+
+def tracked_errors(task: str, predicted: np.ndarray, true: np.ndarray) -> dict[str, np.ndarray]:
+    """The task's tracked errors [T] by name, from predicted and true state vectors [T, S]."""
+    module, _, function = TASKS[task].tracked.partition(":")
+    return getattr(importlib.import_module(module), function)(predicted, true)
 
 
 def phys_envs() -> list[tuple[str, dict]]:

@@ -190,3 +190,19 @@ def state_blocks(state: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]
     """Block positions [20, 3], quaternions [20, 4] and used mask [20] from a state vector."""
     blocks = state[HEADER_DIM : HEADER_DIM + 8 * MAX_BLOCKS].reshape(MAX_BLOCKS, 8)
     return blocks[:, :3], blocks[:, 3:7], blocks[:, 7] > 0.5
+
+
+def tracked_errors(predicted: np.ndarray, true: np.ndarray) -> dict[str, np.ndarray]:
+    """What ``compare`` tracks, from predicted and true state vectors [T, 209] -> errors [T]:
+    the remaining height fraction (the success measure; state 8 is the height, 9 the
+    initial one) and the mean position error of the layout's blocks (cm)."""
+    fraction = lambda states: states[:, 8] / np.maximum(states[:, 9], 1e-6)  # noqa: E731
+    blocks = lambda states: states[:, HEADER_DIM : HEADER_DIM + 8 * MAX_BLOCKS].reshape(  # noqa: E731
+        len(states), MAX_BLOCKS, 8
+    )
+    used = blocks(true)[:, :, 7] > 0.5  # [T, 20]
+    distance = np.linalg.norm(blocks(predicted)[:, :, :3] - blocks(true)[:, :, :3], axis=2)
+    return {
+        "height_fraction": np.abs(fraction(predicted) - fraction(true)),
+        "block_position_cm": 100.0 * (distance * used).sum(1) / np.maximum(used.sum(1), 1),
+    }

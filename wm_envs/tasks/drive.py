@@ -107,3 +107,13 @@ def reward(progress: float, offset: float, half_width: float, failure: bool) -> 
 def wrap(angle: float) -> float:
     """An angle in [-pi, pi)."""
     return (angle + np.pi) % (2 * np.pi) - np.pi
+
+
+def tracked_errors(predicted: np.ndarray, true: np.ndarray) -> dict[str, np.ndarray]:
+    """What ``compare`` tracks, from predicted and true state vectors [T, 34] -> errors [T]:
+    the car's position (cm) and heading (degrees, from its cos/sin)."""
+    heading = lambda states: np.arctan2(states[:, 3], states[:, 2])  # noqa: E731
+    return {
+        "position_cm": 100.0 * np.linalg.norm(predicted[:, :2] - true[:, :2], axis=1),
+        "heading_deg": np.degrees(np.abs(wrap(heading(predicted) - heading(true)))),
+    }

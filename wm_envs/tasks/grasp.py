@@ -176,3 +176,9 @@ def make_grasp_env(backend: str = "mujoco", **kwargs):
 
         return GraspPybulletEnv(**kwargs)
     raise ValueError(f"backend must be 'mujoco' or 'pybullet', got {backend!r}")
+
+
+def tracked_errors(predicted: np.ndarray, true: np.ndarray) -> dict[str, np.ndarray]:
+    """What ``compare`` tracks, from predicted and true state vectors [T, 24] -> errors [T]:
+    the object's position (cm)."""
+    return {"position_cm": 100.0 * np.linalg.norm(predicted[:, 7:10] - true[:, 7:10], axis=1)}
