@@ -36,7 +36,23 @@ class TaskSpec:
     #: Per-model config defaults the trainer applies before ``--set``: what the task's
     #: camera or scale asks of a model (a chase camera leaves no static background).
     model_settings: dict[str, dict] = field(default_factory=dict)
+    #: ``wm-envs play --keyboard``: pygame key name -> (action index, value while held). Held
+    #: keys' values add up per index (clipped to [-1, 1]); an index with none held takes
+    #: ``rest_action``'s value (e.g. open fingers). ``q``, ``r`` and Esc are the player's.
+    keys: dict[str, tuple[int, float]] = field(default_factory=dict)
+    rest_action: tuple[float, ...] = ()
 
+
+#: Grasp's gripper and Collapse's ram: arrows move in the table plane (x right, y away from
+#: the front camera), w/s up and down.
+MOVE_KEYS = {
+    "right": (0, 1.0),
+    "left": (0, -1.0),
+    "up": (1, 1.0),
+    "down": (1, -1.0),
+    "w": (2, 1.0),
+    "s": (2, -1.0),
+}
 
 TASKS: dict[str, TaskSpec] = {
     "grasp": TaskSpec(
@@ -50,6 +66,8 @@ TASKS: dict[str, TaskSpec] = {
         ("pybullet",),
         tracked="wm_envs.tasks.grasp:tracked_errors",
         start_trigger=(7, 10),  # the object
+        keys=MOVE_KEYS | {"space": (3, 1.0), "g": (3, 1.0)},  # hold to close the fingers
+        rest_action=(0.0, 0.0, 0.0, -1.0),  # fingers open
     ),
     "drive": TaskSpec(
         "Drive",
@@ -61,6 +79,14 @@ TASKS: dict[str, TaskSpec] = {
         "DriveExpert",
         tracked="wm_envs.tasks.drive:tracked_errors",
         model_settings={"rssm": {"background": "none", "foreground_weight": 0.0}},
+        keys={
+            "left": (0, 1.0),  # steering +1 is left
+            "right": (0, -1.0),
+            "up": (1, 1.0),  # throttle
+            "down": (2, 1.0),  # brake
+            "space": (2, 1.0),
+        },
+        rest_action=(0.0, 0.0, 0.0),
     ),
     "collapse": TaskSpec(
         "Collapse",
@@ -72,6 +98,8 @@ TASKS: dict[str, TaskSpec] = {
         "CollapseExpert",
         tracked="wm_envs.tasks.collapse:tracked_errors",
         start_trigger=(49, 52),  # the ground-floor slab
+        keys=MOVE_KEYS | {"space": (3, 1.0)},  # hold to strike along +x
+        rest_action=(0.0, 0.0, 0.0, -1.0),  # head retracted
     ),
 }
 
