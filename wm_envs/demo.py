@@ -97,6 +97,22 @@ def physics_table(env_id: str, episodes: int, out: str, video_episodes: int = 3)
     return rows
 
 
+def learned_env_kwargs(env_id: str, model: str | None, checkpoint: str | None) -> dict:
+    """The ``gym.make`` kwargs choosing a WM-* env's learned simulator: ``model`` defaults to
+    the checkpoint's, else the env's default; a Phys-* env refuses them."""
+    if model is None and checkpoint is None:
+        return {}
+    if not env_id.split(":")[-1].startswith("WM-"):
+        twin = f"WM-{TASKS[task_of(env_id)].name}-v0"
+        raise ValueError(
+            f"model and checkpoint choose the learned simulator of a WM-* env; {env_id} is "
+            f"simulated by physics. Drop them, or play {twin}"
+        )
+    if model is None:
+        model = read_card(checkpoint)["model"]
+    return {"model": model, "checkpoint": checkpoint}
+
+
 def play(
     env_id: str,
     policy: str = "expert",
@@ -110,18 +126,8 @@ def play(
     """Run the expert or random policy on any registered env (Phys-* or WM-*), print its
     success and return, and write the rendered episodes as an mp4.
 
-    ``model`` and ``checkpoint`` choose a WM-* env's learned simulator (``model`` defaults to
-    the checkpoint's, else the env's default); a Phys-* env refuses them."""
-    if model is not None or checkpoint is not None:
-        if not env_id.split(":")[-1].startswith("WM-"):
-            twin = f"WM-{TASKS[task_of(env_id)].name}-v0"
-            raise ValueError(
-                f"model and checkpoint choose the learned simulator of a WM-* env; {env_id} is "
-                f"simulated by physics. Drop them, or play {twin}"
-            )
-        if model is None:
-            model = read_card(checkpoint)["model"]
-        env_kwargs |= {"model": model, "checkpoint": checkpoint}
+    ``model`` and ``checkpoint`` choose a WM-* env's learned simulator (``learned_env_kwargs``)."""
+    env_kwargs |= learned_env_kwargs(env_id, model, checkpoint)
     frames: list = []
     with gym.make(env_id, render_mode="rgb_array", **env_kwargs) as env:
         actor = ScriptedPolicy(env, policy, seed=seed)
