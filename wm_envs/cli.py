@@ -125,6 +125,22 @@ def main(argv: list[str] | None = None) -> None:
     )
     add_config_arguments(transfer, TransferConfig)
 
+    report = commands.add_parser(
+        "report", help="one self-contained HTML page: every shipped model against physics"
+    )
+    report.add_argument(
+        "--results", default=None, help="default: the checkout's benchmarks/results"
+    )
+    report.add_argument(
+        "--fresh",
+        action="append",
+        default=[],
+        metavar="FOLDER",
+        help="compare output (FOLDER/compare.json or FOLDER/*/compare.json, e.g. a demo's "
+        "--out) that replaces --results' for its pair; repeatable",
+    )
+    report.add_argument("--out", default="report.html")
+
     args = parser.parse_args(argv)
     import wm_envs  # noqa: F401  (registers the env ids)
 
@@ -170,6 +186,12 @@ def main(argv: list[str] | None = None) -> None:
         from wm_envs.transfer import transfer as run_transfer
 
         run_transfer(TransferConfig(**options(args)))
+    elif args.command == "report":
+        from wm_envs.report import write_report
+
+        results = Path(args.results) if args.results else benchmarks_folder() / "results"
+        page = write_report(args.out, results, [Path(folder) for folder in args.fresh])
+        print(f"report: {page} ({page.stat().st_size / 1e6:.1f} MB)")
 
 
 def options(args: argparse.Namespace) -> dict:
