@@ -1,5 +1,6 @@
 """Dreamer in imagination: λ-returns, the two-hot critic, updates, checkpoints and resume."""
 
+import json
 import shutil
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from wm_envs.agents.dreamer import (
     symexp,
     symlog,
 )
+from wm_envs.agents.loop import LoopConfig, run_loop
 from wm_envs.assets import CHECKPOINTS
 from wm_envs.data import CollectConfig, collect
 from wm_envs.data.windows import WindowDataset
@@ -130,3 +132,43 @@ def test_the_dreamer_loop_collects_agent_episodes_to_train_on(
     assert {500, 501} <= set(episode_seeds(agent_root, f"{dataset_id}+grasp/agent-v0"))
     with pytest.raises(ValueError, match="--agent"):
         CollectConfig(policy="agent")
+
+
+def test_the_dreamer_loop_collects_fine_tunes_trains_and_counts_physics_steps(
+    tiny_checkpoint, tiny_dataset, tmp_path
+):
+    """One loop iteration with tiny budgets: the agent's episodes land in a new dataset,
+    the world model continues from its checkpoint on all the data, a new agent trains in
+    it, and loop.json counts the physics steps; re-running resumes without redoing."""
+    root, dataset_id = tiny_dataset
+    data = tmp_path / "data"
+    shutil.copytree(Path(root) / dataset_id, data / dataset_id)
+    first = tmp_path / "agent"
+    DreamerRun(config_for(tiny_checkpoint, tiny_dataset, first, updates=1)).run()
+    config = LoopConfig(
+        agent=str(first),
+        dataset_id=dataset_id,
+        data=str(data),
+        out=str(tmp_path / "loop"),
+        episodes=2,
+        seed=600,
+        finetune_steps=2,
+        agent_updates=1,
+        val_episodes=1,
+        workers=1,
+        threads=1,
+        device="cpu",
+    )
+    log = run_loop(config)
+    (iteration,) = log["iterations"]
+    assert iteration["dataset"] == "grasp/loop-1-v0"
+    assert {600, 601} <= set(episode_seeds(data, f"{dataset_id}+grasp/loop-1-v0"))
+    world_card = json.loads((tmp_path / "loop/iteration-1/world_model/card.json").read_text())
+    assert world_card["recipe"]["history"]  # continued from the tiny checkpoint
+    assert world_card["recipe"]["train_config"]["window"] == 8  # its settings kept
+    agent_card = json.loads((tmp_path / "loop/iteration-1/agent/card.json").read_text())
+    assert agent_card["world_model"]["checkpoint"].endswith("iteration-1/world_model")
+    assert log["physics_steps"]["iteration_1"] > 0
+    assert log["physics_steps_total"] == sum(log["physics_steps"].values())
+    assert json.loads((tmp_path / "loop/loop.json").read_text()) == json.loads(json.dumps(log))
+    assert run_loop(config)["physics_steps"] == log["physics_steps"]  # resumed: nothing new
