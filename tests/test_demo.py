@@ -36,3 +36,8 @@ def test_demo_writes_the_physics_video_and_one_comparison_per_shipped_model(tmp_
     agent = result["agents"]["dreamer-grasp"]
     assert len(agent["episodes"]) == 2 and 0 <= agent["success_rate"] <= 1
     assert (tmp_path / "dreamer-grasp-Phys-Grasp-v0.mp4").stat().st_size > 1000
+    # the report shows this run's comparisons (tests/test_report.py renders a report)
+    assert result["report"] == tmp_path / "report.html"
+    page = result["report"].read_text()
+    for model in shipped_models("grasp"):
+        assert f"{tmp_path / model / 'compare.json'}: 2 test seeds from 100000" in page

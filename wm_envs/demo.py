@@ -10,9 +10,11 @@ import numpy as np
 
 from wm_envs.agents.scripted import ScriptedPolicy
 from wm_envs.checkpoint import read_card, shipped_agents, shipped_models
+from wm_envs.cli import CHECKOUT
 from wm_envs.eval.compare import CompareConfig, compare
 from wm_envs.evaluate import EvaluateConfig, run_episode, run_policy
 from wm_envs.io import write_video
+from wm_envs.report import write_report
 from wm_envs.tasks import TASKS, task_of
 
 
@@ -36,7 +38,9 @@ def demo(env_id: str = "Phys-Grasp-v0", episodes: int = 20, out: str = "demo_out
 
     Expert and random policies on ``env_id`` (a table and an mp4), then ``compare`` of every
     model shipped for the task against the physics on the same held-out seeds and actions
-    (metrics, plot and side-by-side video per model under ``out/<model>/``).
+    (metrics, plot and side-by-side video per model under ``out/<model>/``), the shipped
+    agents on the physics, and last ``out/report.html``: this run's comparisons beside the
+    checkout's recorded ones for the other tasks (``wm_envs.report``).
     """
     rows = physics_table(env_id, episodes, out)
     task = task_of(env_id)
@@ -56,7 +60,10 @@ def demo(env_id: str = "Phys-Grasp-v0", episodes: int = 20, out: str = "demo_out
     agents = {
         name: agent_segment(name, env_id, out, min(episodes, 5)) for name in shipped_agents(task)
     }
-    return {"physics": rows, "learned": headlines, "agents": agents}
+    results = CHECKOUT / "benchmarks" / "results"  # absent from an installed copy
+    report = write_report(Path(out) / "report.html", results if results.is_dir() else None, [out])
+    print(f"\nreport (every shipped model against physics, one HTML page): {report}")
+    return {"physics": rows, "learned": headlines, "agents": agents, "report": report}
 
 
 def agent_segment(name: str, env_id: str, out: str, episodes: int = 5) -> dict:
