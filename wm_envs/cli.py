@@ -98,10 +98,17 @@ def main(argv: list[str] | None = None) -> None:
     collect.add_argument("--backend", default="local", choices=["local", "ray"])
 
     play = commands.add_parser(
-        "play", help="run the expert or random policy on any env, write a video"
+        "play", help="run the expert or random policy on any env, write a video; or drive it"
     )
     play.add_argument("--env", default="WM-Grasp-v0")
-    play.add_argument("--policy", default="expert", choices=["expert", "random"])
+    play.add_argument(
+        "--policy", default=None, choices=["expert", "random"], help="default: expert"
+    )
+    play.add_argument(
+        "--keyboard",
+        action="store_true",
+        help="drive the env in a window (a WM-* env beside its physics from --seed), no video",
+    )
     play.add_argument("--episodes", type=int, default=3)
     play.add_argument("--seed", type=int, default=0)
     play.add_argument("--out", default="play.mp4")
@@ -162,12 +169,20 @@ def main(argv: list[str] | None = None) -> None:
             agent=args.agent,
         )
         run_collect(config, args.out, args.dataset_id, args.workers, args.backend)
+    elif args.command == "play" and args.keyboard:
+        if args.policy is not None:
+            play.error(
+                "--keyboard (drive by hand) and --policy (a scripted video) exclude each other"
+            )
+        from wm_envs.play import play_keyboard
+
+        play_keyboard(args.env, args.seed, model=args.model, checkpoint=args.checkpoint)
     elif args.command == "play":
         from wm_envs.demo import play as run_play
 
         run_play(
             args.env,
-            args.policy,
+            args.policy or "expert",
             args.episodes,
             args.seed,
             args.out,
