@@ -29,7 +29,7 @@ def test_every_key_map_gives_in_bounds_actions_of_its_task(task):
     space = gym.spaces.Box(-1.0, 1.0, (spec.action_dim,), np.float32)
     assert spec.keys and len(spec.rest_action) == spec.action_dim
     assert not set(spec.keys) & {*QUIT_KEYS, RESET_KEY}
-    pygame.init()
+    pygame.display.init()
     try:
         for name in spec.keys:  # real pygame key names
             assert pygame.key.name(pygame.key.key_code(name)) == name
@@ -93,6 +93,8 @@ def test_a_physics_env_and_a_learned_env_without_a_seed_show_one_view():
 def test_unknown_env_id_and_keyboard_with_policy_are_refused(capsys):
     with pytest.raises(ValueError, match="unknown env id 'WM-Nope-v0'; keyboard play takes"):
         play_keyboard("WM-Nope-v0", events=[])
+    with pytest.raises(ValueError, match="scale must be a whole number >= 1"):
+        play_keyboard("Phys-Grasp-v0", scale=0, events=[])
     with pytest.raises(SystemExit):
         main(["play", "--keyboard", "--policy", "random"])
     assert "--keyboard (drive by hand) and --policy" in capsys.readouterr().err
@@ -101,3 +103,18 @@ def test_unknown_env_id_and_keyboard_with_policy_are_refused(capsys):
 def test_live_play_without_a_display_is_refused():
     with pytest.raises(RuntimeError, match="found no display.*'dummy'"):
         play_keyboard("Phys-Grasp-v0", max_steps=1)
+
+
+def test_an_ended_episode_resets_on_the_next_seed():
+    session = KeyboardPlay("Phys-Grasp-v0", seed=0, scale=1)
+    try:
+        limit = TASKS["grasp"].max_episode_steps
+        for _ in range(limit):
+            session.step()
+        assert session.episode == 2 and session.steps == 0  # truncated, then reset
+        with gym.make("Phys-Grasp-v0", obs_mode="dict") as physics:
+            np.testing.assert_array_equal(
+                session.frames["physics"], physics.reset(seed=1)[0]["image"]
+            )
+    finally:
+        session.close()

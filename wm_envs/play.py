@@ -73,6 +73,10 @@ class KeyboardPlay:
         checkpoint: str | None = None,
     ) -> None:
         name = playable_env(env_id)
+        if not (isinstance(scale, int) and scale >= 1):
+            raise ValueError(
+                f"scale must be a whole number >= 1 (pixels per frame pixel), got {scale!r}"
+            )
         self.task = TASKS[task_of(name)]
         env = gym.make(env_id, obs_mode="dict", **learned_env_kwargs(env_id, model, checkpoint))
         if not name.startswith("WM-"):
@@ -186,7 +190,7 @@ def play_keyboard(
     started and the window's size.
     """
     session = KeyboardPlay(env_id, seed, scale, model, checkpoint)
-    pygame.init()
+    pygame.display.init()  # no mixer: no audio device needed
     try:
         try:
             screen = pygame.display.set_mode(session.view().get_size())
