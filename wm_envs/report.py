@@ -299,8 +299,8 @@ def pair_section(pair: Pair, results: Path | None) -> str:
     config = report["config"]
     parts.append(
         f"<p class=meta>{esc(str(pair.compare / COMPARE))}: {config['episodes']} "
-        f"{esc(config['split'])} seeds from {report['seeds'][0]}, horizon {config['horizon']}, "
-        f"{report.get('wall_time_s', '?')} s</p>"
+        f"{esc(config['split'])} seeds from {report['seeds'][0]}, horizon {config['horizon']}; "
+        f"the comparison took {report.get('wall_time_s', '?')} s</p>"
     )
     plot = pair.compare / "compare.png"
     if plot.exists():
@@ -310,12 +310,13 @@ def pair_section(pair: Pair, results: Path | None) -> str:
             "horizon, the model beside repeating the start frame.</figcaption></figure>"
         )
     video = pair.compare / "compare.mp4"
+    videos = min(config.get("videos", config["episodes"]), config["episodes"])
     if video.exists():
         parts.append(
             "<figure><video controls autoplay loop muted playsinline preload=auto "
             f"src='{data_uri(video, 'video/mp4')}'></video><figcaption>physics | learned | "
-            f"difference, from mid-episode starts of the first {config.get('videos', '?')} "
-            "episodes, open loop.</figcaption></figure>"
+            f"difference, open loop from mid-episode starts of the first {videos} "
+            "episodes.</figcaption></figure>"
         )
     if report.get("long_horizon"):
         parts.append(long_horizon_table(report["long_horizon"]))
