@@ -126,3 +126,15 @@ def test_compare_results_of_another_checkpoint_are_refused(tmp_path):
         write_report(tmp_path / "report.html", RESULTS, [tmp_path])
     with pytest.raises(ValueError, match="does not exist"):
         write_report(tmp_path / "report.html", RESULTS, [tmp_path / "absent"])
+
+
+def test_the_command_writes_the_page_and_prints_its_path(tmp_path, capsys):
+    from wm_envs.cli import main
+
+    task, model = shipped_pairs()[0]
+    fresh = tmp_path / "demo_out" / model
+    shutil.copytree(compare_folder(task, model), fresh)
+    main(["report", "--fresh", str(fresh.parent), "--out", str(tmp_path / "report.html")])
+    assert capsys.readouterr().out.startswith(f"report: {tmp_path / 'report.html'} (")
+    page = (tmp_path / "report.html").read_text()
+    assert f"{fresh / 'compare.json'}: " in page  # the fresh folder, not --results', is shown
