@@ -46,6 +46,7 @@ def test_compare_writes_metrics_plot_and_video(tiny_checkpoint, tmp_path):
         record=True,
         reanchor_every=2,
         long_steps=(5, 10_000),
+        long_episodes=50,  # Grasp's 100-step episodes count as long here
     )
     report = compare(config)
     saved = json.loads((tmp_path / "compare.json").read_text())
