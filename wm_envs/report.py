@@ -40,7 +40,7 @@ from wm_envs.io import atomic_path
 from wm_envs.tasks import TASKS
 
 COMPARE = "compare.json"
-THROUGHPUT = "wm_throughput.json"
+THROUGHPUT = "wm_throughput*.json"  # Grasp's, then wm_throughput_<task>.json
 
 
 @dataclass
@@ -356,23 +356,29 @@ def long_horizon_table(long: dict) -> str:
 
 
 def speed_section(results: Path | None) -> str:
-    """The rows of ``wm_throughput.json``, as the benchmark wrote them."""
-    path = results / THROUGHPUT if results else None
-    if path is None or not path.exists():
+    """One table per ``wm_throughput*.json`` (Grasp's, then each other task's), as the
+    benchmark wrote it."""
+    paths = sorted(results.glob(THROUGHPUT)) if results else []
+    if not paths:
         return (
             f"<p class=missing>no {THROUGHPUT} in {esc(str(results))}: run "
             "<code>wm-envs bench wm_throughput</code></p>"
         )
-    benchmark = json.loads(path.read_text())
-    rows = benchmark["rows"]
-    columns = list(rows[0])
-    head = "<tr>" + "".join(f"<th>{esc(column)}</th>" for column in columns) + "</tr>"
-    body = "".join(
-        "<tr>" + "".join(f"<td>{esc(number(row.get(column)))}</td>" for column in columns) + "</tr>"
-        for row in rows
-    )
-    notes = esc(benchmark.get("notes", ""))
-    return f"<table class=speed>{head}{body}</table><p class=meta>{notes}</p>"
+    tables = []
+    for path in paths:
+        benchmark = json.loads(path.read_text())
+        rows = benchmark["rows"]
+        columns = list(rows[0])
+        head = "<tr>" + "".join(f"<th>{esc(column)}</th>" for column in columns) + "</tr>"
+        body = "".join(
+            "<tr>"
+            + "".join(f"<td>{esc(number(row.get(column)))}</td>" for column in columns)
+            + "</tr>"
+            for row in rows
+        )
+        notes = esc(benchmark.get("notes", ""))
+        tables.append(f"<table class=speed>{head}{body}</table><p class=meta>{notes}</p>")
+    return "".join(tables)
 
 
 def agents_section() -> str:
