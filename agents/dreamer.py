@@ -84,6 +84,9 @@ class DreamerConfig:
     device: str = "auto"
     threads: int = 0
     max_minutes: float = 0.0
+    #: An agent folder whose actor, critic and return scale this run starts from (a fresh
+    #: optimizer): the Dreamer loop keeps one agent learning while its world model does.
+    init_from: str = ""
 
 
 def symlog(x: torch.Tensor) -> torch.Tensor:
@@ -295,6 +298,8 @@ class DreamerRun:
         self.pool: State | None = None  # start states [P, ...]
         if (self.out / AGENT_CARD).exists():
             self._resume()
+        elif config.init_from:
+            self._init_from(Path(config.init_from))
 
     # -- checkpoints ---------------------------------------------------------------------------
     def modules(self) -> dict[str, nn.Module]:
@@ -377,6 +382,24 @@ class DreamerRun:
         torch.set_rng_state(saved["torch_rng"])
         self.generator.set_state(saved["generator"])
         print(f"resumed {self.out}: update {self.step}, {self.elapsed / 60:.1f} min so far")
+
+    def _init_from(self, folder: Path) -> None:
+        """Start from another agent's weights, refused unless its networks fit this run's."""
+        card, part = read_unit(folder, AGENT_FORMAT)
+        theirs = {key: card[key] for key in ("feature_dim", "action_dim")}
+        theirs |= {key: card["config"][key] for key in ("hidden", "bins")}
+        mine = {
+            "feature_dim": self.agent.model.feature_dim,
+            "action_dim": self.agent.model.spec.action_dim,
+            "hidden": self.config.hidden,
+            "bins": self.config.bins,
+        }
+        if theirs != mine:
+            raise ValueError(
+                f"--init-from {folder} holds an agent for {theirs}; this run needs {mine}"
+            )
+        load_agent_weights(self.modules(), self.agent, part(AGENT_WEIGHTS))
+        print(f"starting from the agent in {folder} ({card['recipe']['updates']} updates)")
 
     # -- the loop ------------------------------------------------------------------------------
     @torch.no_grad()

@@ -172,3 +172,28 @@ def test_the_dreamer_loop_collects_fine_tunes_trains_and_counts_physics_steps(
     assert log["physics_steps_total"] == sum(log["physics_steps"].values())
     assert json.loads((tmp_path / "loop/loop.json").read_text()) == json.loads(json.dumps(log))
     assert run_loop(config)["physics_steps"] == log["physics_steps"]  # resumed: nothing new
+
+
+def test_an_agent_starts_from_another_agents_weights_and_refuses_one_that_does_not_fit(
+    tiny_checkpoint, tiny_dataset, tmp_path
+):
+    DreamerRun(config_for(tiny_checkpoint, tiny_dataset, tmp_path / "first", updates=2)).run()
+    first = DreamerPolicy(tmp_path / "first", device="cpu")
+    run = DreamerRun(
+        config_for(
+            tiny_checkpoint, tiny_dataset, tmp_path / "next", init_from=str(tmp_path / "first")
+        )
+    )
+    for key, value in first.actor.state_dict().items():
+        torch.testing.assert_close(run.agent.actor.state_dict()[key], value)
+    assert run.step == 0  # its own run, with a fresh optimizer
+    with pytest.raises(ValueError, match="hidden"):
+        DreamerRun(
+            config_for(
+                tiny_checkpoint,
+                tiny_dataset,
+                tmp_path / "wider",
+                hidden=64,
+                init_from=str(tmp_path / "first"),
+            )
+        )
