@@ -6,6 +6,7 @@ import subprocess
 import sys
 import textwrap
 import warnings
+from collections.abc import Mapping
 
 import gymnasium as gym
 import numpy as np
@@ -107,7 +108,7 @@ def test_bad_actions_raise_and_out_of_range_is_clipped(env_id, kwargs):
 def test_reset_reports_the_realised_physics(env_id, kwargs):
     env = gym.make(env_id, **kwargs)
     _, info = env.reset(seed=1)
-    assert isinstance(info["physics"], dict) and info["physics"]
+    assert isinstance(info["physics"], Mapping) and info["physics"]  # a WorldDraw, not a dict
     assert info["is_success"] is False
     env.close()
 
@@ -239,3 +240,20 @@ def test_a_task_declares_model_settings_the_trainer_applies_before_overrides():
     assert drive == {"background": "none", "foreground_weight": 0.0}  # the chase camera
     assert task_model_settings("grasp/mixed-6k-v0+grasp/extra-v0", "rssm") == {}
     assert task_model_settings("drive/expert-v0", "genie") == {}
+
+
+@pytest.mark.parametrize(
+    "env_id,key", [("Phys-Collapse-v0", "welds"), ("Phys-Drive-v0", "centre_line")]
+)
+def test_vector_envs_keep_each_envs_draw_though_their_sizes_differ(env_id, key):
+    """Seeds 0-3 draw layouts (tracks) with different numbers of welds (centre-line points);
+    a sync vector env keeps each env's draw instead of stacking their arrays."""
+    envs = gym.make_vec(env_id, num_envs=4, vectorization_mode="sync", obs_mode="state")
+    _, info = envs.reset(seed=[0, 1, 2, 3])
+    sizes = [len(draw[key]) for draw in info["physics"]]
+    assert len(set(sizes)) > 1
+    with gym.make(env_id, obs_mode="state") as env:
+        _, alone = env.reset(seed=3)
+    np.testing.assert_array_equal(info["physics"][3][key], alone["physics"][key])
+    envs.step(envs.action_space.sample())
+    envs.close()

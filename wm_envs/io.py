@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -73,4 +73,6 @@ def _to_builtin(value):
         return value.tolist()
     if isinstance(value, np.generic):
         return value.item()
+    if isinstance(value, Mapping):  # e.g. a reset's WorldDraw
+        return dict(value)
     raise TypeError(f"cannot serialise {type(value).__name__} to JSON")

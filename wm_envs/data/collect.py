@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 import shutil
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass
 from functools import cache
 from pathlib import Path
@@ -165,7 +165,8 @@ def run_episode(env: gym.Env, config: CollectConfig, index: int) -> dict:
 
 
 def _jsonable(value):
-    return json.loads(json.dumps(value, default=lambda v: np.asarray(v).tolist()))
+    default = lambda v: dict(v) if isinstance(v, Mapping) else np.asarray(v).tolist()  # noqa: E731
+    return json.loads(json.dumps(value, default=default))
 
 
 # -- workers -------------------------------------------------------------------------------

@@ -8,11 +8,13 @@ policy moves between physics and model without a line changed.
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
 from typing import Any, NamedTuple
 
 import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
+from gymnasium.utils.env_checker import data_equivalence
 from gymnasium.vector import AutoresetMode
 
 OBS_MODES = ("dict", "state", "pixels", "rgbd")
@@ -60,6 +62,35 @@ def assemble_observation(
     if obs_mode == "rgbd":
         obs["depth"] = depth
     return obs
+
+
+class WorldDraw(Mapping):
+    """What a reset drew (``info["physics"]``), read-only. Not a dict on purpose: Gymnasium's
+    vector envs stack a dict's arrays across envs, and a draw's arrays differ in size from one
+    draw to the next (a Collapse layout's welds, a Drive track's centre line); any other
+    object they keep as it is, one per env."""
+
+    def __init__(self, values: dict) -> None:
+        self._values = dict(values)
+
+    def __getitem__(self, key: str) -> Any:
+        return self._values[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._values)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def __eq__(self, other: object) -> bool:  # arrays compare element-wise, as in a dict test
+        return isinstance(other, Mapping) and data_equivalence(
+            self._values, dict(other), exact=True
+        )
+
+    __hash__ = None  # mutable contents, as a dict's
+
+    def __repr__(self) -> str:
+        return f"WorldDraw({self._values!r})"
 
 
 class Evaluation(NamedTuple):
@@ -145,7 +176,7 @@ class PhysicsTaskEnv(gym.Env):
         super().reset(seed=seed)
         physics = self._reset_physics(options)
         extra = self._evaluate().info
-        return self._observation(), {"physics": physics, "is_success": False, **extra}
+        return self._observation(), {"physics": WorldDraw(physics), "is_success": False, **extra}
 
     def step(self, action: Any):
         self._apply_action(check_action(action, self.action_space))
