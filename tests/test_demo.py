@@ -5,22 +5,34 @@ import json
 import gymnasium as gym
 import numpy as np
 import pytest
+from gymnasium.utils.env_checker import check_env
 
 from wm_envs.checkpoint import shipped_agents, shipped_models
 from wm_envs.demo import demo
+from wm_envs.tasks import TASKS
+
+SHIPPED_PAIRS = [(task, model) for task in TASKS for model in shipped_models(task)]
 
 
-def test_grasp_ships_an_rssm_and_a_genie():
+def test_every_task_ships_an_rssm_and_grasp_a_genie_too():
+    assert all("rssm" in shipped_models(task) for task in TASKS)
     assert shipped_models("grasp") == ["rssm", "genie"]
 
 
-@pytest.mark.parametrize("model", shipped_models("grasp"))
-def test_shipped_checkpoint_steps_out_of_the_box(model):
-    with gym.make("WM-Grasp-v0", model=model, device="cpu") as env:
+@pytest.mark.parametrize("task,model", SHIPPED_PAIRS)
+def test_shipped_checkpoint_steps_out_of_the_box(task, model):
+    with gym.make(f"WM-{TASKS[task].name}-v0", model=model, device="cpu") as env:
         obs, _ = env.reset(seed=0)
         obs, reward, terminated, truncated, info = env.step(env.action_space.sample())
         assert env.observation_space.contains(obs)
         assert np.isfinite(reward) and isinstance(info["is_success"], bool)
+
+
+@pytest.mark.parametrize("task", ["drive", "collapse"])
+def test_shipped_twins_pass_check_env(task):
+    for obs_mode in ("dict", "latent"):
+        with gym.make(f"WM-{TASKS[task].name}-v0", obs_mode=obs_mode, device="cpu") as env:
+            check_env(env.unwrapped, skip_render_check=False)
 
 
 def test_demo_writes_the_physics_video_and_one_comparison_per_shipped_model(tmp_path):
