@@ -236,10 +236,10 @@ def test_the_registry_declares_each_engines_shapes_and_expert(env_id, kwargs):
 def test_a_task_declares_model_settings_the_trainer_applies_before_overrides():
     from wm_envs.train import task_model_settings
 
-    drive = task_model_settings("drive/expert-v0", "rssm")
+    drive = task_model_settings("Phys-Drive-v0", "rssm")  # a dataset's env, not its id
     assert drive == {"background": "none", "foreground_weight": 0.0}  # the chase camera
-    assert task_model_settings("grasp/mixed-6k-v0+grasp/extra-v0", "rssm") == {}
-    assert task_model_settings("drive/expert-v0", "genie") == {}
+    assert task_model_settings("Phys-Grasp-v0", "rssm") == {}
+    assert task_model_settings("Phys-Drive-v0", "genie") == {}
 
 
 @pytest.mark.parametrize(

@@ -127,10 +127,10 @@ def episode_seeds(root: str | Path, dataset_id: str) -> list[int]:
     return [int(seed) for seed in seeds]
 
 
-def task_model_settings(dataset_id: str, model: str) -> dict:
-    """The config defaults the dataset's task declares for ``model`` (``TaskSpec``)."""
-    task = TASKS.get(dataset_id.split("/")[0])
-    return dict(task.model_settings.get(model, {})) if task else {}
+def task_model_settings(env_id: str, model: str) -> dict:
+    """The config defaults the task of ``env_id`` (a dataset's env) declares for ``model``
+    (``TaskSpec.model_settings``)."""
+    return dict(TASKS[task_of(env_id)].model_settings.get(model, {}))
 
 
 def _spec_from(dataset: WindowDataset) -> ModelSpec:
@@ -181,7 +181,8 @@ class Trainer:
         self.spec = _spec_from(self.train_data)
         self.seed_ranges = seed_ranges(episode_seeds(config.data, config.dataset_id))
         torch.manual_seed(config.seed)
-        overrides = {**task_model_settings(config.dataset_id, config.model), **(overrides or {})}
+        settings = task_model_settings(self.train_data.env_spec.id, config.model)
+        overrides = {**settings, **(overrides or {})}
         self.model = build_model(config.model, self.spec, config.preset, overrides)
         unknown = {p.partition("=")[0].strip() for p in config.stage_steps.split(",") if p}
         if unknown - set(self.model.stages):
