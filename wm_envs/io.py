@@ -51,8 +51,9 @@ def fsync(path: str | Path) -> None:
         os.close(fd)
 
 
-def json_text(payload: dict) -> str:
-    """``payload`` as indented JSON; numpy arrays and scalars become lists and numbers."""
+def json_text(payload: Mapping) -> str:
+    """``payload`` as indented JSON; numpy arrays and scalars become lists and numbers, other
+    mappings (a reset's ``WorldDraw``) dicts."""
     return json.dumps(payload, indent=2, default=_to_builtin) + "\n"
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 import shutil
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from functools import cache
 from pathlib import Path
@@ -21,7 +21,7 @@ import gymnasium as gym
 import numpy as np
 from tqdm import tqdm
 
-from wm_envs.io import atomic_path, write_json, write_video
+from wm_envs.io import atomic_path, json_text, write_json, write_video
 from wm_envs.tasks import task_of
 from wm_envs.tasks.experts import make_expert
 
@@ -160,13 +160,12 @@ def run_episode(env: gym.Env, config: CollectConfig, index: int) -> dict:
         "terminations": np.asarray(terminations),
         "truncations": np.asarray(truncations),
         "is_success": np.asarray(successes),
-        "metadata": {"seed": seed, "policy": policy.description, "physics": _jsonable(physics)},
+        "metadata": {
+            "seed": seed,
+            "policy": policy.description,
+            "physics": json.loads(json_text(physics)),
+        },
     }
-
-
-def _jsonable(value):
-    default = lambda v: dict(v) if isinstance(v, Mapping) else np.asarray(v).tolist()  # noqa: E731
-    return json.loads(json.dumps(value, default=default))
 
 
 # -- workers -------------------------------------------------------------------------------
