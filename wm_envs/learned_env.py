@@ -148,10 +148,16 @@ class LearnedSimulator:
         for name, value in settings.items():
             setattr(model, name, type(getattr(model, name))(value))
 
+    @property
+    def twin_kwargs(self) -> dict:
+        """The ``gym.make`` kwargs of the physics twin the checkpoint learned (its card's
+        ``env_kwargs`` but the observation mode)."""
+        return {k: v for k, v in self.card.get("env_kwargs", {}).items() if k != "obs_mode"}
+
     def _check_twin(self, task: str, backend: str | None, folder) -> None:
         """Refuse a checkpoint trained on another engine (or other settings) of the twin than
-        ``backend``: the card's ``env_kwargs`` are the twin's ``gym.make`` kwargs."""
-        trained_on = {k: v for k, v in self.card.get("env_kwargs", {}).items() if k != "obs_mode"}
+        ``backend``."""
+        trained_on = self.twin_kwargs
         if trained_on.get("backend") not in TASKS[task].other_backends:
             trained_on.pop("backend", None)  # named or not, the default engine
         expected = {} if backend is None else {"backend": backend}

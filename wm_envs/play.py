@@ -83,9 +83,8 @@ class KeyboardPlay:
             self.views = {"physics": env}
         elif seed is None:
             self.views = {"learned": env}
-        else:  # the twin the checkpoint learned: its card's gym.make kwargs
-            card = env.unwrapped.simulator.card
-            twin = {k: v for k, v in card.get("env_kwargs", {}).items() if k != "obs_mode"}
+        else:  # the twin the checkpoint learned
+            twin = env.unwrapped.simulator.twin_kwargs
             physics = gym.make(f"Phys-{self.task.name}-v0", obs_mode="dict", **twin)
             self.views = {"physics": physics, "learned": env}
         self.seed, self.scale = seed, scale
