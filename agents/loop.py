@@ -80,7 +80,8 @@ def run_loop(config: LoopConfig) -> dict:
     out = Path(config.out)
     agent, dataset_id = first_agent, config.dataset_id
     world_model = world_model_folder(read_unit_card(agent, AGENT_FORMAT), agent)
-    task = read_card(world_model)["task"]
+    world_card = read_card(world_model)
+    task, env_id = world_card["task"], world_card["env_id"]  # every iteration's, too
     log = {
         "config": asdict(config),
         "physics_steps": {"before_the_loop": steps_before_the_loop(agent)},
@@ -92,7 +93,7 @@ def run_loop(config: LoopConfig) -> dict:
         collected = f"{task}/{out.name}-{i}-v0"
         collect(
             CollectConfig(
-                env_id=read_card(world_model)["env_id"],
+                env_id=env_id,
                 episodes=config.episodes,
                 policy="agent",
                 agent=str(agent),
@@ -106,7 +107,7 @@ def run_loop(config: LoopConfig) -> dict:
         seed += config.episodes
         dataset_id = f"{dataset_id}+{collected}"
         fine_tuned = folder / "world_model"
-        recipe = read_card(world_model)["recipe"]
+        recipe = world_card["recipe"]
         train = TrainConfig(
             **{
                 **recipe["train_config"],
@@ -143,10 +144,11 @@ def run_loop(config: LoopConfig) -> dict:
         )
         DreamerRun(dreamer, command_line("python -m wm_envs.agents.dreamer", dreamer)).run()
         agent, world_model = folder / "agent", fine_tuned
+        world_card = read_card(world_model)
         validation = evaluate(
             EvaluateConfig(
                 policy=str(agent),
-                env=read_card(world_model)["env_id"],
+                env=env_id,
                 episodes=config.val_episodes,
                 seed=config.val_seed,
                 out=str(folder / "val.json"),
