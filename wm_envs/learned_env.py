@@ -98,6 +98,11 @@ class LearnedSimulator:
         self._check_twin(task, backend, folder)
         spec = self.model.spec
         self.expert_class = self._check_spaces(task, spec, folder)
+        if obs_mode not in self.model.obs_modes:
+            raise ValueError(
+                f"obs_mode {obs_mode!r}: a {model} model serves {self.model.obs_modes} "
+                f"(it has no image decoder)"
+            )
         if obs_mode == "rgbd" and not spec.depth:
             raise ValueError(
                 f"obs_mode 'rgbd' needs a checkpoint trained on depth; {folder} "

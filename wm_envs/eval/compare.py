@@ -216,11 +216,11 @@ def rollout_learned(
         steps = []
         for action in torch.from_numpy(np.clip(plan, -1, 1)).to(simulator.device):
             state, reward, terminated, success = simulator.step(state, action, None)
-            obs = simulator.observe(state)
+            obs = simulator.observe(state)  # a dict, or the state [N, S] of a state-only model
+            obs = obs if isinstance(obs, dict) else {"state": obs}
             steps.append(
-                {
-                    "image": obs["image"].cpu().numpy(),
-                    "state": obs["state"].cpu().numpy(),
+                {key: obs[key].cpu().numpy() for key in ("image", "state") if key in obs}
+                | {
                     "reward": reward.float().cpu().numpy(),
                     "terminated": terminated.cpu().numpy(),
                     "success": success.cpu().numpy(),
@@ -231,11 +231,10 @@ def rollout_learned(
             ended = np.flatnonzero(rollout["terminated"][j, : len(rest[j])])
             length = int(ended[0]) + 1 if len(ended) else len(rest[j])
             predictions[i] = {
-                "image": rollout["image"][j, :length],
-                "state": rollout["state"][j, :length],
-                "reward": rollout["reward"][j, :length],
-                "success": bool(rollout["success"][j, :length].any()),
-            }
+                key: rollout[key][j, :length]
+                for key in ("image", "state", "reward")
+                if key in rollout
+            } | {"success": bool(rollout["success"][j, :length].any())}
     return predictions
 
 
@@ -262,23 +261,26 @@ def score(
     its state; extrapolate its velocity), with foreground PSNR over pixels that differ from
     ``background`` [H, W, 3]; whether it agrees with physics on success, and whether physics
     succeeds."""
-    steps = min(horizon, len(prediction["image"]), len(episode["image"]) - 1 - start)
-    truth_image = torch.from_numpy(episode["image"][start + 1 : start + 1 + steps])
+    steps = min(horizon, len(prediction["state"]), len(episode["state"]) - 1 - start)
     truth_state = episode["state"][start + 1 : start + 1 + steps]
-    model_image = torch.from_numpy(prediction["image"][:steps])
-    copy_image = torch.from_numpy(episode["image"][start]).expand_as(truth_image)
     true_success = bool(episode["success"][start:].any())
     scores = {
-        "psnr": psnr(model_image, truth_image).numpy(),
-        "fg_psnr": foreground_psnr(model_image, truth_image, background).numpy(),
-        "ssim": ssim(model_image, truth_image).numpy(),
         "reward_error": np.abs(
             prediction["reward"][:steps] - episode["reward"][start : start + steps]
-        ),
-        "copy_psnr": psnr(copy_image, truth_image).numpy(),
-        "copy_fg_psnr": foreground_psnr(copy_image, truth_image, background).numpy(),
-        "copy_ssim": ssim(copy_image, truth_image).numpy(),
+        )
     }
+    if "image" in prediction:  # models with an image decoder
+        truth_image = torch.from_numpy(episode["image"][start + 1 : start + 1 + steps])
+        model_image = torch.from_numpy(prediction["image"][:steps])
+        copy_image = torch.from_numpy(episode["image"][start]).expand_as(truth_image)
+        scores |= {
+            "psnr": psnr(model_image, truth_image).numpy(),
+            "fg_psnr": foreground_psnr(model_image, truth_image, background).numpy(),
+            "ssim": ssim(model_image, truth_image).numpy(),
+            "copy_psnr": psnr(copy_image, truth_image).numpy(),
+            "copy_fg_psnr": foreground_psnr(copy_image, truth_image, background).numpy(),
+            "copy_ssim": ssim(copy_image, truth_image).numpy(),
+        }
     scores |= tracked_errors(task, prediction["state"][:steps], truth_state)
     for name, states in baseline_states(episode["state"], start, steps).items():
         errors = tracked_errors(task, states, truth_state)
@@ -365,7 +367,11 @@ def compare(config: CompareConfig) -> dict:
     folder = folder or shipped_checkpoint(config.model, config.task)
     seed_check = check_held_out(read_card(folder), seeds, config.allow_train_seeds)
     simulator = LearnedSimulator(
-        config.task, config.model, config.checkpoint, obs_mode="dict", device=config.device
+        config.task,
+        config.model,
+        config.checkpoint,
+        obs_mode=compared_obs_mode(config.model),
+        device=config.device,
     )
     episodes = held_out_episodes(config.task, seeds[0], config.episodes, config.expert_noise)
     background = static_background(np.concatenate([episode["image"] for episode in episodes]))
@@ -384,7 +390,7 @@ def compare(config: CompareConfig) -> dict:
         ]
         if name == "first_frame" and task.max_episode_steps > config.long_episodes:
             long = long_horizon(config.task, simulator, episodes, predictions, config)
-        if name == "mid_episode":
+        if name == "mid_episode" and "image" in predictions[0]:
             for i in range(min(config.videos, len(episodes))):
                 video_frames += side_by_side(episodes[i], predictions[i], rows[i], config.horizon)
     # Model-specific metrics (Genie: controllability, codebook usage) on the real frames
@@ -435,6 +441,13 @@ def compare(config: CompareConfig) -> dict:
     return report
 
 
+def compared_obs_mode(model: str) -> str:
+    """ "dict" (images and state) for models with an image decoder, else "state"."""
+    from wm_envs.models import MODELS
+
+    return "dict" if "dict" in MODELS[model].obs_modes else "state"
+
+
 def tracked_names(curves: dict) -> list[str]:
     """The task's tracked quantities among a summary's curves (those with baselines)."""
     return [key for key in curves if f"velocity_{key}" in curves]
@@ -455,14 +468,16 @@ def headline(summary: dict, horizon: int) -> dict:
             tracked[f"{key}_beats_copy_every_step"] = bool(
                 np.all(np.array(curves[key]) < np.array(curves[f"copy_{key}"]))
             )
-        rows[name] = {
-            **{
+        images = {}
+        if "psnr" in curves:  # models with an image decoder
+            images = {
                 f"{prefix}{metric}_{step}": curves[f"{prefix}{metric}"][at]
                 for metric in ("psnr", "fg_psnr")
                 for step, at in ((1, 0), (horizon, -1))
                 for prefix in ("", "copy_")
-            },
-            f"ssim_{horizon}": curves["ssim"][-1],
+            } | {f"ssim_{horizon}": curves["ssim"][-1]}
+        rows[name] = {
+            **images,
             **tracked,
             "reward_error_mean": float(np.nanmean(curves["reward_error"])),
             "success_agreement": curves["success_agrees"],
@@ -500,11 +515,13 @@ def plot(summary: dict, path: Path, title: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    panels = [("psnr", "PSNR (dB)"), ("fg_psnr", "foreground PSNR (dB)")]
-    panels += [(key, f"{key} error") for key in tracked_names(next(iter(summary.values())))]
-    figure, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4))
+    first = next(iter(summary.values()))
+    panels = [("psnr", "PSNR (dB)"), ("fg_psnr", "foreground PSNR (dB)")] if "psnr" in first else []
+    panels += [(key, f"{key} error") for key in tracked_names(first)]
+    figure, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4), squeeze=False)
+    axes = axes[0]
     for name, curves in summary.items():
-        steps = np.arange(1, len(curves["psnr"]) + 1)
+        steps = np.arange(1, len(curves[panels[0][0]]) + 1)
         for axis, (key, label) in zip(axes, panels, strict=True):
             (line,) = axis.plot(steps, curves[key], label=f"model, {name}")
             axis.plot(

@@ -59,6 +59,9 @@ class WorldModel(nn.Module):
     #: Attributes a learned env may set at inference (``model_settings=``), e.g. the
     #: number of generation passes, each with the inclusive (low, high) bounds it accepts.
     inference_settings: ClassVar[dict[str, tuple[float, float]]] = {}
+    #: The observation modes a learned env can serve from it: a model with no image decoder
+    #: (JEPA, symbolic) serves "state" and "latent" only.
+    obs_modes: ClassVar[tuple[str, ...]] = ("dict", "state", "pixels", "rgbd", "latent")
 
     def __init__(self, spec: ModelSpec, config) -> None:
         super().__init__()
