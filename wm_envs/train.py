@@ -183,7 +183,9 @@ class Trainer:
         torch.manual_seed(config.seed)
         settings = task_model_settings(self.train_data.env_spec.id, config.model)
         overrides = {**settings, **(overrides or {})}
-        self.model = build_model(config.model, self.spec, config.preset, overrides)
+        self.model = build_model(
+            config.model, self.spec, config.preset, overrides, task_of(self.train_data.env_spec.id)
+        )
         unknown = {p.partition("=")[0].strip() for p in config.stage_steps.split(",") if p}
         if unknown - set(self.model.stages):
             raise ValueError(
@@ -432,27 +434,41 @@ class Trainer:
     # -- validation ---------------------------------------------------------------------------
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
-        """1-step and open-loop PSNR on held-out episodes, beside the copy-frame baseline."""
+        """1-step and open-loop PSNR (models with an image decoder) and state error (in units
+        of the data's std, RMS over the vector) on held-out episodes, beside the copy-frame
+        baseline."""
         c = self.config
         self.model.eval()
         picks = np.random.default_rng(0).integers(len(self.val_data), size=c.eval_windows)
         batch = _to(
             torch.utils.data.default_collate([self.val_data[int(i)] for i in picks]), self.device
         )
-        predicted = open_loop(self.model, batch, c.eval_context)["image"]
-        truth = batch["image"][:, c.eval_context :]
-        model_psnr = psnr(predicted, truth).mean(0)  # [H]
-        copy = batch["image"][:, c.eval_context - 1 : c.eval_context].expand_as(truth)
-        copy_psnr = psnr(copy, truth).mean(0)
+        predicted = open_loop(self.model, batch, c.eval_context)
+        metrics = {}
+        truths = {key: batch[key][:, c.eval_context :] for key in predicted}
+        copies = {
+            key: batch[key][:, c.eval_context - 1 : c.eval_context].expand_as(truth)
+            for key, truth in truths.items()
+        }
+        scores = {"state_error": self._state_error}
+        if "image" in predicted:
+            scores["psnr"] = psnr
+        for name, measure in scores.items():
+            key = "image" if name == "psnr" else "state"
+            model_score = measure(predicted[key], truths[key]).mean(0)  # [H]
+            copy_score = measure(copies[key], truths[key]).mean(0)
+            for step, at in ((1, 0), (c.eval_horizon, -1)):
+                metrics[f"val/{name}_{step}step"] = model_score[at].item()
+                metrics[f"val/copy_{name}_{step}step"] = copy_score[at].item()
         extra = self.model.validation_metrics(batch, c.eval_context)
         self.model.train()
-        return {
-            "val/psnr_1step": model_psnr[0].item(),
-            f"val/psnr_{c.eval_horizon}step": model_psnr[-1].item(),
-            "val/copy_psnr_1step": copy_psnr[0].item(),
-            f"val/copy_psnr_{c.eval_horizon}step": copy_psnr[-1].item(),
-            **{f"val/{key}": value for key, value in extra.items()},
-        }
+        return metrics | {f"val/{key}": value for key, value in extra.items()}
+
+    def _state_error(self, predicted: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
+        """RMS state error in units of the data's std: [B, H, S] pairs -> [B, H]."""
+        model = self.model
+        error = (predicted - truth) / model.state_std
+        return error.square().mean(-1).sqrt()
 
     # -- the loop -------------------------------------------------------------------------------
     def run(self) -> dict[str, float]:

@@ -65,16 +65,19 @@ def ssim(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 def open_loop(model: WorldModel, batch: Batch, context: int) -> dict[str, torch.Tensor]:
     """Observe ``context`` frames of each window, then predict the rest from actions alone.
 
-    Returns predicted ``image`` uint8 [B, H', ...] and ``state`` [B, H', S] for the
-    ``H' = T - context`` steps after the context. Windows must not cross an episode start
-    after their first step (use episode-aligned windows).
+    Returns predicted ``image`` uint8 [B, H', ...] (models with an image decoder) and
+    ``state`` [B, H', S] for the ``H' = T - context`` steps after the context. Windows must
+    not cross an episode start after their first step (use episode-aligned windows).
     """
     obs = {key: batch[key][:, :context] for key in ("image", "state", "depth") if key in batch}
     state = model.init_state(obs, batch["action"][:, :context])
-    images, states = [], []
+    images = "dict" in model.obs_modes
+    steps = []
     for t in range(context, batch["action"].shape[1]):
         state = model.step(state, batch["action"][:, t])
-        decoded = model.decode(state)
-        images.append(decoded["image"])
-        states.append(decoded["state"])
-    return {"image": torch.stack(images, 1), "state": torch.stack(states, 1)}
+        steps.append(model.decode(state) if images else {"state": model.state_vector(state)})
+    return {
+        key: torch.stack([step[key] for step in steps], 1)
+        for key in ("image", "state")
+        if key in steps[0]
+    }
