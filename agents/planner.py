@@ -8,8 +8,14 @@ for predicted success, discounted, and nothing after a predicted termination), a
 moves to their softmax-weighted average. The first action of the mean is taken; the rest
 warm-starts the next step.
 
+Given a goal observation (``set_goal``) it plans toward the goal instead, as V-JEPA 2-AC and
+DINO-WM do in an embedding space: each step of a sequence scores minus the mean squared
+distance of the model's features to those of the goal frame held at rest, and the learned
+heads are not used.
+
     planner = LatentPlanner(model, PlannerConfig(), action_space)
     planner.reset(); action = planner(obs)      # obs: a dict observation (image, state)
+    planner.set_goal(goal_obs)                  # optional: reach what goal_obs shows
 """
 
 from __future__ import annotations
@@ -47,6 +53,7 @@ class LatentPlanner:
         self.low = torch.as_tensor(space.low, device=self._device)
         self.high = torch.as_tensor(space.high, device=self._device)
         self.generator = torch.Generator(self._device).manual_seed(config.seed)
+        self.goal: torch.Tensor | None = None  # features [F] of the goal frame, if any
 
     @property
     def _device(self) -> torch.device:
@@ -58,6 +65,20 @@ class LatentPlanner:
         self.actions: deque[np.ndarray] = deque(maxlen=c.context)
         self.mean = torch.zeros(c.horizon, len(self.low), device=self._device)  # [H, A]
         self.last_action = np.zeros(len(self.low), np.float32)
+
+    @torch.inference_mode()
+    def set_goal(self, goal: dict | None) -> None:
+        """Plan toward the dict observation ``goal`` (image, state) from now on: its features
+        as the model sees it held still (two identical frames); None: back to the heads."""
+        if goal is None:
+            self.goal = None
+            return
+        context = {
+            key: torch.as_tensor(np.stack([goal[key]] * 2), device=self._device)[None]
+            for key in ("image", "state")
+        }  # [1, 2, ...]
+        actions = torch.zeros(1, 2, len(self.low), device=self._device)
+        self.goal = self.model.features(self.model.init_state(context, actions))[0]
 
     def __call__(self, obs: dict) -> np.ndarray:
         self.frames.append(obs)
@@ -109,11 +130,16 @@ class LatentPlanner:
     def rollout_returns(
         self, start: dict[str, torch.Tensor], plans: torch.Tensor, discounts: torch.Tensor
     ) -> torch.Tensor:
-        """Discounted learned return [N] of action sequences ``plans`` [N, H, A]."""
+        """Discounted return [N] of action sequences ``plans`` [N, H, A]: learned, or minus
+        the distance to the goal's features."""
         state, alive = start, torch.ones(plans.shape[0], device=plans.device)
         total = torch.zeros_like(alive)
         for t in range(plans.shape[1]):
             state = self.model.step(state, plans[:, t])
+            if self.goal is not None:
+                distance = (self.model.features(state) - self.goal).square().mean(-1)  # [N]
+                total -= discounts[t] * distance
+                continue
             reward, terminated, success = self.model.outcome_scores(state)  # [N] each
             total += discounts[t] * alive * (reward + self.config.success_bonus * success)
             alive = alive * (1.0 - terminated)

@@ -126,6 +126,9 @@ class PointModel(WorldModel):
         distance = (state["x"] - self.goal).norm(dim=-1)
         return -distance, torch.zeros_like(distance), (distance < 0.05).float()
 
+    def features(self, state):
+        return state["x"]
+
 
 def test_planner_steers_toward_what_the_model_rewards_within_the_action_space():
     space = gym.spaces.Box(-1.0, 1.0, (2,), np.float32)
@@ -137,6 +140,20 @@ def test_planner_steers_toward_what_the_model_rewards_within_the_action_space():
         assert space.contains(action)
         obs = {**obs, "state": obs["state"] + 0.1 * action}
     assert np.linalg.norm(obs["state"] - [0.6, -0.6]) < 0.1  # from 0.85 away
+
+
+def test_planner_given_a_goal_observation_reaches_it_instead_of_the_reward():
+    space = gym.spaces.Box(-1.0, 1.0, (2,), np.float32)
+    planner = LatentPlanner(PointModel([0.6, -0.6]), PlannerConfig(samples=64, horizon=6), space)
+    planner.reset()
+    image = np.zeros((4, 4, 3), np.uint8)
+    planner.set_goal({"state": np.array([-0.5, 0.5], np.float32), "image": image})
+    obs = {"state": np.zeros(2, np.float32), "image": image}
+    for _ in range(8):
+        action = planner(obs)
+        assert space.contains(action)
+        obs = {**obs, "state": obs["state"] + 0.1 * action}
+    assert np.linalg.norm(obs["state"] - [-0.5, 0.5]) < 0.1  # from 0.71 away
 
 
 def test_planner_acts_on_physics_through_evaluate(tiny_checkpoint):
