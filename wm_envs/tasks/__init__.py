@@ -9,6 +9,26 @@ import numpy as np
 
 
 @dataclass(frozen=True)
+class FreeMotion:
+    """What a physics prior on a task's learned motion needs (the RSSM's
+    ``conservation_weight``): where the state vector keeps one rigid object's position and
+    linear velocity, and a rule that marks the steps on which nothing touches it."""
+
+    position: tuple[int, int]  # state-vector slice [start, stop) of its xyz, metres
+    velocity: tuple[int, int]  # state-vector slice [start, stop) of its velocity, m/s
+    #: ``module:function`` mapping state vectors [..., S] before a step (numpy or torch) to
+    #: two bool masks [...]: untouched free flight through the step, and untouched rest.
+    rule: str
+    dt: float  # control step, s
+    gravity: float = 9.81  # m/s^2, along -z
+
+    def phases(self, states):
+        """The rule's (flight, rest) masks [...] for state vectors [..., S]."""
+        module, _, function = self.rule.partition(":")
+        return getattr(importlib.import_module(module), function)(states)
+
+
+@dataclass(frozen=True)
 class TaskSpec:
     """What registration needs to know about a task."""
 
@@ -32,6 +52,9 @@ class TaskSpec:
     #: State-vector slice [start, stop) of a position whose first motion picks ``compare``'s
     #: mid-episode start (just before it moves); None: the middle of the episode.
     start_trigger: tuple[int, int] | None = None
+    #: The object whose untouched motion obeys free flight and rest; None: no such object
+    #: declared (models cannot enable a physics prior on the task).
+    free_motion: FreeMotion | None = None
     image_size: int = 64
     #: Per-model config defaults the trainer applies before ``--set``: what the task's
     #: camera or scale asks of a model (a chase camera leaves no static background).
@@ -66,6 +89,7 @@ TASKS: dict[str, TaskSpec] = {
         ("pybullet",),
         tracked="wm_envs.tasks.grasp:tracked_errors",
         start_trigger=(7, 10),  # the object
+        free_motion=FreeMotion((7, 10), (14, 17), "wm_envs.tasks.grasp:free_motion_phases", 0.04),
         keys=MOVE_KEYS | {"space": (3, 1.0), "g": (3, 1.0)},  # hold to close the fingers
         rest_action=(0.0, 0.0, 0.0, -1.0),  # fingers open
     ),

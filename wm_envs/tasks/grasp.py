@@ -182,3 +182,66 @@ def tracked_errors(predicted: np.ndarray, true: np.ndarray) -> dict[str, np.ndar
     """What ``compare`` tracks, from predicted and true state vectors [T, 24] -> errors [T]:
     the object's position (cm)."""
     return {"position_cm": 100.0 * np.linalg.norm(predicted[:, 7:10] - true[:, 7:10], axis=1)}
+
+
+#: Half the widest horizontal size an object is drawn with (box and cylinder), metres.
+WIDEST_HALF = 0.038
+#: The gripper's bounding box about the fingertip centre: half widths in x and y (palm), and
+#: its extent in z (finger bottoms to palm top), metres (``grasp.xml``); the fingers' width.
+GRIPPER_HALF_X, GRIPPER_HALF_Y, GRIPPER_Z = 0.03, 0.07, (-0.022, 0.082)
+FINGER_THICKNESS = 0.012
+TABLE_HALF = 0.6  # the table top's half size, metres; its top is at z = 0
+
+
+def object_extents(states):
+    """World-axis half extents of a box that holds the object (halves ``WIDEST_HALF``,
+    ``WIDEST_HALF`` and its half height, turned by its quaternion), from state vectors
+    [..., 24] -> three arrays [...] (x, y, z), metres."""
+    w, x, y, z = (states[..., i] for i in range(10, 14))
+    wide, tall = WIDEST_HALF, states[..., 23]
+    rows = (
+        (1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)),
+        (2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)),
+        (2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)),
+    )
+    return tuple(wide * (abs(r0) + abs(r1)) + tall * abs(r2) for r0, r1, r2 in rows)
+
+
+def free_motion_phases(states):
+    """Which steps the object moves untouched, from state vectors [..., 24] before the step
+    (numpy or torch) -> (flight, rest) bool masks [...] (``TaskSpec.free_motion``).
+
+    Untouched: the object's bounding box (``object_extents``) stays clear of the gripper's
+    (palm, and fingers at the current gap) by what both can move in one step plus 1 cm.
+    Flight: untouched, and clear of the table by 1 cm before and after a ballistic step (above
+    its top, or beyond its edge). Rest: untouched, the box's bottom within 5 mm of the table
+    top, moving under 1 cm/s and 0.1 rad/s. Steps near either edge stay unmarked."""
+    extent_x, extent_y, extent_z = object_extents(states)
+    offset = states[..., 20:23]  # object minus fingertip centre
+    half_y = (states[..., 6] / 2 + FINGER_THICKNESS).clip(min=GRIPPER_HALF_Y)
+    centre_z, half_z = sum(GRIPPER_Z) / 2, (GRIPPER_Z[1] - GRIPPER_Z[0]) / 2
+    gap = (
+        (abs(offset[..., 0]) - GRIPPER_HALF_X - extent_x).clip(min=0) ** 2
+        + (abs(offset[..., 1]) - half_y - extent_y).clip(min=0) ** 2
+        + (abs(offset[..., 2] - centre_z) - half_z - extent_z).clip(min=0) ** 2
+    ) ** 0.5
+    speed = (states[..., 14:17] ** 2).sum(-1) ** 0.5
+    gripper_speed = (states[..., 3:6] ** 2).sum(-1) ** 0.5
+    untouched = gap > (gripper_speed + speed) * CONTROL_DT + MAX_DELTA + 0.01
+    position = states[..., 7:10]
+    after = position + states[..., 14:17] * CONTROL_DT
+    after_z = after[..., 2] - 0.5 * 9.81 * CONTROL_DT**2
+    clear = 0.01
+    above = (position[..., 2] - extent_z > clear) & (after_z - extent_z > clear)
+    beyond = (
+        (abs(position[..., 0]) - extent_x > TABLE_HALF + clear)
+        & (abs(after[..., 0]) - extent_x > TABLE_HALF + clear)
+    ) | (
+        (abs(position[..., 1]) - extent_y > TABLE_HALF + clear)
+        & (abs(after[..., 1]) - extent_y > TABLE_HALF + clear)
+    )
+    flight = untouched & (above | beyond)
+    spin = (states[..., 17:20] ** 2).sum(-1) ** 0.5
+    resting = abs(position[..., 2] - extent_z) < 0.005
+    rest = untouched & resting & (speed < 0.01) & (spin < 0.1)
+    return flight, rest
