@@ -4,10 +4,12 @@ import numpy as np
 import pytest
 import torch
 
+from wm_envs.checkpoint import read_card
 from wm_envs.data.windows import WindowDataset
 from wm_envs.models import ModelSpec, build_model
 from wm_envs.models.base import float_to_images, select_state
 from wm_envs.models.rssm import cold_starts, decode_chunk, state_motion
+from wm_envs.tasks import TASKS, grasp
 
 
 def tiny_model(**overrides):
@@ -174,3 +176,95 @@ def test_without_a_background_the_decoder_paints_every_pixel(tiny_dataset):
         tiny_model(background="none")
     with pytest.raises(ValueError, match="'static' or 'none'"):
         tiny_model(background="learned")
+
+
+def grasp_states(gripper, obj, velocity, steps: int = 1, table: bool = False) -> torch.Tensor:
+    """Grasp state vectors [steps + 1, 24] of an upright object (half height 3.5 cm) that
+    starts at ``obj`` with ``velocity`` and flies ballistically (or, on the ``table``, keeps
+    its velocity), the gripper still."""
+    t = np.arange(steps + 1)[:, None] * grasp.CONTROL_DT
+    gravity = np.array([0.0, 0.0, 0.0 if table else -9.81])
+    positions = np.asarray(obj) + np.asarray(velocity) * t + 0.5 * gravity * t**2
+    velocities = np.asarray(velocity) + gravity * t
+    rows = [
+        grasp.state_vector(
+            np.asarray(gripper), np.zeros(3), 0.1, p, (1, 0, 0, 0), v, np.zeros(3), 0.035
+        )
+        for p, v in zip(positions, velocities, strict=True)
+    ]
+    return torch.from_numpy(np.stack(rows))
+
+
+FAR_GRIPPER = (-0.06, 0.0, 0.22)  # fingertips 9 cm beside and 11.5 cm above a resting object
+
+
+def test_grasp_rule_marks_untouched_flight_and_rest_only():
+    flying = grasp_states(FAR_GRIPPER, (0.3, 0.3, 0.3), (0.2, -0.1, 0.5))
+    resting = grasp_states(FAR_GRIPPER, (0.03, 0.0, 0.035), (0.0, 0.0, 0.0), table=True)
+    held = grasp_states((0.0, 0.0, 0.2), (0.0, 0.0, 0.13), (0.0, 0.0, 0.0))
+    pushed = grasp_states(FAR_GRIPPER, (0.03, 0.0, 0.035), (0.1, 0.0, 0.0), table=True)
+    states = torch.cat([flying[:1], resting[:1], held[:1], pushed[:1]])
+    flight, rest = TASKS["grasp"].free_motion.phases(states)
+    assert flight.tolist() == [True, False, False, False]
+    assert rest.tolist() == [False, True, False, False]
+    numpy_flight, numpy_rest = grasp.free_motion_phases(states.numpy())  # numpy works alike
+    assert numpy_flight.tolist() == flight.tolist() and numpy_rest.tolist() == rest.tolist()
+    assert TASKS["grasp"].free_motion.dt == grasp.CONTROL_DT
+
+
+def test_conservation_error_is_zero_on_free_motion_and_positive_when_broken():
+    model = tiny_model(conservation_weight=1.0, task="grasp")
+    model.motion_std.uniform_(0.01, 0.1)  # as fitted on data: any positive scale
+    flying = grasp_states(FAR_GRIPPER, (0.3, 0.3, 0.3), (0.2, -0.1, 0.5), steps=3)
+    resting = grasp_states(FAR_GRIPPER, (0.03, 0.0, 0.035), (0.0, 0.0, 0.0), 3, table=True)
+    for states in (flying, resting):
+        before, change = states[:-1], (states[1:] - states[:-1]) / model.motion_std  # [3, 24]
+        error, marked = model._free_motion_error(before, change)
+        assert marked.all()
+        torch.testing.assert_close(error, torch.zeros(3), atol=1e-6, rtol=0)
+    flight_change = (flying[1:] - flying[:-1]) / model.motion_std
+    no_gravity, hover = flight_change.clone(), flight_change.clone()
+    no_gravity[:, 16] = 0.0  # velocity kept: no fall
+    hover[:, 7] += 0.5  # drifting sideways by half a std per step
+    drift = torch.zeros(3, 24)
+    drift[:, 8] = 0.5  # an object at rest creeping along y
+    for before, broken in ((flying, no_gravity), (flying, hover), (resting, drift)):
+        error, _ = model._free_motion_error(before[:-1], broken)
+        assert (error > 0.1).all()
+
+
+def test_conservation_refuses_a_task_without_a_free_motion_declaration():
+    with pytest.raises(ValueError, match="drive.*declares none"):
+        tiny_model(conservation_weight=1.0, task="drive")
+    with pytest.raises(ValueError, match="needs the data's task"):
+        tiny_model(conservation_weight=1.0)
+    with pytest.raises(ValueError, match="conservation_horizon"):
+        tiny_model(conservation_horizon=-1)
+    tiny_model(task="drive")  # the declaration is needed only with the prior on
+
+
+def test_conservation_adds_its_weighted_term_and_leaves_the_rest_of_the_loss(tiny_dataset):
+    batch = WindowDataset(*tiny_dataset, 8).sample(3, np.random.default_rng(0))  # 8 at rest
+
+    def loss(**overrides):
+        model = tiny_model(cold_start_rate=0.5, **overrides)
+        model.prepare(batch)
+        torch.manual_seed(1)
+        total, metrics = model.loss(batch)
+        return total, metrics
+
+    base, base_metrics = loss()
+    off, off_metrics = loss(task="grasp", conservation_weight=0.0)
+    torch.testing.assert_close(off, base, rtol=0, atol=0)
+    assert "conservation" not in off_metrics
+    on, metrics = loss(task="grasp", conservation_weight=2.0)
+    assert 0 < metrics["conservation_marked"] <= 1 and metrics["conservation"] > 0
+    torch.testing.assert_close(on, base + 2.0 * metrics["conservation"], rtol=1e-5, atol=1e-5)
+    assert all(metrics[key] == value for key, value in base_metrics.items() if key != "loss")
+    _, one_step = loss(task="grasp", conservation_weight=2.0, conservation_horizon=0)
+    assert one_step["conservation_marked"] != metrics["conservation_marked"]  # imagined steps
+    on.backward()
+
+
+def test_the_trainer_names_the_data_task_in_the_config(tiny_checkpoint):
+    assert read_card(tiny_checkpoint)["config"]["task"] == "grasp"

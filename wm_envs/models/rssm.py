@@ -24,6 +24,12 @@ while an object at rest moves by millimetres; integrated, the error grows only w
 the model gets wrong about the motion. The motion head reads what a rollout has: prior
 features (no look at the frame it predicts) and the state it integrates, whose gripper-object
 geometry and velocities are exact at the start where the latent only approximates them.
+
+An optional physics prior (``conservation_weight``) holds the motion head to what an untouched
+rigid object does, on the steps the task's rule marks (``TaskSpec.free_motion``): free flight
+(horizontal velocity kept, g downward) and rest. It acts on the one-step predictions and on
+short prior rollouts under another window's actions, where the data has no target at all
+(see ``RSSM.conservation_loss``).
 """
 
 from __future__ import annotations
@@ -44,6 +50,7 @@ from wm_envs.models.base import (
     images_to_float,
 )
 from wm_envs.models.layers import median_frame, mlp, paint_over
+from wm_envs.tasks import TASKS, FreeMotion
 
 
 @dataclass(frozen=True)
@@ -68,6 +75,11 @@ class RSSMConfig:
     reward_weight: float = 1.0
     done_weight: float = 0.1  # terminated and success heads
     cold_start_rate: float = 0.0  # share of training windows restarted at a random step
+    #: Weight of the free-flight and rest prior on the object's motion (0: off); it needs the
+    #: task's ``TaskSpec.free_motion``. See ``RSSM.conservation_loss``.
+    conservation_weight: float = 0.0
+    conservation_horizon: int = 5  # prior steps imagined from each posterior state for it
+    task: str = ""  # the task of the training data (the trainer sets it)
 
 
 PRESETS = {
@@ -160,6 +172,11 @@ class RSSM(WorldModel):
             raise ValueError(
                 "RSSM foreground_weight weighs pixels that differ from a static background; "
                 "with background='none' set foreground_weight=0"
+            )
+        self.free_motion = free_motion_of(c.task) if c.conservation_weight else None
+        if c.conservation_horizon < 0:
+            raise ValueError(
+                f"RSSM conservation_horizon must be >= 0, got {c.conservation_horizon}"
             )
         self.stoch = c.groups * c.classes
         self.encoder = Encoder(spec, c)
@@ -376,7 +393,6 @@ class RSSM(WorldModel):
             + c.kl_representation * representation
         )
         metrics = {
-            "loss": total.item(),
             "image": image_loss.item(),
             "state": state_loss.item(),
             "motion": motion_loss.item(),
@@ -384,7 +400,94 @@ class RSSM(WorldModel):
             "done": done_loss.item(),
             "kl": categorical_kl(post, prior).mean().item(),
         }
-        return total, metrics
+        if c.conservation_weight:  # last: the other terms draw the same samples without it
+            one_step = (previous, motion_prediction, valid.flatten())
+            conservation, marked = self.conservation_loss(batch, deter, stoch, one_step)
+            total = total + c.conservation_weight * conservation
+            metrics |= {"conservation": conservation.item(), "conservation_marked": marked}
+        return total, {"loss": total.item(), **metrics}
+
+    def conservation_loss(
+        self,
+        batch: Batch,
+        deter: torch.Tensor,
+        stoch: torch.Tensor,
+        one_step: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+    ) -> tuple[torch.Tensor, float]:
+        """The free-flight and rest prior, and the share of steps it marks.
+
+        On the steps the task's rule marks from the state before the step (``FreeMotion``), the
+        motion head's predicted change of the object's position and velocity is held to the
+        law: in free flight Δv = (0, 0, -g·dt) and Δp = v·dt + (0, 0, -g·dt²/2), v the velocity
+        before the step (horizontal velocity constant); at rest Δp = 0 and Δv = 0. The
+        residual is in units of ``motion_std`` (the data's per-step change), through the motion
+        loss's Huber, summed over the 6 components and averaged over the marked steps: a
+        component off by one data std costs 0.5, as it does in the motion loss (which sums 24).
+        Targets carry no gradient. Two kinds of steps: ``one_step`` (the states before each
+        step [B*T, S], the normalised predictions [B*T, S] and where they are defined
+        [B*T]), and ``conservation_horizon`` prior steps from every posterior state (``deter``,
+        ``stoch`` [B, T, ...]) whose state vector integrates the head's own predictions, under
+        the actions of the next window in the batch: another episode's, so the data has no
+        target there, and untouched objects must stay put or fly as they would."""
+        before, predicted, defined = one_step
+        befores, predictions, defineds = [before], [predicted], [defined]
+        horizon = self.config.conservation_horizon
+        starts = deter.shape[1] - horizon  # start steps with `horizon` actions after them
+        if horizon and starts > 0:
+            actions = batch["action"].roll(1, 0)  # [B, T, A]: another window's
+            deter = deter[:, :starts].flatten(0, 1)  # [N, D], N = B * starts
+            stoch = stoch[:, :starts].flatten(0, 1)  # [N, G*K]
+            vector = batch["state"][:, :starts].flatten(0, 1)  # [N, S]
+            for k in range(1, horizon + 1):
+                deter = self._transition(deter, stoch, actions[:, k : k + starts].flatten(0, 1))
+                probs = self._distribution(self.prior(deter))
+                stoch = self._draw(probs, None, straight_through=True).detach()
+                motion = self._motion(torch.cat([deter, stoch], -1), vector)  # [N, S]
+                befores.append(vector)
+                predictions.append(motion)
+                defineds.append(defined.new_ones(len(vector)))
+                vector = vector + motion * self.motion_std
+        before, predicted = torch.cat(befores), torch.cat(predictions)  # [M, S]
+        error, marked = self._free_motion_error(before, predicted)  # [M]
+        marked = marked & torch.cat(defineds)
+        loss = (error * marked).sum() / marked.sum().clamp_min(1)
+        return loss, marked.float().mean().item()
+
+    def _free_motion_error(
+        self, before: torch.Tensor, predicted: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """States before a step [M, S] and the predicted normalised change [M, S] -> the
+        Huber residual against the free-motion law [M] and whether the rule marks the step
+        [M] (``conservation_loss``)."""
+        law: FreeMotion = self.free_motion
+        position, velocity = slice(*law.position), slice(*law.velocity)
+        with torch.no_grad():
+            flight, rest = law.phases(before.float())  # [M] each
+            v = before[:, velocity].float()  # [M, 3]
+            gravity = v.new_tensor([0.0, 0.0, -law.gravity])
+            target = torch.zeros_like(before, dtype=torch.float32)  # rest: no change
+            fly = flight[:, None].float()
+            target[:, position] = fly * (v * law.dt + 0.5 * gravity * law.dt**2)
+            target[:, velocity] = fly * gravity * law.dt
+            target = target / self.motion_std
+        columns = [*range(*law.position), *range(*law.velocity)]
+        error = F.huber_loss(predicted[:, columns].float(), target[:, columns], reduction="none")
+        return error.sum(-1), flight | rest
+
+
+def free_motion_of(task: str) -> FreeMotion:
+    """The free-motion declaration of ``task``, which the physics prior needs."""
+    if task not in TASKS:
+        raise ValueError(
+            f"RSSM conservation_weight needs the data's task (config task, which the trainer "
+            f"sets); got {task!r}, known: {sorted(TASKS)}"
+        )
+    if TASKS[task].free_motion is None:
+        raise ValueError(
+            f"RSSM conservation_weight needs the task to declare its free-moving object "
+            f"(TaskSpec.free_motion); {task!r} declares none"
+        )
+    return TASKS[task].free_motion
 
 
 def state_motion(batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
