@@ -4,7 +4,8 @@
 (``gym.make_vec("WM-Grasp-v0", num_envs=N)``), on the GPU when there is one. Both share
 ``LearnedSimulator``, which loads and checks the checkpoint, starts model states from real
 frames and turns model outputs into observations. Spaces match the physics twin, so a
-policy moves between ``Phys-*`` and ``WM-*`` without a line changed.
+policy moves between ``Phys-*`` and ``WM-*`` without a line changed. ``WorldModelEnv`` can
+also re-anchor its model on a physics shadow every N steps (``resync_every``).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from gymnasium.vector.utils import batch_space
 
 from wm_envs.checkpoint import load_checkpoint, shipped_checkpoint
 from wm_envs.device import resolve_device
-from wm_envs.models.base import State, select_state
+from wm_envs.models.base import Batch, State, WorldModel, select_state
 from wm_envs.tasks import TASKS, experts
 from wm_envs.tasks.base import check_action, make_observation_space
 
@@ -48,6 +49,44 @@ def check_render_mode(render_mode: str | None) -> None:
         raise ValueError(
             f"render_mode must be one of {METADATA['render_modes']}, got {render_mode!r}"
         )
+
+
+def check_resync(resync_every: int | None, resync_weight: float) -> None:
+    """Refuse a re-anchoring period that is not a whole number of steps >= 1 (or None: never)
+    and a weight outside (0, 1], or a weight other than 1 without a period."""
+    if resync_every is not None and (
+        isinstance(resync_every, bool) or not isinstance(resync_every, int) or resync_every < 1
+    ):
+        raise ValueError(
+            f"resync_every must be None (never re-anchor) or a whole number of steps >= 1, "
+            f"got {resync_every!r}"
+        )
+    valid = isinstance(resync_weight, Real) and not isinstance(resync_weight, bool)
+    if not (valid and 0 < resync_weight <= 1):
+        raise ValueError(
+            f"resync_weight must be a number in (0, 1] (1: the full posterior), "
+            f"got {resync_weight!r}"
+        )
+    if resync_every is None and resync_weight != 1:
+        raise ValueError(
+            f"resync_weight={resync_weight!r} needs resync_every (how often to re-anchor); "
+            "without it the env never re-anchors"
+        )
+
+
+def blend_states(posterior: State, prior: State, weight: float) -> State:
+    """``weight * posterior + (1 - weight) * prior`` for every floating-point tensor of a
+    model state; tensors of other dtypes (token indices) cannot be mixed and take the
+    posterior's values.
+
+    Generic, so it works for any model's state dict, but a mix of two discrete latents (the
+    RSSM's one-hot ``stoch``) is no longer one-hot: the networks read it as a soft latent,
+    which they never met in training; below 1 the blend trades that for a gentler correction.
+    """
+    return {
+        key: torch.lerp(prior[key], value, weight) if value.is_floating_point() else value
+        for key, value in posterior.items()
+    }
 
 
 def as_device_tensor(value: Any, device: torch.device) -> torch.Tensor:
@@ -153,6 +192,24 @@ class LearnedSimulator:
         for name, value in settings.items():
             setattr(model, name, type(getattr(model, name))(value))
 
+    def make_shadow(self) -> gym.Env:
+        """The physics twin the checkpoint learned, observing what ``model.observe`` reads
+        (dict, or rgbd for a depth model): what re-anchoring steps beside the model. Refused
+        for models without a one-step filter and for latent actions (physics takes env
+        actions)."""
+        if type(self.model).observe is WorldModel.observe:
+            raise ValueError(
+                f"resync_every needs a model with a one-step filter (observe); a "
+                f"{self.model.name} model has none"
+            )
+        if self.action_mode != "env":
+            raise ValueError(
+                "resync_every steps the physics shadow with the same actions, so it needs "
+                f'action_mode="env", got {self.action_mode!r}'
+            )
+        obs_mode = "rgbd" if self.model.spec.depth else "dict"
+        return gym.make(f"Phys-{TASKS[self.task].name}-v0", obs_mode=obs_mode, **self.twin_kwargs)
+
     @property
     def twin_kwargs(self) -> dict:
         """The ``gym.make`` kwargs of the physics twin the checkpoint learned (its card's
@@ -245,6 +302,12 @@ class LearnedSimulator:
         self._check_seen_in_training(context["state"])
         return context
 
+    def frame_from_observation(self, observation: dict) -> Batch:
+        """One real observation of one env (the twin's dict or rgbd) as a batch [1, ...]: what
+        ``model.observe`` takes. Checked like a start observation."""
+        context = self.context_from_observation(observation, batched=False)  # [1, 1, ...]
+        return {key: value[:, -1] for key, value in context.items()}
+
     def _check_seen_in_training(self, state: torch.Tensor) -> None:
         """Refuse start states [B, K, S] far outside the checkpoint's training data (see
         ``MAX_START_DEVIATION``), read in units of the model's ``state_mean``/``state_std``."""
@@ -321,6 +384,24 @@ class LearnedSimulator:
         return (state, *self.model.outcomes(state))
 
     @torch.inference_mode()
+    def reanchor(
+        self,
+        state: State,
+        action: torch.Tensor,
+        prior: State,
+        observed: Batch,
+        weight: float,
+        generator: torch.Generator | None,
+    ) -> tuple[State, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The step from ``state`` under ``action`` re-anchored on the real observation it led
+        to (``observed`` [B, ...]): the posterior at ``weight`` 1, else its blend with the
+        model's own ``prior`` (``blend_states``); with the reward, terminated and success [B]
+        of the result."""
+        posterior = self.model.observe(state, action, observed, generator)
+        state = posterior if weight == 1 else blend_states(posterior, prior, weight)
+        return (state, *self.model.outcomes(state))
+
+    @torch.inference_mode()
     def observe(self, state: State) -> dict[str, torch.Tensor] | torch.Tensor:
         """Batched observation tensors for ``obs_mode`` (decoding only what is asked)."""
         if self.obs_mode == "latent":
@@ -354,6 +435,17 @@ class WorldModelEnv(gym.Env):
     state; reward, termination and ``info["is_success"]`` come from the model's learned heads.
     The physics twin ``Phys-<Task>-v0`` defines the task; see its docstring.
 
+    With ``resync_every=N`` the env also owns a physics shadow: the twin the checkpoint
+    learned, reset with the same seed and stepped with the same (checked, clipped) actions.
+    Every N steps the model state is re-anchored on the shadow's observation, so errors stop
+    compounding past N steps: at ``resync_weight`` 1 the state becomes the model's one-step
+    posterior given that real frame (``model.observe``); below 1 every floating-point tensor
+    of the state becomes ``w * posterior + (1 - w) * prior`` (the generic blend of
+    ``blend_states``: fine for continuous latents; a discrete latent such as the RSSM's
+    one-hot ``stoch`` becomes a soft mixture the model never met in training, and tensors that
+    are not floating point take the posterior's values). The shadow steps at physics speed
+    (and renders every step), so a resynced env runs at about the twin's rate.
+
     ## Action Space
     The physics twin's (``Box(-1, 1, (A,))``); the same checks: a wrong shape or NaN/inf
     raises ``ValueError``, out-of-range values are clipped. With ``action_mode="latent"``:
@@ -361,7 +453,8 @@ class WorldModelEnv(gym.Env):
 
     ## Observation Space
     The physics twin's for ``obs_mode`` in dict / state / pixels / rgbd (rgbd needs a model
-    trained on depth), plus ``"latent"``: the model's flat feature vector, no decoding.
+    trained on depth), plus ``"latent"``: the model's flat feature vector, no decoding. Also
+    when re-anchoring, observations are the model's decoding of its (re-anchored) state.
 
     ## Rewards
     The learned reward head's prediction of the twin's reward.
@@ -374,11 +467,20 @@ class WorldModelEnv(gym.Env):
     first is ignored; required when K > 1). Values may be numpy arrays or torch tensors on
     any device; states of any real float dtype are read as float32, and states far outside
     the checkpoint's training data (``MAX_START_DEVIATION``) are refused. The returned
-    observation is the model's own decoding of that state.
+    observation is the model's own decoding of that state. With ``resync_every`` the start is
+    the shadow's first frame for the reset seed (``options["observation"]`` is refused).
 
     ## Episode End
     Terminated when the learned termination head fires; truncated by the registered
-    ``max_episode_steps`` (the twin's).
+    ``max_episode_steps`` (the twin's). A shadow whose own episode has ended is no longer
+    stepped, and the env stops re-anchoring until the next reset.
+
+    ## Info
+    ``is_success`` (the learned head); at reset ``bank_index`` (the start-bank row, None for a
+    given or shadow start). With ``resync_every``: ``resynced`` (this step re-anchored the
+    state), ``physics_success`` (the shadow's ``is_success``, its last one once its episode
+    has ended), ``physics_ended`` (the shadow's episode has ended), and on re-anchoring
+    steps ``predicted_state``, the state vector the model predicted before the correction.
 
     ## Arguments
     ``task`` (set by the registration), ``model`` ("rssm" or "genie"), ``checkpoint`` (a
@@ -390,7 +492,11 @@ class WorldModelEnv(gym.Env):
     the twin's actions; "latent": ``Discrete(n)``, the model's own learned controls, for
     models that have them -- Genie's latent actions), ``model_settings`` (inference settings
     the model declares, within its ``inference_settings`` bounds, e.g.
-    ``{"maskgit_steps": 8, "temperature": 0.8}`` for Genie; others raise ``ValueError``).
+    ``{"maskgit_steps": 8, "temperature": 0.8}`` for Genie; others raise ``ValueError``),
+    ``resync_every`` (None, the default: never; N >= 1: re-anchor on the physics shadow every
+    N steps; needs a model with a one-step filter, e.g. the RSSM, not Genie, and
+    ``action_mode="env"``), ``resync_weight`` (in (0, 1], default 1: the weight of the
+    posterior in the re-anchored state).
     """
 
     metadata = METADATA
@@ -407,8 +513,11 @@ class WorldModelEnv(gym.Env):
         action_mode: str = "env",
         model_settings: dict | None = None,
         backend: str | None = None,
+        resync_every: int | None = None,
+        resync_weight: float = 1.0,
     ) -> None:
         check_render_mode(render_mode)
+        check_resync(resync_every, resync_weight)
         self.simulator = LearnedSimulator(
             task, model, checkpoint, obs_mode, device, action_mode, model_settings, backend
         )
@@ -417,23 +526,47 @@ class WorldModelEnv(gym.Env):
         self.render_mode = render_mode
         self.stochastic = stochastic
         self.expert_class = self.simulator.expert_class
+        self.resync_every, self.resync_weight = resync_every, float(resync_weight)
         self._generator: torch.Generator | None = None
         self._state: State | None = None
+        #: The physics twin the state is re-anchored on (with ``resync_every``), else None.
+        self.shadow = None if resync_every is None else self.simulator.make_shadow()
+        self._steps = 0  # since reset, with a shadow
+        self._shadow_ended = self._physics_success = False
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         super().reset(seed=seed)
         if self.stochastic:
             self._generator = self.simulator.generator(self.np_random)
-        self._state, rows = self.simulator.start_from(
-            options, self.np_random, 1, batched=False, generator=self._generator
-        )
-        start = None if rows[0] < 0 else int(rows[0])
-        return self._observation(), {"is_success": False, "bank_index": start}
+        info: dict[str, Any] = {"is_success": False, "bank_index": None}
+        if self.shadow is None:
+            self._state, rows = self.simulator.start_from(
+                options, self.np_random, 1, batched=False, generator=self._generator
+            )
+            info["bank_index"] = None if rows[0] < 0 else int(rows[0])
+            return self._observation(), info
+        if options and {"observation", "actions"} & set(options):
+            raise ValueError(
+                "with resync_every the episode starts from the physics shadow's first frame "
+                "for the reset seed; options['observation'] and options['actions'] are refused"
+            )
+        obs, shadow_info = self.shadow.reset(seed=seed)
+        context = self.simulator.context_from_observation(obs, batched=False)
+        self._state = self.simulator.start(context, None, self._generator)
+        self._steps, self._shadow_ended = 0, False
+        self._physics_success = bool(shadow_info.get("is_success", False))
+        info |= {
+            "resynced": True,
+            "physics_success": self._physics_success,
+            "physics_ended": False,
+        }
+        return self._observation(), info
 
     def step(self, action: Any):
         if self._state is None:
             raise RuntimeError("call reset() before step()")
-        if self.simulator.action_mode == "latent":
+        sim = self.simulator
+        if sim.action_mode == "latent":
             if not self.action_space.contains(action):
                 raise ValueError(
                     f"a latent action is an integer in [0, {self.action_space.n}), got {action!r}"
@@ -441,12 +574,38 @@ class WorldModelEnv(gym.Env):
             action = np.int64(action)
         else:
             action = check_action(action, self.action_space)
-        tensor = torch.as_tensor(action, device=self.simulator.device)[None]
-        self._state, reward, terminated, success = self.simulator.step(
-            self._state, tensor, self._generator
-        )
-        info = {"is_success": bool(success[0])}
+        tensor = torch.as_tensor(action, device=sim.device)[None]
+        before = self._state
+        self._state, reward, terminated, success = sim.step(before, tensor, self._generator)
+        info: dict[str, Any] = {}
+        if self.shadow is not None:
+            observed, info = self._step_shadow(action)
+            if observed is not None:
+                info["predicted_state"] = self.state_vector()
+                self._state, reward, terminated, success = sim.reanchor(
+                    before, tensor, self._state, observed, self.resync_weight, self._generator
+                )
+        info = {"is_success": bool(success[0]), **info}
         return self._observation(), float(reward[0]), bool(terminated[0]), False, info
+
+    def _step_shadow(self, action: np.ndarray) -> tuple[Batch | None, dict]:
+        """Step the physics shadow with ``action`` (until its episode ends). Returns its
+        observation as a batch [1, ...] on the steps that re-anchor (every ``resync_every``),
+        else None, and the info entries."""
+        self._steps += 1
+        observed = None
+        if not self._shadow_ended:
+            obs, _, terminated, truncated, shadow_info = self.shadow.step(action)
+            self._shadow_ended = bool(terminated or truncated)
+            self._physics_success = bool(shadow_info.get("is_success", False))
+            if self._steps % self.resync_every == 0:
+                observed = self.simulator.frame_from_observation(obs)
+        info = {
+            "resynced": observed is not None,
+            "physics_success": self._physics_success,
+            "physics_ended": self._shadow_ended,
+        }
+        return observed, info
 
     def _observation(self):
         return _first(_to_numpy(self.simulator.observe(self._state)))
@@ -462,6 +621,11 @@ class WorldModelEnv(gym.Env):
         with torch.inference_mode():
             return self.simulator.model.decode(self._state)["image"][0].cpu().numpy()
 
+    def close(self) -> None:
+        if self.shadow is not None:
+            self.shadow.close()
+        super().close()
+
 
 class WorldModelVectorEnv(gym.vector.VectorEnv):
     """N copies of ``WM-<Task>-v0`` stepped in one batched model call.
@@ -474,7 +638,10 @@ class WorldModelVectorEnv(gym.vector.VectorEnv):
     actions as tensors, so a GPU agent never copies to the host. Actions from the host are
     checked for NaN/inf on the host; tensors on the device are checked there, which costs a
     device sync per step. Arguments as ``WorldModelEnv``, plus ``num_envs`` and
-    ``max_episode_steps`` (default: the task's).
+    ``max_episode_steps`` (default: the task's), but without re-anchoring: physics shadows
+    would step one by one on the host beside the batched model call, and a resynced env runs at
+    the shadow's speed anyway. ``gym.make_vec(id, num_envs=N, vectorization_mode="sync",
+    resync_every=...)`` gives N resynced ``WorldModelEnv``s.
     """
 
     metadata = METADATA
@@ -494,8 +661,15 @@ class WorldModelVectorEnv(gym.vector.VectorEnv):
         action_mode: str = "env",
         model_settings: dict | None = None,
         backend: str | None = None,
+        resync_every: int | None = None,
+        resync_weight: float = 1.0,
     ) -> None:
         check_render_mode(render_mode)
+        if resync_every is not None or resync_weight != 1:
+            raise ValueError(
+                "the batched vector env does not re-anchor on physics; for N resynced envs use "
+                'gym.make_vec(id, num_envs=N, vectorization_mode="sync", resync_every=...)'
+            )
         self.simulator = sim = LearnedSimulator(
             task, model, checkpoint, obs_mode, device, action_mode, model_settings, backend
         )
