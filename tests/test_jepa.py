@@ -112,8 +112,16 @@ def test_protocol_shapes_and_batched_step():
         alone = model.step({k: v[1:2] for k, v in state.items()}, batch["action"][1:2, 2])
         assert torch.allclose(alone["embed"], stepped["embed"][1:2], atol=1e-5)
         # the filter: the real frame's embedding, the prediction becomes the previous one
-        observed = model.observe(stepped, batch["action"][:, 3], {"image": batch["image"][:, 3]})
+        real = {"image": batch["image"][:, 3], "state": batch["state"][:, 3]}
+        observed = model.observe(stepped, batch["action"][:, 3], real)
         assert torch.equal(observed["previous"], stepped["embed"])
+        # the anchored read-out reports the real state where it was given, the probe's change
+        # after it
+        assert torch.allclose(model.state_vector(observed), real["state"], atol=1e-5)
+        moved = model.step(observed, batch["action"][:, 4])
+        change = model.probe(model.features(moved)) - model.probe(model.features(observed))
+        expected = model.denormalise_state(model.normalise_state(real["state"]) + change)
+        assert torch.allclose(model.state_vector(moved), expected, atol=1e-5)
 
 
 def test_learned_env_serves_latent_and_state_and_refuses_images(jepa_checkpoint):

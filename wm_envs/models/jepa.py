@@ -14,7 +14,10 @@ not), so ``features`` -- the ``latent`` observation -- is their concatenation, 2
 Heads on the features predict reward, termination and success; a *probe* reads the state
 vector off the features. The probe is trained on frozen (detached) features of encoded and
 of predicted frames, so it measures what the embedding knows without shaping it, and
-serves ``obs_mode="state"`` and ``compare``. There is no image decoder: ``dict``, ``pixels``
+serves ``obs_mode="state"`` and ``compare``. By default the state a rollout reports is
+*anchored*: the last real state plus the change in the probe's reading since that frame, so
+the probe's constant error on a scene (~1-3 cm of an object at rest) cancels, as the RSSM's
+integrated state does. There is no image decoder: ``dict``, ``pixels``
 and ``rgbd`` are refused by the learned env (``obs_modes``), not faked with a nearest real
 frame.
 """
@@ -47,6 +50,10 @@ class JEPAConfig:
     probe_weight: float = 1.0
     reward_weight: float = 1.0
     done_weight: float = 0.1
+    #: How the state vector is read out: "absolute" -- the probe's reading; "anchored" --
+    #: the last real state plus the change of the probe's reading since then (its constant
+    #: error on a scene cancels, as the RSSM's integrated state does). Not trained.
+    readout: str = "anchored"
 
 
 PRESETS = {
@@ -98,6 +105,10 @@ class JEPA(WorldModel):
         super().__init__(spec, config)
         if spec.depth:
             raise ValueError("the JEPA encodes RGB frames; train it on a dataset without depth")
+        if config.readout not in ("absolute", "anchored"):
+            raise ValueError(
+                f"JEPA readout must be 'absolute' or 'anchored', got {config.readout!r}"
+            )
         c = config
         self.encoder = FrameEncoder(spec, c)
         self.target_encoder = copy.deepcopy(self.encoder).requires_grad_(False)
@@ -130,13 +141,22 @@ class JEPA(WorldModel):
     ) -> State:
         embeds = self.encode(obs_context["image"])  # [B, K, E]
         previous = embeds[:, -2] if embeds.shape[1] > 1 else embeds[:, -1]  # one frame: at rest
-        return {"previous": previous, "embed": embeds[:, -1]}
+        return self._anchored(previous, embeds[:, -1], obs_context["state"][:, -1])
+
+    def _anchored(self, previous: torch.Tensor, embed: torch.Tensor, real: torch.Tensor) -> State:
+        """A state of embeddings [B, E] anchored on the real state vector [B, S] they show:
+        the normalised real state and the probe's reading of it."""
+        state = {"previous": previous, "embed": embed}
+        return state | {
+            "anchor": self.normalise_state(real),
+            "anchor_reading": self.probe(self.features(state)),
+        }
 
     def step(
         self, state: State, action: torch.Tensor, generator: torch.Generator | None = None
     ) -> State:
         embed = self.predict(state["previous"], state["embed"], action)  # [B, E]
-        return {"previous": state["embed"], "embed": embed}
+        return state | {"previous": state["embed"], "embed": embed}
 
     def observe(
         self,
@@ -146,7 +166,7 @@ class JEPA(WorldModel):
         generator: torch.Generator | None = None,
     ) -> State:
         """The real frame's embedding replaces the prediction (the encoder is the filter)."""
-        return {"previous": state["embed"], "embed": self.encode(obs["image"])}
+        return self._anchored(state["embed"], self.encode(obs["image"]), obs["state"])
 
     def features(self, state: State) -> torch.Tensor:
         return torch.cat([state["previous"], state["embed"]], -1)
@@ -155,7 +175,10 @@ class JEPA(WorldModel):
         return {"state": self.state_vector(state)}
 
     def state_vector(self, state: State) -> torch.Tensor:
-        return self.denormalise_state(self.probe(self.features(state)))
+        reading = self.probe(self.features(state))  # [B, S], normalised
+        if self.config.readout == "anchored":
+            reading = state["anchor"] + reading - state["anchor_reading"]
+        return self.denormalise_state(reading)
 
     def outcome_scores(self, state: State) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         reward, terminated, success = self.outcome_head(self.features(state)).unbind(-1)
