@@ -1,5 +1,6 @@
 """WM-*-v0 with resync_every: re-anchoring on a physics shadow (shipped rssm-grasp)."""
 
+import json
 import warnings
 
 import gymnasium as gym
@@ -149,3 +150,17 @@ def test_the_batched_vector_env_refuses_resync_and_sync_vectorization_serves_it(
     envs.reset(seed=SEED)
     assert envs.step(np.zeros((2, 4)))[-1]["resynced"].all()
     envs.close()
+
+
+def test_the_resync_benchmark_writes_drift_against_the_period(tmp_path):
+    from benchmarks import resync
+
+    resync.main(["--task", "grasp", "--episodes", "2", "--step", "10", "--out", str(tmp_path)])
+    assert (tmp_path / "resync_grasp.md").exists()
+    rows = json.loads((tmp_path / "resync_grasp.json").read_text())["rows"]
+    by_setting = {(row["resync_every"], row["weight"]): row for row in rows}
+    assert set(by_setting) == {("inf" if n is None else n, w) for n, w in resync.SETTINGS}
+    assert by_setting["inf", 1.0]["drift_cut"] == 0
+    assert by_setting[1, 1.0]["position_cm_10"] < by_setting["inf", 1.0]["position_cm_10"]
+    assert by_setting[1, 1.0]["mean_position_cm_1-10"] == 0  # each step the posterior
+    assert all(row["steps_per_s"] > 0 for row in rows)
