@@ -61,7 +61,7 @@ def test_resync_every_step_tracks_physics_while_open_loop_drifts():
 def test_resync_every_n_re_anchors_on_every_nth_step_until_physics_ends():
     _, actions, _, successes = expert_episode(100)
     assert successes[-1] and len(actions) < 100  # the shadow's episode ends on success
-    env = make(resync_every=3)
+    env = make(resync_every=np.int64(3))  # numpy integers count as whole numbers
     env.reset(seed=SEED)
     infos = [env.step(action)[-1] for action in actions + [np.zeros(4)] * 4]
     resynced = [info["resynced"] for info in infos]

@@ -11,7 +11,7 @@ also re-anchor its model on a physics shadow every N steps (``resync_every``).
 from __future__ import annotations
 
 import math
-from numbers import Real
+from numbers import Integral, Real
 from typing import Any
 
 import gymnasium as gym
@@ -55,7 +55,7 @@ def check_resync(resync_every: int | None, resync_weight: float) -> None:
     """Refuse a re-anchoring period that is not a whole number of steps >= 1 (or None: never)
     and a weight outside (0, 1], or a weight other than 1 without a period."""
     if resync_every is not None and (
-        isinstance(resync_every, bool) or not isinstance(resync_every, int) or resync_every < 1
+        isinstance(resync_every, bool) or not isinstance(resync_every, Integral) or resync_every < 1
     ):
         raise ValueError(
             f"resync_every must be None (never re-anchor) or a whole number of steps >= 1, "
@@ -526,7 +526,8 @@ class WorldModelEnv(gym.Env):
         self.render_mode = render_mode
         self.stochastic = stochastic
         self.expert_class = self.simulator.expert_class
-        self.resync_every, self.resync_weight = resync_every, float(resync_weight)
+        self.resync_every = None if resync_every is None else int(resync_every)
+        self.resync_weight = float(resync_weight)
         self._generator: torch.Generator | None = None
         self._state: State | None = None
         #: The physics twin the state is re-anchored on (with ``resync_every``), else None.
