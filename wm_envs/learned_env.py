@@ -110,6 +110,7 @@ class LearnedSimulator:
         action_mode: str = "env",
         model_settings: dict | None = None,
         backend: str | None = None,
+        render_mode: str | None = None,
     ) -> None:
         if task not in TASKS:
             raise ValueError(f"unknown task {task!r}; known: {sorted(TASKS)}")
@@ -141,6 +142,10 @@ class LearnedSimulator:
             raise ValueError(
                 f"obs_mode {obs_mode!r}: a {model} model serves {self.model.obs_modes} "
                 f"(it has no image decoder)"
+            )
+        if render_mode is not None and "pixels" not in self.model.obs_modes:
+            raise ValueError(
+                f"render_mode {render_mode!r}: a {model} model has no image decoder to render"
             )
         if obs_mode == "rgbd" and not spec.depth:
             raise ValueError(
@@ -519,7 +524,15 @@ class WorldModelEnv(gym.Env):
         check_render_mode(render_mode)
         check_resync(resync_every, resync_weight)
         self.simulator = LearnedSimulator(
-            task, model, checkpoint, obs_mode, device, action_mode, model_settings, backend
+            task,
+            model,
+            checkpoint,
+            obs_mode,
+            device,
+            action_mode,
+            model_settings,
+            backend,
+            render_mode,
         )
         self.observation_space = self.simulator.observation_space
         self.action_space = self.simulator.action_space
@@ -672,7 +685,15 @@ class WorldModelVectorEnv(gym.vector.VectorEnv):
                 'gym.make_vec(id, num_envs=N, vectorization_mode="sync", resync_every=...)'
             )
         self.simulator = sim = LearnedSimulator(
-            task, model, checkpoint, obs_mode, device, action_mode, model_settings, backend
+            task,
+            model,
+            checkpoint,
+            obs_mode,
+            device,
+            action_mode,
+            model_settings,
+            backend,
+            render_mode,
         )
         self.num_envs = num_envs
         self.single_observation_space = sim.observation_space
