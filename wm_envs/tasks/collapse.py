@@ -8,6 +8,11 @@ owns slots ``5 f .. 5 f + 4``, pillars first (0: -x -y, 1: +x -y, 2: -x +y, 3: +
 one-row floor uses pillars 0 and 1 at y = 0), then its slab. Each pillar has two welds: slot
 ``2 p`` joins its foot to the slab below (the ground on floor 0), slot ``2 p + 1`` its head to
 the slab it carries, where ``p`` is the pillar's index over all floors (``4 f + i``).
+
+A joint is one of two models (``JOINT_MODELS``): ``"weld"``, a stiff weld that breaks once
+its load passes a strength (``CollapseWorld.strength``), or ``"viscoelastic"``, a
+Kelvin-Voigt bond (``ViscoelasticJoint``) whose stress follows its strain until the strain
+reaches a critical value.
 """
 
 from __future__ import annotations
@@ -39,6 +44,10 @@ HEIGHT_KEPT = 0.4
 ACTION_COST = 1e-3
 CONTROL_DT = 0.04
 GRAVITY = 9.81
+
+#: How a pillar is joined to its slabs: a weld that breaks at a load, or a viscoelastic bond
+#: that breaks at a strain (``ViscoelasticJoint``).
+JOINT_MODELS = ("weld", "viscoelastic")
 
 #: Which block slots hold pillars (the others hold slabs).
 IS_PILLAR = np.arange(MAX_BLOCKS) % BLOCKS_PER_FLOOR < PILLARS_PER_FLOOR
@@ -72,6 +81,63 @@ class CollapseRandomization:
 
 
 @dataclass(frozen=True)
+class ViscoelasticJoint:
+    """Material of a viscoelastic joint: a bond of length ``gauge_length`` and the pillar's
+    cross-section, a Kelvin-Voigt solid that fails for good at a critical strain.
+
+    Strain has six components (``[n, 6]`` arrays): the relative displacement of the joint's
+    two anchor points, pillar end against slab (3, axial and shear alike), and the relative
+    rotation's vector times the pillar radius (3, the bending strain of the bond's edge fibre;
+    torsion alike), both divided by ``gauge_length``. Each component's stress is
+    ``sigma = E eps + eta d(eps)/dt``; the bond carries ``F = A sigma`` (``A = pi r^2``) and
+    ``tau = (I / r) sigma`` (``I = pi r^4 / 4``), which are Euler-Bernoulli's axial and bending
+    stiffnesses ``E A / L`` and ``E I / L``. It fails when its peak strain (``peak_strain``:
+    axial plus bending, the most strained fibre) reaches ``critical_strain``.
+
+    The defaults are soft, a rubbery 20 kPa, and lightly damped because the bond is an
+    explicit force on 2 ms physics steps (``dt``): a pillar rocking on its two bonds is stable
+    only while about ``c (k dt + 2 b) < 4``, with ``c = 2 h^2 dt / J`` (``h``: centre to end,
+    ``J``: its moment of inertia), stiffness ``k = E A / L`` and damping ``b = eta A / L``. On
+    the lightest pillar (~50 g) the defaults use two thirds of that bound
+    (``tests/test_collapse.py`` jolts such pillars; 40 Pa s, or 30 kPa at 20 Pa s, fail).
+    A bond of a 2.8 cm pillar is then a ~5 kN/m spring that breaks at 6 mm of pull (~30 N,
+    within the weld model's 20-60 N strengths) or ~12 degrees of bend. ``eta / E`` = 0.5 ms:
+    in a strike the viscous stress peaks at about a tenth of the elastic one, at rest it is
+    nil. With these buildings stand under gravity and a strike fails them in a cascade
+    (``benchmarks/collapse_joints.py`` measures both beside the welds).
+    """
+
+    young_modulus: float = 2e4  # E, Pa
+    viscosity: float = 10.0  # eta, Pa s
+    critical_strain: float = 0.6  # eps_critical, dimensionless
+    gauge_length: float = 0.01  # L, the bond's rest length, m
+
+    def __post_init__(self) -> None:
+        for name in ("young_modulus", "critical_strain", "gauge_length"):
+            value = getattr(self, name)
+            if not (np.isfinite(value) and value > 0):
+                raise ValueError(f"{name} must be positive and finite, got {value}")
+        if not (np.isfinite(self.viscosity) and self.viscosity >= 0):
+            raise ValueError(f"viscosity must be non-negative and finite, got {self.viscosity}")
+
+    def stress(self, strain: np.ndarray, strain_rate: np.ndarray) -> np.ndarray:
+        """Stress [n, 6] in Pa of bonds with strain [n, 6] and its rate [n, 6] (1/s):
+        ``E eps + eta d(eps)/dt`` while the bond's peak strain is below the critical one,
+        0 from there on."""
+        intact = peak_strain(strain) < self.critical_strain  # [n]
+        law = self.young_modulus * strain + self.viscosity * strain_rate
+        return np.where(intact[:, None], law, 0.0)
+
+
+def peak_strain(strain: np.ndarray) -> np.ndarray:
+    """Peak strain [n] of bonds with strain [n, 6]: the displacement strain plus the bending
+    strain of the edge fibre (``ViscoelasticJoint``), as the strains of a beam's most strained
+    fibre add up under axial load and bending."""
+    squares = strain * strain
+    return np.sqrt(squares[:, :3].sum(axis=1)) + np.sqrt(squares[:, 3:].sum(axis=1))
+
+
+@dataclass(frozen=True)
 class CollapseWorld:
     """One draw of the building: what ``info["physics"]`` reports at reset.
 
@@ -86,7 +152,7 @@ class CollapseWorld:
     masses: np.ndarray  # [n_blocks] kg
     friction: float
     welds: np.ndarray  # used weld slots, int
-    strength: np.ndarray  # [n_welds] breaking load, N
+    strength: np.ndarray  # [n_welds] breaking load of the "weld" joint model, N
     height: float  # top of the building, m
 
     def as_info(self) -> dict:
