@@ -1,13 +1,18 @@
-"""Phys-Collapse-v0: welds that break and stay broken, a building that stands when left alone."""
+"""Phys-Collapse-v0: welds that break and stay broken, a building that stands when left alone,
+and the viscoelastic joints' law and breaking strain."""
+
+import warnings
 
 import gymnasium as gym
 import mujoco
 import numpy as np
 import pytest
+from gymnasium.utils.env_checker import check_env
 
 import wm_envs  # noqa: F401  (registers the envs)
 from wm_envs.tasks import collapse
-from wm_envs.tasks.collapse import CollapseRandomization
+from wm_envs.tasks.collapse import CollapseRandomization, ViscoelasticJoint
+from wm_envs.tasks.collapse_mujoco import relative_rotation
 
 
 def make(**kwargs):
@@ -32,9 +37,10 @@ def test_an_overloaded_weld_breaks_and_stays_broken():
     env.close()
 
 
-@pytest.mark.parametrize("seed", [0, 1, 2])
-def test_an_untouched_building_stands_still_for_the_episode(seed):
-    env = make()
+@pytest.mark.parametrize("joint_model", collapse.JOINT_MODELS)
+@pytest.mark.parametrize("seed", [0, 1, 2])  # 4 floors of 2 rows (the heaviest), 3 x 2, 4 x 1
+def test_an_untouched_building_stands_still_for_the_episode(seed, joint_model):
+    env = make(joint_model=joint_model)
     start, _ = env.reset(seed=seed)
     for _ in range(150):
         obs, reward, terminated, truncated, info = env.step(np.zeros(4))
@@ -131,3 +137,124 @@ def test_block_tops_agree_with_mujoco():
         atol=1e-6,
     )
     env.close()
+
+
+def test_the_viscoelastic_law_on_known_numbers():
+    material = ViscoelasticJoint(young_modulus=1e4, viscosity=10.0, critical_strain=0.2)
+    strain = np.array([[0.1, 0.0, 0.0, 0.0, 0.05, 0.0], [0.15, 0.0, 0.0, 0.0, 0.06, 0.0]])
+    rate = np.array([[2.0, 0.0, 0.0, 0.0, -1.0, 0.0], [2.0, 0.0, 0.0, 0.0, -1.0, 0.0]])
+    np.testing.assert_allclose(collapse.peak_strain(strain), [0.15, 0.21])
+    stress = material.stress(strain, rate)  # sigma = E eps + eta d(eps)/dt, Pa
+    np.testing.assert_allclose(stress[0], [1e3 + 20.0, 0.0, 0.0, 0.0, 500.0 - 10.0, 0.0])
+    np.testing.assert_array_equal(stress[1], np.zeros(6))  # peak 0.21 >= 0.2: broken
+    shear = np.array([[0.03, 0.04, 0.0, 0.0, 0.0, 0.05]])  # |(0.03, 0.04, 0)| + 0.05
+    np.testing.assert_allclose(collapse.peak_strain(shear), [0.1])
+
+
+def test_relative_rotation_is_the_turn_between_the_frames():
+    def about_z(angle):
+        c, s = np.cos(angle), np.sin(angle)
+        return np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
+
+    tilt = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, -1.0], [0.0, 1.0, 0.0]])  # 90 deg about x
+    pillars = np.stack([about_z(0.3), about_z(0.5) @ tilt, tilt])
+    slabs = np.stack([np.eye(3), about_z(0.5) @ tilt, np.eye(3)])
+    turns = relative_rotation(pillars, slabs)
+    np.testing.assert_allclose(turns, [[0, 0, 0.3], [0, 0, 0], [np.pi / 2, 0, 0]], atol=1e-12)
+
+
+def test_a_viscoelastic_bond_pulls_back_with_its_stiffness():
+    """Shift a ground-floor pillar sideways at rest: its two bonds (foot and head) pull it
+    back with 2 E A / L times the shift, A the pillar's cross-section, and no torque."""
+    material = ViscoelasticJoint()
+    env = make(joint_model="viscoelastic")
+    env.reset(seed=0)
+    task = env.unwrapped
+    pillar = task._bodies[0]
+    shift = 0.5 * material.critical_strain * material.gauge_length
+    task.data.qpos[task._qpos[0]] += shift
+    mujoco.mj_forward(task.model, task.data)
+    task._apply_bond_forces()
+    area = np.pi * task._half_extents[0, 0] ** 2
+    stiffness = material.young_modulus * area / material.gauge_length
+    np.testing.assert_allclose(
+        task._wrench[pillar], [-2 * stiffness * shift, 0, 0, 0, 0, 0], atol=1e-9
+    )
+    np.testing.assert_array_equal(task.data.xfrc_applied[pillar], task._wrench[pillar])
+    assert task._intact.size == len(task._world.welds)  # below the critical strain
+    env.close()
+
+
+@pytest.mark.parametrize("factor", [0.5, 1.5])
+def test_a_bond_strained_past_its_critical_strain_breaks_for_good(factor):
+    """Shift a ground-floor pillar by a factor of the breaking displacement: below 1 its
+    bonds hold; past it both break at once, apply no force and stay broken once it is back."""
+    material = ViscoelasticJoint()
+    env = make(joint_model="viscoelastic")
+    env.reset(seed=0)
+    task = env.unwrapped
+    pillar, address = task._bodies[0], task._qpos[0]  # floor 0, pillar 0: welds 0 and 1
+    rest = task.data.qpos[address : address + 3].copy()
+    task.data.qpos[address] += factor * material.critical_strain * material.gauge_length
+    _, _, _, _, info = env.step(np.zeros(4))
+    broken = factor > 1
+    assert info["weld_broken"][:2].tolist() == [broken, broken]
+    assert info["broken_welds"] == 2 * broken
+    task.data.qpos[address : address + 3] = rest
+    task.data.qvel[task.model.body_dofadr[pillar] :][:6] = 0.0
+    for _ in range(20):  # back where it was bonded: a broken bond does not heal
+        _, _, _, _, info = env.step(np.zeros(4))
+        assert info["weld_broken"][:2].tolist() == [broken, broken]
+    assert np.all(task._wrench[pillar] == 0.0) == broken
+    env.close()
+
+
+def test_jolted_light_pillars_settle_on_their_bonds():
+    """The bonds are explicit forces: too stiff or too viscous for the 2 ms substep, and a
+    pillar's rocking grows each substep until bonds break and blocks fly. With the defaults
+    the lightest pillars the draw allows, jolted 0.3 mm sideways, settle and hold."""
+    light = CollapseRandomization(
+        density=(300.0, 300.0), pillar_radius=(0.026, 0.026), pillar_half_height=(0.045, 0.045)
+    )
+    env = make(joint_model="viscoelastic", randomization=light)
+    for seed in range(4):
+        for pillar in (0, 1):
+            start, _ = env.reset(seed=seed)
+            task = env.unwrapped
+            task.data.qpos[task._qpos[pillar]] += 3e-4
+            for _ in range(3):
+                obs, _, _, _, info = env.step(np.zeros(4))
+            assert info["broken_welds"] == 0
+            moved = collapse.state_blocks(obs)[0] - collapse.state_blocks(start)[0]
+            assert np.abs(moved).max() < 1e-3  # the jolt, and the sag under load
+    env.close()
+
+
+def test_the_viscoelastic_model_passes_check_env_with_the_same_spaces():
+    weld = gym.make("Phys-Collapse-v0", render_mode="rgb_array")
+    env = gym.make("Phys-Collapse-v0", render_mode="rgb_array", joint_model="viscoelastic")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        check_env(env.unwrapped)
+    assert [str(w.message) for w in caught if "infinity" not in str(w.message)] == []
+    assert env.observation_space == weld.observation_space
+    assert env.action_space == weld.action_space
+    obs, info = env.reset(seed=3)
+    weld_obs, weld_info = weld.reset(seed=3)  # the same draw, the same layout
+    np.testing.assert_array_equal(obs["state"], weld_obs["state"])
+    assert info["physics"] == weld_info["physics"]
+    env.close()
+    weld.close()
+
+
+def test_bad_joint_settings_are_refused():
+    with pytest.raises(ValueError, match="joint_model"):
+        make(joint_model="spring")
+    with pytest.raises(ValueError, match="joint_material"):
+        make(joint_material=ViscoelasticJoint())  # the weld model has no material
+    with pytest.raises(ValueError, match="young_modulus"):
+        ViscoelasticJoint(young_modulus=-1.0)
+    with pytest.raises(ValueError, match="viscosity"):
+        ViscoelasticJoint(viscosity=float("nan"))
+    with pytest.raises(ValueError, match="critical_strain"):
+        ViscoelasticJoint(critical_strain=0.0)

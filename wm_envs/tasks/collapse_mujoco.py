@@ -8,7 +8,7 @@ import numpy as np
 from wm_envs.assets import ASSETS
 from wm_envs.tasks import collapse
 from wm_envs.tasks.base import Evaluation, PhysicsTaskEnv
-from wm_envs.tasks.collapse import CollapseRandomization
+from wm_envs.tasks.collapse import CollapseRandomization, ViscoelasticJoint
 from wm_envs.tasks.experts import CollapseExpert
 from wm_envs.tasks.mujoco_base import MujocoRenderer
 
@@ -55,6 +55,31 @@ def build_model() -> mujoco.MjModel:
     return spec.compile()
 
 
+def relative_rotation(pillar: np.ndarray, slab: np.ndarray) -> np.ndarray:
+    """Rotation vectors [n, 3] (axis times angle, rad, world axes) of rotation matrices
+    ``pillar`` [n, 3, 3] relative to ``slab`` [n, 3, 3]: how far a bond has turned from rest,
+    where both were aligned. The log map of ``pillar slab^T`` (exact up to a half turn)."""
+    turn = pillar @ slab.transpose(0, 2, 1)  # [n, 3, 3]
+    sine = 0.5 * np.stack(
+        [
+            turn[:, 2, 1] - turn[:, 1, 2],
+            turn[:, 0, 2] - turn[:, 2, 0],
+            turn[:, 1, 0] - turn[:, 0, 1],
+        ],
+        axis=1,
+    )  # [n, 3] sin(angle) times the axis
+    cosine = 0.5 * (turn[:, 0, 0] + turn[:, 1, 1] + turn[:, 2, 2] - 1.0)
+    norm = np.sqrt((sine * sine).sum(axis=1))
+    return (np.arctan2(norm, cosine) / np.maximum(norm, 1e-12))[:, None] * sine
+
+
+def cross(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``np.cross`` of [..., 3] arrays, a few times faster on the few dozen rows of a substep."""
+    a0, a1, a2 = a[..., 0], a[..., 1], a[..., 2]
+    b0, b1, b2 = b[..., 0], b[..., 1], b[..., 2]
+    return np.stack([a1 * b2 - a2 * b1, a2 * b0 - a0 * b2, a0 * b1 - a1 * b0], axis=-1)
+
+
 class CollapseMujocoEnv(PhysicsTaskEnv):
     """Bring down a building of welded blocks with a demolition ram.
 
@@ -73,6 +98,21 @@ class CollapseMujocoEnv(PhysicsTaskEnv):
     head that a motor thrusts along +x against a return spring -- stands to the left. Each
     episode draws floors, rows, block sizes and spacing, per-block densities, the friction and
     per-weld strengths. The front camera frames site and ram: at 64x64 a pillar is ~5 px wide.
+
+    With ``joint_model="viscoelastic"`` each joint is a bond with an explicit stress law
+    instead (``ViscoelasticJoint``): a Kelvin-Voigt solid, ``sigma = E eps + eta d(eps)/dt``,
+    that breaks for good once its peak strain reaches ``eps_critical``. Its strain is the
+    relative displacement of its two anchor points (the pillar's end and the slab's point it
+    rests on, which coincide at reset) and its relative rotation times the pillar radius, over
+    the bond's rest length ``L``; it carries ``F = A sigma`` and a bending torque ``I sigma / r``.
+    The force is computed from each substep's kinematics (``mj_step1``) and applied through
+    ``xfrc_applied`` with no weld constraint active, so a bond's stress is the law's and no
+    solver's: a MuJoCo weld's force is whatever holds its constraint (set by its solver time
+    constant and the bodies' masses), not E times a strain. The weld model is the default: the
+    datasets, shipped twins and expert figures come from it, its implicit constraint holds a
+    pillar stiffly whatever its mass, and it steps about twice as fast. Explicit bonds must be
+    soft (E = 20 kPa) to stay stable on 2 ms substeps. ``benchmarks/collapse_joints.py``
+    measures both side by side. Spaces, state layout, reward and success are the same.
 
     ## Action Space
     ``Box(-1, 1, (4,), float32)``: ram target displacement dx, dy, dz (1 = 2 cm per step, the
@@ -95,11 +135,11 @@ class CollapseMujocoEnv(PhysicsTaskEnv):
     | 7       | strike: head velocity, m/s |
     | 8       | structure height now (highest point of any block on the site), m |
     | 9       | structure height at reset, m |
-    | 10      | number of broken welds |
+    | 10      | number of broken joints (welds or bonds) |
     | 11-13   | pillar half extents (radius, radius, centre to tip), m |
     | 14-16   | slab half extents, m |
     | 17-176  | 20 block slots x (position xyz, quaternion wxyz, used mask) |
-    | 177-208 | 32 weld slots: 1 intact, 0 broken or unused |
+    | 177-208 | 32 joint slots: 1 intact, 0 broken or unused |
 
     ## Rewards
     ``(E_prev - E) / E_0 - 0.001 * mean(action^2)``: the potential energy the blocks lost this
@@ -111,8 +151,8 @@ class CollapseMujocoEnv(PhysicsTaskEnv):
     The building stands at rest, its centre drawn in a 4 x 4 cm square around (0.05, 0), all
     welds intact; the ram carriage at (-0.3, 0, 0.12) with the head retracted.
     ``info["physics"]`` reports the draw (``CollapseWorld``: layout, sizes, masses, friction,
-    weld strengths); every step's info has ``height`` (m), ``broken_welds`` (count) and
-    ``weld_broken`` (bool per weld slot).
+    weld strengths, which only the weld model uses); every step's info has ``height`` (m),
+    ``broken_welds`` (count) and ``weld_broken`` (bool per weld slot), for either model.
 
     ## Episode End
     Terminated on success: the structure's height is at most 40% of its height at reset (it
@@ -123,7 +163,9 @@ class CollapseMujocoEnv(PhysicsTaskEnv):
     ## Arguments
     ``obs_mode``, ``image_size``, ``render_mode`` ("rgb_array"), ``width``/``height`` of
     ``render()``, ``randomization`` (a ``CollapseRandomization``: narrow ranges = a fixed
-    world).
+    world), ``joint_model`` (``"weld"``, the default, or ``"viscoelastic"``),
+    ``joint_material`` (a ``ViscoelasticJoint``, viscoelastic only; by default E = 20 kPa,
+    eta = 10 Pa s, eps_critical = 0.6, L = 1 cm).
     """
 
     state_dim = collapse.STATE_DIM
@@ -138,9 +180,26 @@ class CollapseMujocoEnv(PhysicsTaskEnv):
         width: int = 256,
         height: int = 256,
         randomization: CollapseRandomization | None = None,
+        joint_model: str = "weld",
+        joint_material: ViscoelasticJoint | None = None,
     ) -> None:
+        if joint_model not in collapse.JOINT_MODELS:
+            raise ValueError(
+                f"joint_model must be one of {collapse.JOINT_MODELS}, got {joint_model!r}"
+            )
+        if joint_material is not None and joint_model != "viscoelastic":
+            raise ValueError(
+                f"joint_material is for joint_model='viscoelastic', got {joint_model!r}"
+            )
+        if joint_material is not None and not isinstance(joint_material, ViscoelasticJoint):
+            raise ValueError(
+                f"joint_material must be a ViscoelasticJoint, got {type(joint_material).__name__}"
+            )
         super().__init__(obs_mode, image_size, render_mode, width, height)
         self.randomization = randomization or CollapseRandomization()
+        self.joint_model = joint_model
+        viscoelastic = joint_model == "viscoelastic"
+        self.joint_material = (joint_material or ViscoelasticJoint()) if viscoelastic else None
         self.model = model = build_model()
         self.data = mujoco.MjData(model)
         self.frame_skip = round(collapse.CONTROL_DT / model.opt.timestep)
@@ -167,6 +226,16 @@ class CollapseMujocoEnv(PhysicsTaskEnv):
         self._half_extents = np.zeros((collapse.MAX_BLOCKS, 3))
         self._strength = np.zeros(collapse.MAX_WELDS)
         self._intact = np.zeros(0, int)  # intact weld slots (= equality ids), ascending
+        # per weld slot: the bodies it joins (pillar, slab; the ground is the world body 0)
+        # and the joint in each one's frame, m (the viscoelastic bonds' anchors)
+        ends = [collapse.weld_ends(weld) for weld in range(collapse.MAX_WELDS)]
+        self._weld_bodies = np.array(
+            [[self._bodies[p], self._bodies[s] if s >= 0 else 0] for p, s in ends]
+        )
+        self._end_bodies = np.zeros((collapse.MAX_WELDS, 2, model.nbody))  # one-hot
+        np.put_along_axis(self._end_bodies, self._weld_bodies[:, :, None], 1.0, axis=2)
+        self._anchors = np.zeros((collapse.MAX_WELDS, 2, 3))
+        self._wrench = np.zeros((model.nbody, 6))  # the bonds' share of data.xfrc_applied
         self._target = collapse.RAM_START.copy()
         self._energy = self._energy_at_reset = 1.0
         self._action_cost = 0.0
@@ -207,21 +276,26 @@ class CollapseMujocoEnv(PhysicsTaskEnv):
         return world.as_info()
 
     def _set_welds(self, world: collapse.CollapseWorld) -> None:
-        """Weld each used pillar to its slabs (or the ground) where they touch at rest."""
+        """Join each used pillar to its slabs (or the ground) where they touch at rest: a
+        weld constraint, or (viscoelastic) a bond whose anchors are that point."""
         positions = np.zeros((collapse.MAX_BLOCKS + 1, 3))  # the last row: the ground
         positions[world.blocks] = world.positions
         self.data.eq_active[:] = 0
+        self._anchors[:] = 0.0
         for weld in world.welds:
             pillar, slab = collapse.weld_ends(weld)
             end = 1.0 if weld % 2 else -1.0  # head or foot
             joint = positions[pillar] + (0.0, 0.0, end * self._half_extents[pillar, 2])
-            # eq_data: the joint in the slab's frame, in the pillar's, relative quaternion
-            offsets = [*(joint - positions[slab]), *(joint - positions[pillar])]
-            self.model.eq_data[weld, :10] = [*offsets, 1.0, 0.0, 0.0, 0.0]
-            self.data.eq_active[weld] = 1
+            self._anchors[weld] = [joint - positions[pillar], joint - positions[slab]]
+            if self.joint_model == "weld":
+                # eq_data: the joint in the slab's frame, in the pillar's, relative quaternion
+                offsets = [*self._anchors[weld, 1], *self._anchors[weld, 0]]
+                self.model.eq_data[weld, :10] = [*offsets, 1.0, 0.0, 0.0, 0.0]
+                self.data.eq_active[weld] = 1
         self._intact = world.welds.copy()
         self._strength[:] = 0.0
         self._strength[world.welds] = world.strength
+        self._wrench[:] = 0.0  # mj_resetData has cleared xfrc_applied
 
     def _apply_action(self, action: np.ndarray) -> None:
         target = self._target + collapse.MAX_DELTA * action[:3]
@@ -229,8 +303,13 @@ class CollapseMujocoEnv(PhysicsTaskEnv):
         self.data.ctrl[:] = [*self._target, action[3]]
         self._action_cost = collapse.ACTION_COST * float(np.mean(action * action))
         for _ in range(self.frame_skip):
-            mujoco.mj_step(self.model, self.data)
-            self._break_overloaded_welds()
+            if self.joint_model == "weld":
+                mujoco.mj_step(self.model, self.data)
+                self._break_overloaded_welds()
+            else:  # the bonds' forces depend on this substep's kinematics (mj_step1)
+                mujoco.mj_step1(self.model, self.data)
+                self._apply_bond_forces()
+                mujoco.mj_step2(self.model, self.data)
 
     def _break_overloaded_welds(self) -> None:
         """Switch off every intact weld whose load exceeded its strength in the last substep.
@@ -249,6 +328,43 @@ class CollapseMujocoEnv(PhysicsTaskEnv):
         broken = force + torque / collapse.WELD_LEVER > self._strength[intact]
         if broken.any():
             self.data.eq_active[intact[broken]] = 0
+            self._intact = intact[~broken]
+
+    def _apply_bond_forces(self) -> None:
+        """Apply the intact viscoelastic bonds' forces for this substep; break for good every
+        bond whose peak strain reached the critical one (``ViscoelasticJoint``).
+
+        Strain is read from the kinematics ``mj_step1`` has just computed: anchor positions
+        and velocities, and the rotations of pillar and slab. Each bond's force and torque act
+        equal and opposite on its two bodies at the midpoint of its anchors, so momentum and
+        angular momentum balance. They go through ``xfrc_applied``, replacing the previous
+        substep's share and keeping anything else applied there.
+        """
+        data, material, intact = self.data, self.joint_material, self._intact
+        bodies = self._weld_bodies[intact]  # [n, 2] pillar, slab
+        rotations = data.xmat[bodies].reshape(-1, 2, 3, 3)
+        anchors = data.xpos[bodies] + (rotations @ self._anchors[intact, :, :, None])[..., 0]
+        # [n, 2, 3] each: world axes, the linear velocity at the body's subtree_com
+        spin, linear = data.cvel[bodies, :3], data.cvel[bodies, 3:]
+        moving = linear + cross(spin, anchors - data.subtree_com[bodies])  # anchor velocities
+        turn = relative_rotation(rotations[:, 0], rotations[:, 1])  # [n, 3]
+        radius = self._half_extents[0, 0]
+        scale = np.repeat([1.0, radius], 3) / material.gauge_length  # [6]
+        strain = np.hstack([anchors[:, 0] - anchors[:, 1], turn]) * scale  # [n, 6]
+        rate = np.hstack([moving[:, 0] - moving[:, 1], spin[:, 0] - spin[:, 1]]) * scale
+        # force (area) and torque (second moment over radius) on the pillar; minus on the slab
+        section = np.repeat([np.pi * radius**2, np.pi * radius**3 / 4], 3)
+        load = -material.stress(strain, rate) * section  # [n, 6] N, N m
+        load = load[:, None] * np.array([1.0, -1.0])[None, :, None]  # [n, 2, 6]
+        arms = anchors.mean(axis=1, keepdims=True) - data.xipos[bodies]  # [n, 2, 3]
+        load[..., 3:] += cross(arms, load[..., :3])  # torque about each body's centre of mass
+        ends = self._end_bodies[intact].reshape(-1, self.model.nbody)  # [2 n, nbody]
+        wrench = ends.T @ load.reshape(-1, 6)  # [nbody, 6]
+        wrench[0] = 0.0  # the ground takes its share without moving
+        data.xfrc_applied += wrench - self._wrench
+        self._wrench = wrench
+        broken = collapse.peak_strain(strain) >= material.critical_strain
+        if broken.any():
             self._intact = intact[~broken]
 
     def _potential_energy(self) -> float:
