@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import h5py
 import numpy as np
 import torch
 
@@ -37,8 +38,6 @@ class WindowDataset(torch.utils.data.Dataset):
         split_seed: int = 0,
         within_episodes: bool = False,
     ) -> None:
-        if split not in ("train", "val"):
-            raise ValueError(f"split must be 'train' or 'val', got {split!r}")
         datasets = open_datasets(root, dataset_id)
         self.dataset_id, self.length = dataset_id, length
         self.env_spec = datasets[0].spec.env_spec
@@ -46,9 +45,7 @@ class WindowDataset(torch.utils.data.Dataset):
         episodes = [
             (d, i) for d, dataset in enumerate(datasets) for i in range(dataset.total_episodes)
         ]
-        order = np.random.default_rng(split_seed).permutation(len(episodes))
-        n_val = max(1, round(val_fraction * len(order))) if len(order) > 1 else 0
-        chosen = np.sort(order[:n_val] if split == "val" else order[n_val:])
+        chosen = split_episodes(len(episodes), split, val_fraction, split_seed)
         self.episode_ids = chosen
         columns: dict[str, list[np.ndarray]] = {}
         for d, dataset in enumerate(datasets):
@@ -91,6 +88,18 @@ class WindowDataset(torch.utils.data.Dataset):
         return {key: torch.from_numpy(value[rows]) for key, value in self.data.items()}
 
 
+def split_episodes(
+    count: int, split: str, val_fraction: float = 0.1, split_seed: int = 0
+) -> np.ndarray:
+    """Sorted indices of the episodes of ``split`` ("train" or "val") among ``count``
+    episodes: the same permutation on every machine and every run."""
+    if split not in ("train", "val"):
+        raise ValueError(f"split must be 'train' or 'val', got {split!r}")
+    order = np.random.default_rng(split_seed).permutation(count)
+    n_val = max(1, round(val_fraction * count)) if count > 1 else 0
+    return np.sort(order[:n_val] if split == "val" else order[n_val:])
+
+
 def open_datasets(root: str | Path, dataset_id: str) -> list:
     """The datasets ``dataset_id`` names: one id, or several joined by "+" (e.g. the
     original data plus an agent's episodes), which must come from the same env."""
@@ -103,6 +112,32 @@ def open_datasets(root: str | Path, dataset_id: str) -> list:
             f"the datasets of {dataset_id!r} come from different envs: {sorted(specs)}"
         )
     return datasets
+
+
+def read_state_episodes(root: str | Path, dataset_id: str) -> list[dict[str, np.ndarray]]:
+    """Every episode of ``dataset_id`` (in the order ``split_episodes`` indexes them) as
+    ``state`` [T+1, S], ``action`` [T, A], ``first_image`` [H, W, 3] and ``seed``, read from
+    the Minari HDF5 file without the other frames, which ``iterate_episodes`` would load
+    whole: what a state-only fit needs of thousands of episodes."""
+    episodes = []
+    for dataset in open_datasets(root, dataset_id):
+        with h5py.File(Path(dataset.storage.data_path) / "main_data.hdf5", "r") as file:
+            for index in dataset.episode_indices:
+                group = file[f"episode_{index}"]
+                if "seed" not in group.attrs:
+                    raise ValueError(
+                        f"dataset {dataset_id!r} episode {index} has no reset seed; collect it "
+                        f"again with `wm-envs collect`"
+                    )
+                episodes.append(
+                    {
+                        "state": group["observations/state"][()].astype(np.float32),
+                        "action": group["actions"][()].astype(np.float32),
+                        "first_image": group["observations/image"][0],
+                        "seed": int(group.attrs["seed"]),
+                    }
+                )
+    return episodes
 
 
 def _replay_layout(episode) -> dict[str, np.ndarray]:
