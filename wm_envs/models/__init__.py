@@ -11,12 +11,20 @@ from wm_envs.models.jepa import JEPA
 from wm_envs.models.jepa import PRESETS as JEPA_PRESETS
 from wm_envs.models.rssm import PRESETS as RSSM_PRESETS
 from wm_envs.models.rssm import RSSM
+from wm_envs.models.symbolic import PRESETS as SYMBOLIC_PRESETS
+from wm_envs.models.symbolic import SymbolicModel
 
-MODELS: dict[str, type[WorldModel]] = {"rssm": RSSM, "genie": Genie, "jepa": JEPA}
+MODELS: dict[str, type[WorldModel]] = {
+    "rssm": RSSM,
+    "genie": Genie,
+    "jepa": JEPA,
+    "symbolic": SymbolicModel,
+}
 PRESETS: dict[str, dict[str, dict]] = {
     "rssm": RSSM_PRESETS,
     "genie": GENIE_PRESETS,
     "jepa": JEPA_PRESETS,
+    "symbolic": SYMBOLIC_PRESETS,
 }
 
 
