@@ -72,10 +72,17 @@ def main(argv: list[str] | None = None) -> None:
         return train_main(argv[1:])
     if argv[:1] == ["bench"]:  # its own parser: arguments after `--` go to the benchmarks
         return bench(argv[1:])
+    if argv[:1] == ["symbolic"]:  # the fit owns its flags (one per SymbolicFitConfig field)
+        from wm_envs.symbolic import main as symbolic_main
+
+        return symbolic_main(argv[1:])
     parser = argparse.ArgumentParser(prog="wm-envs", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("train", help="train a world model (see `wm-envs train --help`)")
     commands.add_parser("bench", help="run the benchmarks (see `wm-envs bench --help`)")
+    commands.add_parser(
+        "symbolic", help="fit symbolic dynamics to a dataset (see `wm-envs symbolic --help`)"
+    )
 
     demo = commands.add_parser("demo", help="the main job: expert rollouts, a table, a video")
     demo.add_argument("--env", default="Phys-Grasp-v0")

@@ -28,6 +28,7 @@ def render_model_card(card: dict, weights_bytes: int | None = None) -> str:
         _training_metrics(card.get("metrics", {}), card.get("recipe", {}).get("train_config", {})),
         _compare(card.get("compare")),
         _section("Notes", "\n\n".join(notes)) if notes else "",
+        _equations(card.get("equations")),
         _recipe(card),
     ]
     return "\n\n".join(s for s in sections if s) + "\n"
@@ -118,6 +119,20 @@ def _compare(compare: dict | None) -> str:
     if compare.get("model_metrics"):
         parts += ["Model-specific metrics on the same episodes:", _grid(compare["model_metrics"])]
     return _section("Against physics", "\n\n".join(parts))
+
+
+def _equations(equations: dict | None) -> str:
+    """A symbolic model's update equations (``{phase: {"d<var>": formula}}``), per phase."""
+    if not equations:
+        return ""
+    intro = "The change of each variable over one control step, in SI units, per phase:"
+    blocks = [
+        f"### {phase}\n\n```\n"
+        + "\n".join(f"{name} = {formula}" for name, formula in laws.items())
+        + "\n```"
+        for phase, laws in equations.items()
+    ]
+    return _section("Equations", "\n\n".join([intro, *blocks]))
 
 
 def _dataset(dataset: dict) -> str:
