@@ -56,6 +56,15 @@ class TaskSpec:
     #: declared (models cannot enable a physics prior on the task).
     free_motion: FreeMotion | None = None
     image_size: int = 64
+    #: ``module:function`` mapping state vectors [..., S] (torch) to the task camera's
+    #: world-from-camera poses [..., 4, 4] (OpenCV axes, ``wm_envs.geometry``): a fixed camera
+    #: ignores the state, a chase camera follows it. "" = the task declares no camera model.
+    camera: str = ""
+    camera_fovy: float = 45.0  # vertical field of view, degrees (square pixels)
+    #: What the action controls, for models that encode actions by kind
+    #: (``wm_envs.models.deepverse.ACTION_ENCODERS``): "arm" (dx, dy, dz, grip or strike),
+    #: "vehicle" (steer, throttle, brake).
+    action_spec: str = ""
     #: Per-model config defaults the trainer applies before ``--set``: what the task's
     #: camera or scale asks of a model (a chase camera leaves no static background).
     model_settings: dict[str, dict] = field(default_factory=dict)
@@ -89,6 +98,8 @@ TASKS: dict[str, TaskSpec] = {
         ("pybullet",),
         tracked="wm_envs.tasks.grasp:tracked_errors",
         start_trigger=(7, 10),  # the object
+        camera="wm_envs.tasks.grasp:camera_poses",
+        action_spec="arm",
         free_motion=FreeMotion((7, 10), (14, 17), "wm_envs.tasks.grasp:free_motion_phases", 0.04),
         keys=MOVE_KEYS | {"space": (3, 1.0), "g": (3, 1.0)},  # hold to close the fingers
         rest_action=(0.0, 0.0, 0.0, -1.0),  # fingers open
@@ -102,7 +113,12 @@ TASKS: dict[str, TaskSpec] = {
         3,
         "DriveExpert",
         tracked="wm_envs.tasks.drive:tracked_errors",
-        model_settings={"rssm": {"background": "none", "foreground_weight": 0.0}},
+        camera="wm_envs.tasks.drive:camera_poses",
+        action_spec="vehicle",
+        model_settings={
+            "rssm": {"background": "none", "foreground_weight": 0.0},
+            "deepverse": {"background": "none"},
+        },
         keys={
             "left": (0, 1.0),  # steering +1 is left
             "right": (0, -1.0),
@@ -122,6 +138,7 @@ TASKS: dict[str, TaskSpec] = {
         "CollapseExpert",
         tracked="wm_envs.tasks.collapse:tracked_errors",
         start_trigger=(49, 52),  # the ground-floor slab
+        action_spec="arm",
         keys=MOVE_KEYS | {"space": (3, 1.0)},  # hold to strike along +x
         rest_action=(0.0, 0.0, 0.0, -1.0),  # head retracted
     ),
@@ -141,6 +158,26 @@ def tracked_errors(task: str, predicted: np.ndarray, true: np.ndarray) -> dict[s
     """The task's tracked errors [T] by name, from predicted and true state vectors [T, S]."""
     module, _, function = TASKS[task].tracked.partition(":")
     return getattr(importlib.import_module(module), function)(predicted, true)
+
+
+def camera_poses(task: str, states):
+    """The task camera's world-from-camera poses [..., 4, 4] (torch) for state vectors
+    [..., S] (torch or numpy), from the task's camera definition (``TaskSpec.camera``)."""
+    import torch
+
+    spec = TASKS[task]
+    if not spec.camera:
+        raise ValueError(f"task {task!r} declares no camera model (TaskSpec.camera)")
+    module, _, function = spec.camera.partition(":")
+    states = torch.as_tensor(states, dtype=torch.float32)
+    return getattr(importlib.import_module(module), function)(states)
+
+
+def camera_intrinsics(task: str, size: int):
+    """fx, fy, cx, cy [4] (torch) of the task camera at ``size`` x ``size`` pixels."""
+    from wm_envs.geometry import intrinsics
+
+    return intrinsics(TASKS[task].camera_fovy, size)
 
 
 def phys_envs() -> list[tuple[str, dict]]:

@@ -161,6 +161,27 @@ class PhysicsTaskEnv(gym.Env):
         """RGB and depth of the same instant; engines that make both in one pass override it."""
         return self._render(width, height), self._render(width, height, depth=True)
 
+    def _camera(self) -> tuple[np.ndarray, float] | None:
+        """The observation camera now: world-from-camera pose (4, 4) in OpenCV axes (x right,
+        y down, looking along +z) and its vertical field of view in degrees; None for a task
+        whose env does not report it."""
+        return None
+
+    def _camera_info(self) -> dict:
+        """``info["camera_pose"]`` (4, 4) and ``info["camera_intrinsics"]`` (fx, fy, cx, cy
+        at ``image_size``, pixel centres at integer coordinates): what unprojects the
+        observation's depth (metres along the camera's z axis) into world points."""
+        camera = self._camera()
+        if camera is None:
+            return {}
+        pose, fovy = camera
+        focal = (self.image_size / 2) / np.tan(np.radians(fovy) / 2)
+        centre = (self.image_size - 1) / 2
+        return {
+            "camera_pose": pose.astype(np.float32),
+            "camera_intrinsics": np.array([focal, focal, centre, centre], np.float32),
+        }
+
     # -- the Gymnasium API --------------------------------------------------------------------
     def _observation(self) -> Any:
         size = self.image_size
@@ -176,12 +197,13 @@ class PhysicsTaskEnv(gym.Env):
         super().reset(seed=seed)
         physics = self._reset_physics(options)
         extra = self._evaluate().info
-        return self._observation(), {"physics": WorldDraw(physics), "is_success": False, **extra}
+        info = {"physics": WorldDraw(physics), "is_success": False, **extra}
+        return self._observation(), info | self._camera_info()
 
     def step(self, action: Any):
         self._apply_action(check_action(action, self.action_space))
         reward, success, failure, extra = self._evaluate()
-        info = {"is_success": success, **extra}
+        info = {"is_success": success, **extra, **self._camera_info()}
         return self._observation(), float(reward), success or failure, False, info
 
     def render(self) -> np.ndarray | None:

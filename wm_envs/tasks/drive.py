@@ -7,6 +7,9 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 import numpy as np
+import torch
+
+from wm_envs.geometry import look_at
 
 CONTROL_DT = 0.1
 #: Centre-line resolution; the straight lead-in drawn behind the start line, the straight
@@ -22,6 +25,9 @@ N_WAYPOINTS, WAYPOINT_SPACING = 5, 1.0
 N_OBSTACLES = 3
 STATE_DIM = 12 + 2 * N_WAYPOINTS + 4 * N_OBSTACLES
 LATERAL_PENALTY, FAILURE_PENALTY = 0.05, 10.0
+#: Chase camera relative to the car: behind, above, and the ground point it looks at, m;
+#: vertical field of view, degrees. It follows the car's position and yaw, not its tilt.
+CAMERA_BACK, CAMERA_HEIGHT, CAMERA_AHEAD, CAMERA_FOVY = 1.3, 2.0, 1.5, 45.0
 
 
 @dataclass(frozen=True)
@@ -117,3 +123,20 @@ def tracked_errors(predicted: np.ndarray, true: np.ndarray) -> dict[str, np.ndar
         "position_cm": 100.0 * np.linalg.norm(predicted[:, :2] - true[:, :2], axis=1),
         "heading_deg": np.degrees(np.abs(wrap(heading(predicted) - heading(true)))),
     }
+
+
+def chase_camera(xy: torch.Tensor, forward: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Eye and target [..., 3] of the chase camera of a car at ``xy`` [..., 2] heading
+    along the unit vector ``forward`` [..., 2]."""
+    ground = torch.zeros_like(xy[..., :1])
+    eye = torch.cat([xy - CAMERA_BACK * forward, ground + CAMERA_HEIGHT], -1)
+    target = torch.cat([xy + CAMERA_AHEAD * forward, ground], -1)
+    return eye, target
+
+
+def camera_poses(states: torch.Tensor) -> torch.Tensor:
+    """World-from-camera poses [..., 4, 4] of the chase camera for state vectors [..., S]
+    (the car's x, y and the cos, sin of its yaw)."""
+    forward = torch.nn.functional.normalize(states[..., 2:4], dim=-1)
+    eye, target = chase_camera(states[..., :2], forward)
+    return look_at(eye, target, eye.new_tensor([0.0, 0.0, 1.0]))

@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pybullet
 import pybullet_data
+import torch
 
 from wm_envs.tasks import drive
 from wm_envs.tasks.base import Evaluation
@@ -23,8 +24,6 @@ _GRASS, _ROAD, _EDGE = (0.35, 0.6, 0.3, 1), (0.3, 0.3, 0.33, 1), (0.95, 0.95, 0.
 _FINISH, _OBSTACLE = (0.95, 0.8, 0.1, 1), (0.9, 0.3, 0.1, 1)
 _EDGE_WIDTH, _FINISH_WIDTH = 0.12, 0.3
 _SUN = np.array([3.0, -2.0, 10.0])  # where the light comes from
-#: Chase camera relative to the car: behind, above, and the ground point it looks at.
-_CAMERA_BACK, _CAMERA_HEIGHT, _CAMERA_AHEAD, _CAMERA_FOVY = 1.3, 2.0, 1.5, 45.0
 
 
 def _strip(track: Track, left: float, right: float, begin: float, end: float) -> tuple[list, list]:
@@ -61,7 +60,10 @@ class DrivePybulletEnv(PybulletTaskEnv):
 
     ## Observation Space
     ``obs_mode="dict"`` (default): ``{"image": uint8 (S, S, 3), "state": float32 (34,)}``;
-    ``"state"``, ``"pixels"``, ``"rgbd"`` as for every Phys-* env. Positions are of the rear
+    ``"state"``, ``"pixels"``, ``"rgbd"`` as for every Phys-* env (depth in metres along the
+    camera axis). At reset and every step ``info["camera_pose"]`` (4, 4: world from camera,
+    OpenCV axes) and ``info["camera_intrinsics"]`` (fx, fy, cx, cy) describe the chase camera,
+    which follows the car's position and yaw (``drive.camera_poses``). Positions are of the rear
     axle centre; "car frame" is x forward, y left, from there. State layout:
 
     | index | meaning |
@@ -113,7 +115,7 @@ class DrivePybulletEnv(PybulletTaskEnv):
     ) -> None:
         super().__init__(obs_mode, image_size, render_mode, width, height)
         self.randomization = randomization or DriveRandomization()
-        self.camera = BulletCamera(_CAMERA_FOVY, near=0.05, far=40.0, light=_SUN)
+        self.camera = BulletCamera(drive.CAMERA_FOVY, near=0.05, far=40.0, light=_SUN)
         self.track: Track | None = None
         self.car = -1
         self._obstacle_ids: set[int] = set()
@@ -221,9 +223,9 @@ class DrivePybulletEnv(PybulletTaskEnv):
 
     def _place_camera(self) -> None:
         xy, yaw, _ = self._pose()
-        forward = np.array([math.cos(yaw), math.sin(yaw)])
-        eye = [*(xy - _CAMERA_BACK * forward), _CAMERA_HEIGHT]
-        self.camera.look_at(eye, [*(xy + _CAMERA_AHEAD * forward), 0.0], [0.0, 0.0, 1.0])
+        forward = torch.tensor([math.cos(yaw), math.sin(yaw)], dtype=torch.float64)
+        eye, target = drive.chase_camera(torch.from_numpy(xy), forward)
+        self.camera.look_at(eye.numpy(), target.numpy(), np.array([0.0, 0.0, 1.0]))
 
     def state_vector(self) -> np.ndarray:
         client, track = self.client, self.track

@@ -7,11 +7,15 @@ the success test, so one policy and one learned model serve both.
 from __future__ import annotations
 
 import math
+import xml.etree.ElementTree as ET
 from dataclasses import asdict, dataclass
+from functools import cache
 
 import numpy as np
+import torch
 
 from wm_envs.assets import ASSETS
+from wm_envs.geometry import from_rotation_translation
 from wm_envs.tasks.base import Evaluation
 
 #: The MuJoCo scene; the PyBullet env reads its camera and object colours from it too.
@@ -245,3 +249,26 @@ def free_motion_phases(states):
     resting = abs(position[..., 2] - extent_z) < 0.005
     rest = untouched & resting & (speed < 0.01) & (spin < 0.1)
     return flight, rest
+
+
+@cache
+def mjcf_camera_pose(path: str, name: str) -> torch.Tensor:
+    """World-from-camera pose [4, 4] (OpenCV axes) of a fixed MJCF camera (``pos``,
+    ``xyaxes``): MuJoCo's camera x stays, its y and z (it looks along -z) flip."""
+    element = ET.parse(path).getroot().find(f".//camera[@name='{name}']")
+    if element is None:
+        raise ValueError(f"no camera named {name!r} in {path}")
+    eye = torch.tensor([float(v) for v in element.get("pos").split()])
+    x, y = torch.tensor([float(v) for v in element.get("xyaxes").split()]).view(2, 3)
+    x = x / x.norm()
+    y = y - (y @ x) * x  # MuJoCo makes the y axis orthogonal to x
+    y = y / y.norm()
+    rotation = torch.stack([x, -y, -torch.linalg.cross(x, y)], -1)  # columns: camera axes
+    return from_rotation_translation(rotation, eye)
+
+
+def camera_poses(states: torch.Tensor) -> torch.Tensor:
+    """The fixed front camera's world-from-camera pose for every state vector [..., S]
+    -> [..., 4, 4]."""
+    pose = mjcf_camera_pose(str(MJCF), "front").to(states.device, states.dtype)
+    return pose.expand(*states.shape[:-1], 4, 4)

@@ -32,7 +32,11 @@ class GraspMujocoEnv(PhysicsTaskEnv):
     ## Observation Space
     ``obs_mode="dict"`` (default): ``{"image": uint8 (S, S, 3), "state": float32 (24,)}``;
     ``"state"``: the vector alone; ``"pixels"``: the image alone; ``"rgbd"``: dict plus
-    ``"depth"``: float32 (S, S, 1) in metres. ``S = image_size`` (64). State layout:
+    ``"depth"``: float32 (S, S, 1) in metres along the camera axis. ``S = image_size`` (64).
+    At reset and every step ``info["camera_pose"]`` (4, 4: world from camera, OpenCV axes,
+    x right, y down, looking along +z) and ``info["camera_intrinsics"]`` (fx, fy, cx, cy at S
+    pixels) describe the fixed front camera, so depth unprojects into world points
+    (``wm_envs.geometry``). State layout:
 
     | index | meaning |
     |-------|---------|
@@ -158,6 +162,9 @@ class GraspMujocoEnv(PhysicsTaskEnv):
 
     def _render(self, width: int, height: int, depth: bool = False) -> np.ndarray:
         return self.renderer(self.data, width, height, depth)
+
+    def _camera(self) -> tuple[np.ndarray, float]:
+        return self.renderer.pose(self.data), self.renderer.fovy
 
     def close(self) -> None:
         self.renderer.close()

@@ -41,7 +41,9 @@ class GraspPybulletEnv(PybulletTaskEnv):
 
     ## Observation Space
     As ``GraspMujocoEnv``, with the same 24-dim state layout. The object angular velocity is
-    in the object frame, as MuJoCo's free joint reports it. Depth comes from the depth buffer.
+    in the object frame, as MuJoCo's free joint reports it. Depth comes from the depth buffer,
+    in metres along the camera axis; ``info["camera_pose"]`` and ``info["camera_intrinsics"]``
+    as ``GraspMujocoEnv`` (the same camera).
 
     ## Rewards
     As ``GraspMujocoEnv`` (``grasp.shaped_reward``); a finger touches the object when PyBullet

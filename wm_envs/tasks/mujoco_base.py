@@ -77,6 +77,20 @@ class MujocoRenderer:
         image = renderer.render()
         return image[..., None].astype(np.float32) if depth else image
 
+    @property
+    def fovy(self) -> float:
+        """The camera's vertical field of view, degrees."""
+        return float(self.model.cam_fovy[self.model.camera(self.camera).id])
+
+    def pose(self, data: mujoco.MjData) -> np.ndarray:
+        """World-from-camera pose (4, 4) in OpenCV axes: MuJoCo's camera x stays, its y and z
+        (it looks along -z) flip."""
+        index = self.model.camera(self.camera).id
+        pose = np.eye(4)
+        pose[:3, :3] = data.cam_xmat[index].reshape(3, 3) * np.array([1.0, -1.0, -1.0])
+        pose[:3, 3] = data.cam_xpos[index]
+        return pose
+
     def close(self) -> None:
         for renderer in self._renderers.values():
             renderer.close()

@@ -7,8 +7,10 @@ from pathlib import Path
 
 import numpy as np
 import pybullet
+import torch
 from pybullet_utils.bullet_client import BulletClient
 
+from wm_envs import geometry
 from wm_envs.tasks.base import PhysicsTaskEnv
 
 GRAVITY = -9.81
@@ -64,6 +66,7 @@ class BulletCamera:
         self.fovy, self.near, self.far = fovy, near, far
         self.light = light  # where the light comes from (a world point); None: the eye
         self.eye = np.zeros(3)
+        self.pose = np.eye(4)  # world from camera, OpenCV axes
         self.view: tuple[float, ...] = ()
         self._projections: dict[float, tuple[float, ...]] = {}
 
@@ -83,6 +86,9 @@ class BulletCamera:
         """Place the camera at ``eye`` looking at ``target`` with ``up`` as the image's up."""
         self.eye = np.asarray(eye, dtype=float)
         self.view = pybullet.computeViewMatrix(list(eye), list(target), list(up))
+        self.pose = geometry.look_at(
+            *(torch.as_tensor(v, dtype=torch.float64) for v in (eye, target, up))
+        ).numpy()
 
     def render(
         self, client: BulletClient, width: int, height: int
@@ -126,6 +132,10 @@ class PybulletTaskEnv(PhysicsTaskEnv):
 
     def _place_camera(self) -> None:
         """Move ``self.camera`` before a render (a chase camera); a fixed one stays put."""
+
+    def _camera(self) -> tuple[np.ndarray, float]:
+        self._place_camera()
+        return self.camera.pose, self.camera.fovy
 
     def _render(self, width: int, height: int, depth: bool = False) -> np.ndarray:
         rgb, metres = self._render_rgbd(width, height)
