@@ -486,6 +486,9 @@ class WorldModelEnv(gym.Env):
     state), ``physics_success`` (the shadow's ``is_success``, its last one once its episode
     has ended), ``physics_ended`` (the shadow's episode has ended), and on re-anchoring
     steps ``predicted_state``, the state vector the model predicted before the correction.
+    Models may add entries of their own (``WorldModel.extra_info``): DeepVerse reports its
+    predicted ``camera_pose`` (world from camera, 4x4, OpenCV axes, as the twin's info) and
+    ``camera_relative_pose`` (the last step's translation and axis-angle).
 
     ## Arguments
     ``task`` (set by the registration), ``model`` ("rssm" or "genie"), ``checkpoint`` (a
@@ -558,7 +561,7 @@ class WorldModelEnv(gym.Env):
                 options, self.np_random, 1, batched=False, generator=self._generator
             )
             info["bank_index"] = None if rows[0] < 0 else int(rows[0])
-            return self._observation(), info
+            return self._observation(), info | self._extra_info()
         if options and {"observation", "actions"} & set(options):
             raise ValueError(
                 "with resync_every the episode starts from the physics shadow's first frame "
@@ -574,7 +577,7 @@ class WorldModelEnv(gym.Env):
             "physics_success": self._physics_success,
             "physics_ended": False,
         }
-        return self._observation(), info
+        return self._observation(), info | self._extra_info()
 
     def step(self, action: Any):
         if self._state is None:
@@ -599,7 +602,7 @@ class WorldModelEnv(gym.Env):
                 self._state, reward, terminated, success = sim.reanchor(
                     before, tensor, self._state, observed, self.resync_weight, self._generator
                 )
-        info = {"is_success": bool(success[0]), **info}
+        info = {"is_success": bool(success[0]), **info, **self._extra_info()}
         return self._observation(), float(reward[0]), bool(terminated[0]), False, info
 
     def _step_shadow(self, action: np.ndarray) -> tuple[Batch | None, dict]:
@@ -623,6 +626,12 @@ class WorldModelEnv(gym.Env):
 
     def _observation(self):
         return _first(_to_numpy(self.simulator.observe(self._state)))
+
+    def _extra_info(self) -> dict[str, np.ndarray]:
+        """The model's own info entries (``WorldModel.extra_info``), e.g. its camera pose."""
+        with torch.inference_mode():
+            extra = self.simulator.model.extra_info(self._state)
+        return {key: value[0].cpu().numpy().copy() for key, value in extra.items()}
 
     def state_vector(self) -> np.ndarray:
         """The decoded state vector: what a scripted expert reads (``wm_envs.make_expert``)."""

@@ -309,6 +309,13 @@ def pair_section(pair: Pair, results: Path | None) -> str:
             f"src='{data_uri(plot, 'image/png')}'><figcaption>Error against the open-loop "
             "horizon, the model beside repeating the start frame.</figcaption></figure>"
         )
+    depth = pair.compare / "depth.png"
+    if depth.exists():
+        parts.append(
+            f"<figure><img alt='{esc(pair.title)}: depth side by side' "
+            f"src='{data_uri(depth, 'image/png')}'><figcaption>Depth side by side, physics "
+            "and learned, open loop from mid-episode starts (near is bright).</figcaption></figure>"
+        )
     video = pair.compare / "compare.mp4"
     videos = min(config.get("videos", config["episodes"]), config["episodes"])
     if video.exists():

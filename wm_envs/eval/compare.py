@@ -29,6 +29,12 @@ checkpoint's training data, which its card records as ``dataset.seed_ranges``; s
 overlap it, or a card that does not record it, are refused unless ``--allow-train-seeds``.
 Writes ``compare.json``, ``compare.png`` (error vs horizon) and ``compare.mp4``
 (physics | learned | difference).
+
+For a model trained on RGB-D (DeepVerse) physics plays in ``obs_mode="rgbd"`` and the scores
+add depth AbsRel and δ<1.25, the Chamfer distance of the world point clouds in cm and, where
+the model reports its camera, the camera's position and rotation errors beside a camera that
+stands still (``depth_scores``); the video adds physics | learned depth and ``depth.png``
+shows depth side by side at a few horizons.
 """
 
 from __future__ import annotations
@@ -43,13 +49,23 @@ import torch
 
 from wm_envs.checkpoint import read_card, shipped_checkpoint, write_model_card
 from wm_envs.data.collect import SmoothRandomPolicy
-from wm_envs.eval.metrics import foreground_psnr, psnr, ssim, static_background
+from wm_envs.eval.metrics import (
+    chamfer_cm,
+    depth_errors,
+    foreground_psnr,
+    pose_errors,
+    psnr,
+    ssim,
+    static_background,
+)
 from wm_envs.io import atomic_path, write_json, write_video
 from wm_envs.learned_env import LearnedSimulator
-from wm_envs.tasks import TASKS, tracked_errors
+from wm_envs.tasks import TASKS, camera_intrinsics, camera_poses, tracked_errors
 from wm_envs.tasks.experts import make_expert
 
 SPLITS = {"val": (90_000, 99_999), "test": (100_000, 199_999)}  # inclusive reset seeds
+#: What a rollout keeps of each learned step, where the model gives it.
+PREDICTED = ("image", "state", "depth", "camera_pose")
 
 
 @dataclass(frozen=True)
@@ -122,9 +138,12 @@ def check_held_out(card: dict, seeds: range, allow: bool) -> str:
     return f"{problem}; compared anyway (--allow-train-seeds)"
 
 
-def play_physics(task: str, seed: int, policy_kind: str, noise: float) -> dict:
-    """One physics episode: observations [T+1], actions [T], rewards [T], success [T]."""
-    with gym.make(f"Phys-{TASKS[task].name}-v0", obs_mode="dict") as env:
+def play_physics(
+    task: str, seed: int, policy_kind: str, noise: float, obs_mode: str = "dict"
+) -> dict:
+    """One physics episode: observations [T+1] (with depth [T+1, H, W, 1] for ``obs_mode``
+    "rgbd"), actions [T], rewards [T], success [T]."""
+    with gym.make(f"Phys-{TASKS[task].name}-v0", obs_mode=obs_mode) as env:
         obs, _ = env.reset(seed=seed)
         rng = np.random.default_rng(seed)
         if policy_kind == "expert":
@@ -133,17 +152,19 @@ def play_physics(task: str, seed: int, policy_kind: str, noise: float) -> dict:
         else:
             policy = SmoothRandomPolicy(env.action_space, rng)
         images, states, actions, rewards, successes = [obs["image"]], [obs["state"]], [], [], []
+        depths = [obs.get("depth")]
         done = False
         while not done:
             action = policy(obs)
             obs, reward, terminated, truncated, info = env.step(action)
             images.append(obs["image"])
             states.append(obs["state"])
+            depths.append(obs.get("depth"))
             actions.append(action)
             rewards.append(reward)
             successes.append(info["is_success"])
             done = terminated or truncated
-    return {
+    episode = {
         "image": np.stack(images),
         "state": np.stack(states),
         "action": np.stack(actions),
@@ -152,13 +173,16 @@ def play_physics(task: str, seed: int, policy_kind: str, noise: float) -> dict:
         "seed": seed,
         "policy": policy_kind,
     }
+    return episode | ({"depth": np.stack(depths)} if obs_mode == "rgbd" else {})
 
 
-def held_out_episodes(task: str, seed: int, count: int, noise: float) -> list[dict]:
+def held_out_episodes(
+    task: str, seed: int, count: int, noise: float, obs_mode: str = "dict"
+) -> list[dict]:
     """``count`` physics episodes from seed ``seed`` on: even ones a noisy expert, odd ones
     smooth random actions."""
     return [
-        play_physics(task, seed + i, "expert" if i % 2 == 0 else "random", noise)
+        play_physics(task, seed + i, "expert" if i % 2 == 0 else "random", noise, obs_mode)
         for i in range(count)
     ]
 
@@ -200,10 +224,13 @@ def rollout_learned(
         groups.setdefault(start + 1 - first, []).append(i)
     predictions: list[dict] = [{} for _ in episodes]
     action_dim = simulator.model.spec.action_dim
+    keys = [key for key in ("image", "state", "depth") if key in episodes[0]]
+    if simulator.obs_mode != "rgbd":
+        keys = [key for key in keys if key != "depth"]
     for frames, rows in groups.items():
         observation = {
             key: np.stack([episodes[i][key][firsts[i] : starts[i] + 1] for i in rows])
-            for key in ("image", "state")
+            for key in keys
         }  # [N, K, ...]
         led_in = np.zeros((len(rows), frames, action_dim), np.float32)  # the first is ignored
         rest = [episodes[i]["action"][starts[i] :][:max_steps] for i in rows]
@@ -218,8 +245,9 @@ def rollout_learned(
             state, reward, terminated, success = simulator.step(state, action, None)
             obs = simulator.observe(state)  # a dict, or the state [N, S] of a state-only model
             obs = obs if isinstance(obs, dict) else {"state": obs}
+            obs |= simulator.model.extra_info(state)  # DeepVerse: its camera pose
             steps.append(
-                {key: obs[key].cpu().numpy() for key in ("image", "state") if key in obs}
+                {key: obs[key].cpu().numpy() for key in PREDICTED if key in obs}
                 | {
                     "reward": reward.float().cpu().numpy(),
                     "terminated": terminated.cpu().numpy(),
@@ -231,9 +259,7 @@ def rollout_learned(
             ended = np.flatnonzero(rollout["terminated"][j, : len(rest[j])])
             length = int(ended[0]) + 1 if len(ended) else len(rest[j])
             predictions[i] = {
-                key: rollout[key][j, :length]
-                for key in ("image", "state", "reward")
-                if key in rollout
+                key: rollout[key][j, :length] for key in (*PREDICTED, "reward") if key in rollout
             } | {"success": bool(rollout["success"][j, :length].any())}
     return predictions
 
@@ -281,6 +307,8 @@ def score(
             "copy_fg_psnr": foreground_psnr(copy_image, truth_image, background).numpy(),
             "copy_ssim": ssim(copy_image, truth_image).numpy(),
         }
+    if "depth" in prediction:
+        scores |= depth_scores(task, prediction, episode, start, steps)
     scores |= tracked_errors(task, prediction["state"][:steps], truth_state)
     for name, states in baseline_states(episode["state"], start, steps).items():
         errors = tracked_errors(task, states, truth_state)
@@ -289,6 +317,41 @@ def score(
         "success_agrees": bool(prediction["success"]) == true_success,
         "true_success": true_success,
     }
+
+
+def depth_scores(task: str, prediction: dict, episode: dict, start: int, steps: int) -> dict:
+    """Depth and camera errors of one rollout [steps] beside repeating the start frame:
+    depth AbsRel and δ<1.25; the Chamfer distance (cm) between the world point clouds of
+    predicted and true depth, each unprojected with its camera (the model's predicted pose
+    where it reports one, else the true one; the start frame's for the copy); and where the
+    model reports its camera, the camera's position (cm) and rotation (degrees) errors beside
+    a camera that stands still at the start pose. True poses come from the task's camera
+    definition (``TaskSpec.camera``), which the physics env's ``info["camera_pose"]`` matches."""
+    truth = torch.from_numpy(episode["depth"][start + 1 : start + 1 + steps])  # [T, H, W, 1]
+    model = torch.from_numpy(prediction["depth"][:steps])
+    copy = torch.from_numpy(episode["depth"][start]).expand_as(truth)
+    poses = camera_poses(task, episode["state"][start : start + 1 + steps]).double()
+    true_pose, still = poses[1:], poses[:1].expand_as(poses[1:])  # [T, 4, 4]
+    model_pose = true_pose
+    if "camera_pose" in prediction:
+        model_pose = torch.from_numpy(prediction["camera_pose"][:steps]).double()
+    camera = camera_intrinsics(task, truth.shape[-2])
+    scores = {}
+    for prefix, depth, pose in (("", model, model_pose), ("copy_", copy, still)):
+        absrel, delta = depth_errors(depth, truth)
+        scores |= {
+            f"{prefix}depth_absrel": absrel.numpy(),
+            f"{prefix}depth_delta1": delta.numpy(),
+            f"{prefix}chamfer_cm": chamfer_cm(depth, pose, truth, true_pose, camera).numpy(),
+        }
+    if "camera_pose" in prediction:
+        for prefix, pose in (("", model_pose), ("still_", still)):
+            translation, rotation = pose_errors(pose, true_pose)
+            scores |= {
+                f"{prefix}camera_translation_cm": translation.numpy(),
+                f"{prefix}camera_rotation_deg": rotation.numpy(),
+            }
+    return scores
 
 
 def long_horizon(
@@ -365,15 +428,16 @@ def compare(config: CompareConfig) -> dict:
         )
     folder = Path(config.checkpoint) if config.checkpoint else None
     folder = folder or shipped_checkpoint(config.model, config.task)
-    seed_check = check_held_out(read_card(folder), seeds, config.allow_train_seeds)
+    card = read_card(folder)
+    seed_check = check_held_out(card, seeds, config.allow_train_seeds)
+    obs_mode = compared_obs_mode(config.model, card["spec"].get("depth", False))
     simulator = LearnedSimulator(
-        config.task,
-        config.model,
-        config.checkpoint,
-        obs_mode=compared_obs_mode(config.model),
-        device=config.device,
+        config.task, config.model, config.checkpoint, obs_mode=obs_mode, device=config.device
     )
-    episodes = held_out_episodes(config.task, seeds[0], config.episodes, config.expert_noise)
+    physics_mode = "rgbd" if obs_mode == "rgbd" else "dict"
+    episodes = held_out_episodes(
+        config.task, seeds[0], config.episodes, config.expert_noise, physics_mode
+    )
     background = static_background(np.concatenate([episode["image"] for episode in episodes]))
     starts = {
         "first_frame": [0] * len(episodes),
@@ -393,6 +457,8 @@ def compare(config: CompareConfig) -> dict:
         if name == "mid_episode" and "image" in predictions[0]:
             for i in range(min(config.videos, len(episodes))):
                 video_frames += side_by_side(episodes[i], predictions[i], rows[i], config.horizon)
+        if name == "mid_episode" and "depth" in predictions[0]:
+            plot_depth(episodes, predictions, rows, Path(config.out) / "depth.png")
     # Model-specific metrics (Genie: controllability, codebook usage) on the real frames
     # around each start: [episodes, context + 4, H, W, 3] per start kind.
     model_metrics = {}
@@ -441,11 +507,15 @@ def compare(config: CompareConfig) -> dict:
     return report
 
 
-def compared_obs_mode(model: str) -> str:
-    """ "dict" (images and state) for models with an image decoder, else "state"."""
+def compared_obs_mode(model: str, depth: bool = False) -> str:
+    """ "rgbd" for a model trained on depth, "dict" (images and state) for other models with
+    an image decoder, else "state"."""
     from wm_envs.models import MODELS
 
-    return "dict" if "dict" in MODELS[model].obs_modes else "state"
+    modes = MODELS[model].obs_modes
+    if depth and "rgbd" in modes:
+        return "rgbd"
+    return "dict" if "dict" in modes else "state"
 
 
 def tracked_names(curves: dict) -> list[str]:
@@ -476,8 +546,23 @@ def headline(summary: dict, horizon: int) -> dict:
                 for step, at in ((1, 0), (horizon, -1))
                 for prefix in ("", "copy_")
             } | {f"ssim_{horizon}": curves["ssim"][-1]}
+        geometry = {}
+        for metric in ("depth_absrel", "depth_delta1", "chamfer_cm"):
+            if metric in curves:
+                geometry |= {
+                    f"{prefix}{metric}_{step}": curves[f"{prefix}{metric}"][at]
+                    for step, at in ((1, 0), (horizon, -1))
+                    for prefix in ("", "copy_")
+                }
+        for metric in ("camera_translation_cm", "camera_rotation_deg"):
+            if metric in curves:
+                geometry |= {
+                    f"{prefix}{metric}_{horizon}": curves[f"{prefix}{metric}"][-1]
+                    for prefix in ("", "still_")
+                }
         rows[name] = {
             **images,
+            **geometry,
             **tracked,
             "reward_error_mean": float(np.nanmean(curves["reward_error"])),
             "success_agreement": curves["success_agrees"],
@@ -496,15 +581,74 @@ def print_headline(rows: dict) -> None:
 
 
 def side_by_side(episode: dict, prediction: dict, start: int, horizon: int) -> list:
-    """Frames of physics | learned | |difference|, upscaled 4x for viewing."""
+    """Frames of physics | learned | |difference| (and, for RGB-D rollouts, physics depth |
+    learned depth), upscaled 4x for viewing."""
     frames = []
     for h in range(min(horizon, len(prediction["image"]), len(episode["image"]) - 1 - start)):
         truth = episode["image"][start + 1 + h]
         learned = prediction["image"][h]
         difference = np.abs(truth.astype(np.int16) - learned.astype(np.int16)).astype(np.uint8)
-        row = np.concatenate([truth, learned, difference], axis=1)
+        panels = [truth, learned, difference]
+        if "depth" in prediction:
+            far = float(episode["depth"][start:].max())
+            panels += [
+                depth_image(episode["depth"][start + 1 + h], far),
+                depth_image(prediction["depth"][h], far),
+            ]
+        row = np.concatenate(panels, axis=1)
         frames.append(np.kron(row, np.ones((4, 4, 1), np.uint8)))
     return frames
+
+
+def depth_image(depth: np.ndarray, far: float) -> np.ndarray:
+    """Depth [H, W, 1] in metres -> a grey uint8 image [H, W, 3], near bright, ``far`` black."""
+    grey = np.clip(1 - depth / far, 0, 1) * 255
+    return np.repeat(grey.round().astype(np.uint8), 3, axis=-1)
+
+
+def plot_depth(
+    episodes: list[dict],
+    predictions: list[dict],
+    starts: list[int],
+    path: Path,
+    steps: tuple[int, ...] = (1, 5, 15),
+) -> None:
+    """Depth side by side for up to 4 rollouts: per row the start frame's RGB, then physics
+    and learned depth at each of ``steps`` open-loop steps (near bright)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = list(range(min(4, len(episodes))))
+    figure, axes = plt.subplots(
+        len(rows),
+        1 + 2 * len(steps),
+        figsize=(2 * (1 + 2 * len(steps)), 2 * len(rows)),
+        squeeze=False,
+    )
+    for row in rows:
+        episode, prediction, start = episodes[row], predictions[row], starts[row]
+        far = float(episode["depth"][start:].max())
+        axes[row, 0].imshow(episode["image"][start])
+        axes[row, 0].set_title("start RGB", fontsize=8)
+        for k, step in enumerate(steps):
+            step = min(step, len(prediction["depth"]), len(episode["depth"]) - 1 - start)
+            for j, (name, depth) in enumerate(
+                (
+                    ("physics", episode["depth"][start + step]),
+                    ("learned", prediction["depth"][step - 1]),
+                )
+            ):
+                axis = axes[row, 1 + 2 * k + j]
+                axis.imshow(depth[..., 0], cmap="magma_r", vmin=0, vmax=far)
+                axis.set_title(f"{name} depth, step {step}", fontsize=8)
+    for axis in axes.flat:
+        axis.axis("off")
+    figure.tight_layout()
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp, format="png", dpi=80)
+    plt.close(figure)
 
 
 def plot(summary: dict, path: Path, title: str) -> None:

@@ -81,3 +81,51 @@ def open_loop(model: WorldModel, batch: Batch, context: int) -> dict[str, torch.
         for key in ("image", "state")
         if key in steps[0]
     }
+
+
+def depth_errors(
+    prediction: torch.Tensor, target: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Depth maps [..., H, W, 1] (metres, target > 0) -> the standard monocular-depth scores
+    per map [...]: AbsRel, the mean of |prediction - target| / target, and δ<1.25, the share
+    of pixels whose ratio max(p / t, t / p) is below 1.25."""
+    prediction = prediction.float().clamp_min(1e-6)
+    target = target.float()
+    absrel = ((prediction - target).abs() / target).mean((-3, -2, -1))
+    ratio = torch.maximum(prediction / target, target / prediction)
+    return absrel, (ratio < 1.25).float().mean((-3, -2, -1))
+
+
+def point_cloud(depth: torch.Tensor, pose: torch.Tensor, camera: torch.Tensor, stride: int = 2):
+    """Depth maps [N, H, W, 1] seen from world-from-camera poses [N, 4, 4] with intrinsics
+    ``camera`` [4] -> world points [N, (H/stride)*(W/stride), 3], every ``stride``-th pixel."""
+    from wm_envs.geometry import transform, unproject
+
+    points = unproject(depth[..., 0].double(), camera.double())[:, ::stride, ::stride]
+    return transform(points.flatten(1, 2), pose.double())
+
+
+def chamfer_cm(
+    prediction: torch.Tensor,
+    predicted_pose: torch.Tensor,
+    target: torch.Tensor,
+    pose: torch.Tensor,
+    camera: torch.Tensor,
+) -> torch.Tensor:
+    """Chamfer distance in cm between the world point clouds of predicted and true depth
+    maps [N, H, W, 1], each unprojected with its own camera pose [N, 4, 4] -> [N]."""
+    from wm_envs.geometry import chamfer
+
+    first = point_cloud(prediction, predicted_pose, camera)
+    second = point_cloud(target, pose, camera)
+    return 100 * chamfer(first, second).float()
+
+
+def pose_errors(predicted: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """World-from-camera poses [..., 4, 4] -> the camera's position error in cm and its
+    rotation error in degrees [...]."""
+    from wm_envs.geometry import matrix_to_axis_angle
+
+    translation = 100 * (predicted[..., :3, 3] - target[..., :3, 3]).norm(dim=-1)
+    rotation = predicted[..., :3, :3].transpose(-1, -2) @ target[..., :3, :3]
+    return translation, torch.rad2deg(matrix_to_axis_angle(rotation.double()).norm(dim=-1)).float()

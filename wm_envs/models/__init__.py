@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import fields
 
 from wm_envs.models.base import ModelSpec, WorldModel
+from wm_envs.models.deepverse import PRESETS as DEEPVERSE_PRESETS
+from wm_envs.models.deepverse import DeepVerse
 from wm_envs.models.genie import PRESETS as GENIE_PRESETS
 from wm_envs.models.genie import Genie
 from wm_envs.models.jepa import JEPA
@@ -17,12 +19,14 @@ from wm_envs.models.symbolic import SymbolicModel
 MODELS: dict[str, type[WorldModel]] = {
     "rssm": RSSM,
     "genie": Genie,
+    "deepverse": DeepVerse,
     "jepa": JEPA,
     "symbolic": SymbolicModel,
 }
 PRESETS: dict[str, dict[str, dict]] = {
     "rssm": RSSM_PRESETS,
     "genie": GENIE_PRESETS,
+    "deepverse": DEEPVERSE_PRESETS,
     "jepa": JEPA_PRESETS,
     "symbolic": SYMBOLIC_PRESETS,
 }

@@ -152,6 +152,11 @@ class WorldModel(nn.Module):
     def features(self, state: State) -> torch.Tensor:
         raise NotImplementedError
 
+    def extra_info(self, state: State) -> dict[str, torch.Tensor]:
+        """What a learned env adds to ``info`` besides the outcome flags, batch-first
+        tensors [B, ...] by name (DeepVerse: its predicted camera pose); most models: none."""
+        return {}
+
     def loss(self, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
         raise NotImplementedError
 

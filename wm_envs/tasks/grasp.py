@@ -271,4 +271,4 @@ def camera_poses(states: torch.Tensor) -> torch.Tensor:
     """The fixed front camera's world-from-camera pose for every state vector [..., S]
     -> [..., 4, 4]."""
     pose = mjcf_camera_pose(str(MJCF), "front").to(states.device, states.dtype)
-    return pose.expand(*states.shape[:-1], 4, 4)
+    return pose.expand(*states.shape[:-1], 4, 4).clone()  # a fresh tensor, not the cache
