@@ -120,6 +120,36 @@ def test_gravity_is_recovered_from_a_synthetic_ballistic_trajectory():
     assert laws["dvx_o"] == "0" and laws["dx_o"].startswith("0.04*vx_o")
 
 
+def test_collapse_gravity_from_synthetic_falling_blocks():
+    from benchmarks.symbolic import collapse_gravity, scene_obstacles
+    from wm_envs.tasks import collapse
+
+    with gym.make("Phys-Collapse-v0", obs_mode="state") as env:
+        obstacles = scene_obstacles(env.unwrapped.model)
+    rng = np.random.default_rng(0)
+    slab = collapse.PILLARS_PER_FLOOR  # floor 0's slab slot
+    episodes = []
+    for _ in range(4):  # a slab thrown up from 1 m, under 7.3 m/s^2; a pillar lying still
+        states = np.zeros((6, collapse.STATE_DIM), np.float32)
+        states[:, 0:3] = collapse.RAM_START
+        states[:, 11:17] = [0.03, 0.03, 0.05, 0.1, 0.08, 0.012]  # pillar and slab halves
+        blocks = states[:, collapse.HEADER_DIM : collapse.HEADER_DIM + 8 * collapse.MAX_BLOCKS]
+        blocks = blocks.reshape(6, collapse.MAX_BLOCKS, 8)
+        time = np.arange(6)[:, None] * DT
+        start, velocity = np.array([0.1, 0.0, 1.0]), rng.uniform(-1, 1, 3)
+        blocks[:, slab, :3] = start + velocity * time - [0, 0, 0.5 * 7.3] * time**2
+        blocks[:, 0, :3] = [0.2, 0.1, 0.03]  # lying on the floor: not free
+        blocks[:, [0, slab], 3] = 1.0  # identity quaternions
+        blocks[:, [0, slab], 7] = 1.0  # used
+        states[:, collapse.HEADER_DIM : collapse.HEADER_DIM + 8 * collapse.MAX_BLOCKS] = (
+            blocks.reshape(6, -1)
+        )
+        episodes.append({"state": states})
+    found = collapse_gravity(episodes, obstacles, threshold=0.03)
+    assert found["samples"] == 4 * 4  # the slab's inner steps only
+    assert found["g_recovered"] == pytest.approx(7.3, rel=1e-3)
+
+
 def test_the_fit_writes_a_checkpoint_with_its_equations_and_recipe(symbolic_checkpoint):
     card = json.loads((symbolic_checkpoint / "card.json").read_text())
     assert card["model"] == "symbolic" and card["task"] == "grasp"
