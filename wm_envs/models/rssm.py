@@ -428,20 +428,24 @@ class RSSM(WorldModel):
         [B*T]), and ``conservation_horizon`` prior steps from every posterior state (``deter``,
         ``stoch`` [B, T, ...]) whose state vector integrates the head's own predictions, under
         the actions of the next window in the batch: another episode's, so the data has no
-        target there, and untouched objects must stay put or fly as they would."""
+        target there, and untouched objects must stay put or fly as they would. The imagined
+        latents carry no gradient: there the prior trains the motion head alone, not the
+        latent dynamics (letting it reach the GRU through the rollouts cost success agreement
+        in ``benchmarks/results/conservation.md``)."""
         before, predicted, defined = one_step
         befores, predictions, defineds = [before], [predicted], [defined]
         horizon = self.config.conservation_horizon
         starts = deter.shape[1] - horizon  # start steps with `horizon` actions after them
         if horizon and starts > 0:
             actions = batch["action"].roll(1, 0)  # [B, T, A]: another window's
-            deter = deter[:, :starts].flatten(0, 1)  # [N, D], N = B * starts
-            stoch = stoch[:, :starts].flatten(0, 1)  # [N, G*K]
+            deter = deter[:, :starts].flatten(0, 1).detach()  # [N, D], N = B * starts
+            stoch = stoch[:, :starts].flatten(0, 1).detach()  # [N, G*K]
             vector = batch["state"][:, :starts].flatten(0, 1)  # [N, S]
             for k in range(1, horizon + 1):
-                deter = self._transition(deter, stoch, actions[:, k : k + starts].flatten(0, 1))
-                probs = self._distribution(self.prior(deter))
-                stoch = self._draw(probs, None, straight_through=True).detach()
+                with torch.no_grad():  # the latent rollout is given; the motion head learns
+                    action = actions[:, k : k + starts].flatten(0, 1)  # [N, A]
+                    deter = self._transition(deter, stoch, action)
+                    stoch = self._draw(self._distribution(self.prior(deter)), None, True)
                 motion = self._motion(torch.cat([deter, stoch], -1), vector)  # [N, S]
                 befores.append(vector)
                 predictions.append(motion)
