@@ -3,9 +3,10 @@
 import json
 import time
 
+import pytest
 import torch
 
-from benchmarks import gpu, soak
+from benchmarks import conservation, gpu, soak
 from wm_envs.tasks import phys_envs
 
 
@@ -50,3 +51,31 @@ def test_gpu_stops_a_row_that_runs_past_the_time_left(tmp_path):
     seconds = run.attempt("env", {"measure": "sleep"}, "calls/s", 1, None, lambda: time.sleep(30))
     assert seconds is None and time.perf_counter() - start < 5
     assert rows(tmp_path, "gpu")[0]["note"].startswith("stopped: the 0 s left ran out")
+
+
+def test_conservation_table_sets_runs_side_by_side_and_refuses_other_seeds(tmp_path):
+    def write(label: str, weight: float, first_seed: int) -> str:
+        curves = {
+            key: [weight + step for step in range(15)]
+            for key in ("position_cm", "copy_position_cm", "psnr", "copy_psnr")
+        }
+        curves |= {"success_agrees": 0.9, "true_success": 0.25}
+        for split in conservation.SPLITS:
+            report = {
+                "seeds": [first_seed, first_seed + 19],
+                "checkpoint": {"recipe": {"model_overrides": {"conservation_weight": weight}}},
+                "results": dict.fromkeys(conservation.STARTS, curves),
+            }
+            (tmp_path / label / split).mkdir(parents=True)
+            (tmp_path / label / split / "compare.json").write_text(json.dumps(report))
+        return f"{label}:{tmp_path / label}"
+
+    runs = [write("off", 0.0, 90000), write("on", 20.0, 90000)]
+    rows = conservation.table(conservation.read_runs(runs))
+    assert rows[0]["off"] == 0.0 and rows[0]["on"] == 20.0
+    at_5 = next(r for r in rows if r["metric"] == "object position cm @5")
+    assert (at_5["off"], at_5["on"], at_5["copy"]) == (4.0, 24.0, 4.0)
+    success = next(r for r in rows if r["metric"] == "success agreement")
+    assert success["copy"] == 0.75
+    with pytest.raises(ValueError, match="different val seeds"):
+        conservation.read_runs([*runs, write("other", 0.0, 95000)])
