@@ -84,9 +84,14 @@ def test_report_renders_in_chromium_with_every_shipped_pair(tmp_path):
         shutil.copy(tmp_path / "report.png", artifacts / "report.png")
     assert errors == []
     assert [url for url in requests if not url.startswith("data:")] == [page_path.as_uri()]
-    # one plot and one video per pair with results, every one of them loaded
-    assert len(images) == len(with_results) and all(image["ok"] for image in images), images
-    assert len(videos) == len(with_results), videos
+    # one plot per pair with results, one video per pair whose model decodes images (a
+    # state-only model's compare writes none), every one of them loaded
+    with_videos = [
+        pair for pair in with_results if (compare_folder(*pair) / "compare.mp4").exists()
+    ]
+    plots = [path for pair in with_results for path in compare_folder(*pair).glob("*.png")]
+    assert len(images) == len(plots) and all(image["ok"] for image in images), images
+    assert len(videos) == len(with_videos), videos
     assert all(video["error"] is None and video["state"] >= 2 for video in videos), videos
     # the table lists every shipped pair: its start kinds' numbers, or how to make them
     assert {row["pair"] for row in rows} == {f"{model}-{task}" for task, model in shipped_pairs()}
@@ -100,6 +105,9 @@ def test_report_renders_in_chromium_with_every_shipped_pair(tmp_path):
         headline = headline["headline"]
         assert [row[2] for row in cells] == [start.replace("_", " ") for start in headline]
         for row, numbers in zip(cells, headline.values(), strict=True):
+            if "psnr_1" not in numbers:  # a state-only model: no image metrics
+                assert row[3:6] == ["–"] * 3 and "cm" in row[6]
+                continue
             assert row[3] == f"{numbers['psnr_1']:.1f} ({numbers['copy_psnr_1']:.1f})"
 
 
@@ -111,6 +119,29 @@ def test_a_pair_without_compare_results_says_how_to_make_them(tmp_path):
     command = f"wm-envs compare --task {task} --model {model} --record --out {results}"
     assert f"no compare results: run <code>{command}/compare-{model}-{task}</code>" in page
     assert "no wm_throughput*.json" in page
+
+
+def test_a_state_only_models_row_shows_its_tracked_error_without_image_metrics(tmp_path):
+    import re
+
+    pairs = [
+        pair
+        for pair in shipped_pairs()
+        if (compare_folder(*pair) / "compare.json").exists()
+        and "psnr_1"
+        not in json.loads((compare_folder(*pair) / "compare.json").read_text())["headline"][
+            "mid_episode"
+        ]
+    ]
+    if not pairs:
+        pytest.skip("no shipped state-only model with committed compare results")
+    page = write_report(tmp_path / "report.html", RESULTS).read_text()
+    for task, model in pairs:
+        rows = re.findall(f"<tr data-pair='{model}-{task}'>(.*?)</tr>", page)
+        assert len(rows) == 2  # first frame, mid-episode
+        for row in rows:
+            cells = re.findall("<td>(.*?)</td>", row)
+            assert cells[3:6] == ["–"] * 3 and "position_cm" in cells[6]
 
 
 def test_compare_results_of_another_checkpoint_are_refused(tmp_path):

@@ -201,10 +201,13 @@ def headline_table(pairs: list[Pair], results: Path | None) -> str:
                 )
                 for name in tracked_names(row, horizon)
             )
+            images = [("psnr", 1), ("psnr", horizon), ("fg_psnr", horizon)]
             cells = [
-                beside(row["psnr_1"], row["copy_psnr_1"]),
-                beside(row[f"psnr_{horizon}"], row[f"copy_psnr_{horizon}"]),
-                beside(row[f"fg_psnr_{horizon}"], row[f"copy_fg_psnr_{horizon}"]),
+                beside(row[f"{name}_{step}"], row[f"copy_{name}_{step}"])
+                if f"{name}_{step}" in row
+                else "–"  # a state-only model (no image decoder): no image metrics
+                for name, step in images
+            ] + [
                 tracked or "–",
                 f"{row['reward_error_mean']:.3f}",
                 beside(
