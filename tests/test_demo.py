@@ -9,19 +9,21 @@ from gymnasium.utils.env_checker import check_env
 
 from wm_envs.checkpoint import shipped_agents, shipped_models
 from wm_envs.demo import demo
+from wm_envs.eval.compare import compared_obs_mode
 from wm_envs.tasks import TASKS
 
 SHIPPED_PAIRS = [(task, model) for task in TASKS for model in shipped_models(task)]
 
 
-def test_every_task_ships_an_rssm_and_grasp_a_genie_too():
+def test_every_task_ships_an_rssm_and_grasp_a_genie_and_symbolic_dynamics_too():
     assert all("rssm" in shipped_models(task) for task in TASKS)
-    assert shipped_models("grasp") == ["rssm", "genie"]
+    assert {"rssm", "genie", "symbolic"} <= set(shipped_models("grasp"))
 
 
 @pytest.mark.parametrize("task,model", SHIPPED_PAIRS)
 def test_shipped_checkpoint_steps_out_of_the_box(task, model):
-    with gym.make(f"WM-{TASKS[task].name}-v0", model=model, device="cpu") as env:
+    obs_mode = compared_obs_mode(model)  # "state" for a model with no image decoder
+    with gym.make(f"WM-{TASKS[task].name}-v0", model=model, obs_mode=obs_mode, device="cpu") as env:
         obs, _ = env.reset(seed=0)
         obs, reward, terminated, truncated, info = env.step(env.action_space.sample())
         assert env.observation_space.contains(obs)
@@ -42,7 +44,8 @@ def test_demo_writes_the_physics_video_and_one_comparison_per_shipped_model(tmp_
     for model in shipped_models("grasp"):
         report = json.loads((tmp_path / model / "compare.json").read_text())
         assert set(report["headline"]) == {"first_frame", "mid_episode"}
-        assert (tmp_path / model / "compare.mp4").exists()
+        has_images = compared_obs_mode(model) == "dict"  # a state-only model has no video
+        assert (tmp_path / model / "compare.mp4").exists() == has_images
     # the shipped agent, trained only in its world model, acting on physics
     assert shipped_agents("grasp") == ["dreamer-grasp"]
     agent = result["agents"]["dreamer-grasp"]

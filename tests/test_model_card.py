@@ -88,7 +88,7 @@ def test_a_card_missing_a_key_is_refused_with_its_name(tiny_checkpoint, key):
         render_model_card(card)
 
 
-@pytest.mark.parametrize("name", ["rssm-grasp", "genie-grasp"])
+@pytest.mark.parametrize("name", ["rssm-grasp", "genie-grasp", "symbolic-grasp"])
 def test_shipped_model_cards_are_up_to_date_with_their_cards(name):
     folder = SHIPPED / name
     size = (folder / "model.safetensors").stat().st_size

@@ -56,7 +56,8 @@ def demo(env_id: str = "Phys-Grasp-v0", episodes: int = 20, out: str = "demo_out
             f"same actions (noisy expert / random), open loop for {config.horizon} steps"
         )
         headlines[model] = compare(config)["headline"]
-        print(f"written to {config.out}/: compare.json, compare.png, compare.mp4")
+        written = sorted(path.name for path in Path(config.out).iterdir())
+        print(f"written to {config.out}/: {', '.join(written)}")
     agents = {
         name: agent_segment(name, env_id, out, min(episodes, 5)) for name in shipped_agents(task)
     }
