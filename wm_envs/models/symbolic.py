@@ -326,4 +326,4 @@ class SymbolicModel(WorldModel):
         )
 
 
-PRESETS = {"small": {}}
+PRESETS = {"small": {}, "tiny": {"degree": 1}}  # tiny: a linear library
