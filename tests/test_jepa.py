@@ -115,13 +115,12 @@ def test_protocol_shapes_and_batched_step():
         real = {"image": batch["image"][:, 3], "state": batch["state"][:, 3]}
         observed = model.observe(stepped, batch["action"][:, 3], real)
         assert torch.equal(observed["previous"], stepped["embed"])
-        # the anchored read-out reports the real state where it was given, the probe's change
-        # after it
-        assert torch.allclose(model.state_vector(observed), real["state"], atol=1e-5)
+        # the integrated read-out reports the real state where it was given, then adds the
+        # motion probe's change per step
+        assert torch.equal(model.state_vector(observed), real["state"])
         moved = model.step(observed, batch["action"][:, 4])
-        change = model.probe(model.features(moved)) - model.probe(model.features(observed))
-        expected = model.denormalise_state(model.normalise_state(real["state"]) + change)
-        assert torch.allclose(model.state_vector(moved), expected, atol=1e-5)
+        change = model.motion_probe(model.features(moved)) * model.motion_std
+        assert torch.allclose(model.state_vector(moved), real["state"] + change, atol=1e-5)
 
 
 def test_learned_env_serves_latent_and_state_and_refuses_images(jepa_checkpoint):

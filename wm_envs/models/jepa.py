@@ -15,11 +15,11 @@ Heads on the features predict reward, termination and success; a *probe* reads t
 vector off the features. The probe is trained on frozen (detached) features of encoded and
 of predicted frames, so it measures what the embedding knows without shaping it, and
 serves ``obs_mode="state"`` and ``compare``. By default the state a rollout reports is
-*anchored*: the last real state plus the change in the probe's reading since that frame, so
-the probe's constant error on a scene (~1-3 cm of an object at rest) cancels, as the RSSM's
-integrated state does. There is no image decoder: ``dict``, ``pixels``
-and ``rgbd`` are refused by the learned env (``obs_modes``), not faked with a nearest real
-frame.
+*integrated*, as the RSSM's is: it starts at the last real state and each step adds the change
+a motion probe reads off the new features (also trained on frozen features), so an object at
+rest stays put instead of taking on the absolute probe's ~2 cm error from the first step.
+There is no image decoder: ``dict``, ``pixels`` and ``rgbd`` are refused by the learned env
+(``obs_modes``), not faked with a nearest real frame.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from torch import nn
 
 from wm_envs.models.base import Batch, ModelSpec, State, WorldModel, images_to_float
 from wm_envs.models.layers import mlp
+from wm_envs.models.rssm import state_motion
 
 
 @dataclass(frozen=True)
@@ -50,10 +51,11 @@ class JEPAConfig:
     probe_weight: float = 1.0
     reward_weight: float = 1.0
     done_weight: float = 0.1
-    #: How the state vector is read out: "absolute" -- the probe's reading; "anchored" --
-    #: the last real state plus the change of the probe's reading since then (its constant
-    #: error on a scene cancels, as the RSSM's integrated state does). Not trained.
-    readout: str = "anchored"
+    #: How the state vector is read out: "absolute" -- the probe's reading of the features;
+    #: "integrated" -- the last real state plus the changes a motion probe reads off each
+    #: step's features (an object at rest stays put; the RSSM's integrated state does the
+    #: same). Not trained: both probes always train.
+    readout: str = "integrated"
 
 
 PRESETS = {
@@ -105,9 +107,9 @@ class JEPA(WorldModel):
         super().__init__(spec, config)
         if spec.depth:
             raise ValueError("the JEPA encodes RGB frames; train it on a dataset without depth")
-        if config.readout not in ("absolute", "anchored"):
+        if config.readout not in ("absolute", "integrated"):
             raise ValueError(
-                f"JEPA readout must be 'absolute' or 'anchored', got {config.readout!r}"
+                f"JEPA readout must be 'absolute' or 'integrated', got {config.readout!r}"
             )
         c = config
         self.encoder = FrameEncoder(spec, c)
@@ -116,6 +118,8 @@ class JEPA(WorldModel):
         self.norm = nn.LayerNorm(c.embed, elementwise_affine=False)
         self.outcome_head = mlp(2 * c.embed, c.head_hidden, 3)  # reward, terminated, success
         self.probe = mlp(2 * c.embed, c.probe_hidden, spec.state_dim)
+        self.motion_probe = mlp(2 * c.embed, c.probe_hidden, spec.state_dim)
+        self.register_buffer("motion_std", torch.ones(spec.state_dim))
 
     @property
     def feature_dim(self) -> int:
@@ -141,22 +145,17 @@ class JEPA(WorldModel):
     ) -> State:
         embeds = self.encode(obs_context["image"])  # [B, K, E]
         previous = embeds[:, -2] if embeds.shape[1] > 1 else embeds[:, -1]  # one frame: at rest
-        return self._anchored(previous, embeds[:, -1], obs_context["state"][:, -1])
-
-    def _anchored(self, previous: torch.Tensor, embed: torch.Tensor, real: torch.Tensor) -> State:
-        """A state of embeddings [B, E] anchored on the real state vector [B, S] they show:
-        the normalised real state and the probe's reading of it."""
-        state = {"previous": previous, "embed": embed}
-        return state | {
-            "anchor": self.normalise_state(real),
-            "anchor_reading": self.probe(self.features(state)),
-        }
+        return {"previous": previous, "embed": embeds[:, -1], "vector": obs_context["state"][:, -1]}
 
     def step(
         self, state: State, action: torch.Tensor, generator: torch.Generator | None = None
     ) -> State:
         embed = self.predict(state["previous"], state["embed"], action)  # [B, E]
-        return state | {"previous": state["embed"], "embed": embed}
+        stepped = {"previous": state["embed"], "embed": embed}
+        if self.config.readout == "integrated":
+            motion = self.motion_probe(self.features(stepped)) * self.motion_std  # [B, S]
+            stepped["vector"] = state["vector"] + motion
+        return stepped
 
     def observe(
         self,
@@ -166,7 +165,11 @@ class JEPA(WorldModel):
         generator: torch.Generator | None = None,
     ) -> State:
         """The real frame's embedding replaces the prediction (the encoder is the filter)."""
-        return self._anchored(state["embed"], self.encode(obs["image"]), obs["state"])
+        return {
+            "previous": state["embed"],
+            "embed": self.encode(obs["image"]),
+            "vector": obs["state"],
+        }
 
     def features(self, state: State) -> torch.Tensor:
         return torch.cat([state["previous"], state["embed"]], -1)
@@ -175,16 +178,20 @@ class JEPA(WorldModel):
         return {"state": self.state_vector(state)}
 
     def state_vector(self, state: State) -> torch.Tensor:
-        reading = self.probe(self.features(state))  # [B, S], normalised
-        if self.config.readout == "anchored":
-            reading = state["anchor"] + reading - state["anchor_reading"]
-        return self.denormalise_state(reading)
+        if self.config.readout == "integrated":
+            return state["vector"]
+        return self.denormalise_state(self.probe(self.features(state)))
 
     def outcome_scores(self, state: State) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         reward, terminated, success = self.outcome_head(self.features(state)).unbind(-1)
         return reward, terminated.sigmoid(), success.sigmoid()
 
     # -- training -------------------------------------------------------------------------------
+    def prepare(self, batch: Batch) -> None:
+        super().prepare(batch)
+        motion, valid = state_motion(batch)
+        self.motion_std.copy_(motion[valid].std(0).clamp_min(1e-4))
+
     @torch.no_grad()
     def update_target(self) -> None:
         """Move the target encoder toward the online one (EMA)."""
@@ -238,15 +245,34 @@ class JEPA(WorldModel):
         probe_loss, reward_loss, done_loss = self.head_losses(
             head_batch, self.probe(features.detach()), reward, terminated, success
         )
+        # The motion probe: the change of the state into each frame, where it is defined.
+        motion, valid = state_motion(batch)  # [B, T, S], [B, T]
+        encoded_valid = previous_known & valid
+        motion_features = torch.cat(
+            [
+                torch.cat([previous, embeds], -1)[encoded_valid],
+                torch.cat([rollout_previous, rollout], -1)[rollout_valid & valid[:, 2:]],
+            ]
+        ).detach()  # [M, 2E]
+        motion_target = (
+            torch.cat([motion[encoded_valid], motion[:, 2:][rollout_valid & valid[:, 2:]]])
+            / self.motion_std
+        )
+        motion_loss = (
+            F.huber_loss(self.motion_probe(motion_features), motion_target, reduction="none")
+            .sum(-1)
+            .mean()
+        )
         total = (
             prediction_loss
-            + c.probe_weight * probe_loss
+            + c.probe_weight * (probe_loss + motion_loss)
             + c.reward_weight * reward_loss
             + c.done_weight * done_loss
         )
         metrics |= {
             "loss": total.item(),
             "probe": probe_loss.item(),
+            "motion_probe": motion_loss.item(),
             "reward": reward_loss.item(),
             "done": done_loss.item(),
             "embed_std": embeds.std(0).mean().item(),  # collapse shows as this going to 0
