@@ -29,6 +29,8 @@ import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import torch
+
 from wm_envs.agents.dreamer import AGENT_FORMAT, DreamerConfig, DreamerRun, world_model_folder
 from wm_envs.checkpoint import read_card, read_unit_card
 from wm_envs.config import add_config_arguments
@@ -74,6 +76,7 @@ def steps_before_the_loop(agent: Path) -> int:
 
 def run_loop(config: LoopConfig) -> dict:
     """Run (or resume) the loop; returns and writes ``out/loop.json``."""
+    torch.set_num_threads(config.threads)  # collection's per-step filter too, not only training
     first_agent = agent_folder(config.agent)
     if first_agent is None:
         raise ValueError(f"--agent {config.agent!r} is neither a shipped agent nor a folder")
