@@ -251,7 +251,10 @@ def test_conservation_adds_its_weighted_term_and_leaves_the_rest_of_the_loss(tin
         model.prepare(batch)
         torch.manual_seed(1)
         total, metrics = model.loss(batch)
+        draws.append(torch.get_rng_state())
         return total, metrics
+
+    draws = []
 
     base, base_metrics = loss()
     off, off_metrics = loss(task="grasp", conservation_weight=0.0)
@@ -261,6 +264,7 @@ def test_conservation_adds_its_weighted_term_and_leaves_the_rest_of_the_loss(tin
     assert 0 < metrics["conservation_marked"] <= 1 and metrics["conservation"] > 0
     torch.testing.assert_close(on, base + 2.0 * metrics["conservation"], rtol=1e-5, atol=1e-5)
     assert all(metrics[key] == value for key, value in base_metrics.items() if key != "loss")
+    assert all(torch.equal(draw, draws[0]) for draw in draws)  # the prior draws nothing
     _, one_step = loss(task="grasp", conservation_weight=2.0, conservation_horizon=0)
     assert one_step["conservation_marked"] != metrics["conservation_marked"]  # imagined steps
     on.backward()

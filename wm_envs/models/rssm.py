@@ -429,9 +429,9 @@ class RSSM(WorldModel):
         ``stoch`` [B, T, ...]) whose state vector integrates the head's own predictions, under
         the actions of the next window in the batch: another episode's, so the data has no
         target there, and untouched objects must stay put or fly as they would. The imagined
-        latents carry no gradient: there the prior trains the motion head alone, not the
-        latent dynamics (letting it reach the GRU through the rollouts cost success agreement
-        in ``benchmarks/results/conservation.md``)."""
+        latents take the prior's mode, as a learned env steps, and carry no gradient: there
+        the prior trains the motion head alone, not the latent dynamics; and it draws nothing
+        at random, so a run with it makes the same random draws as one without."""
         before, predicted, defined = one_step
         befores, predictions, defineds = [before], [predicted], [defined]
         horizon = self.config.conservation_horizon
@@ -445,7 +445,7 @@ class RSSM(WorldModel):
                 with torch.no_grad():  # the latent rollout is given; the motion head learns
                     action = actions[:, k : k + starts].flatten(0, 1)  # [N, A]
                     deter = self._transition(deter, stoch, action)
-                    stoch = self._draw(self._distribution(self.prior(deter)), None, True)
+                    stoch = self._draw(self._distribution(self.prior(deter)), None)  # the mode
                 motion = self._motion(torch.cat([deter, stoch], -1), vector)  # [N, S]
                 befores.append(vector)
                 predictions.append(motion)
