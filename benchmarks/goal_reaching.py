@@ -2,7 +2,7 @@
 
 For each seed, a goal gripper position is drawn above the table, at least 4 cm from the start;
 the goal *observation* is the frame a proportional controller sees on reaching it from the
-same seed's start (fingers open, the object untouched). The planner
+same seed's start (fingers open, the object untouched). The planner in each model named
 (``agents.planner.LatentPlanner`` with ``set_goal``) then acts on the real env from that
 start, re-anchored on the real frames every step, minimising the distance of the model's
 features to the goal frame's -- it is never told the position. An episode succeeds if the
@@ -10,7 +10,7 @@ gripper ends within ``--tolerance`` of the goal. Beside it, on the same seeds an
 standing still (zero actions) and smooth random actions; the proportional controller that
 made the goal frames is the ceiling.
 
-    python -m benchmarks.goal_reaching [--model jepa] [--checkpoint PATH] [--episodes 20]
+    python -m benchmarks.goal_reaching [--models jepa rssm] [--checkpoint jepa=PATH]
 """
 
 from __future__ import annotations
@@ -71,8 +71,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--model", default="jepa")
-    parser.add_argument("--checkpoint", default=None, help="default: the shipped one")
+    parser.add_argument("--models", nargs="+", default=["jepa", "rssm"])
+    parser.add_argument("--checkpoint", action="append", default=[], help="MODEL=PATH")
     parser.add_argument("--episodes", type=int, default=20)
     parser.add_argument("--seed", type=int, default=7000, help="first reset seed (test: 7000+)")
     parser.add_argument("--steps", type=int, default=25, help="control steps per episode")
@@ -82,20 +82,25 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     started = time.perf_counter()
-    folder = args.checkpoint or shipped_checkpoint(args.model, "grasp")
-    model, _, _ = load_checkpoint(folder, "cpu")
-    model.eval()
+    given = dict(item.split("=", 1) for item in args.checkpoint)
+    folders = {name: given.get(name) or shipped_checkpoint(name, "grasp") for name in args.models}
     config = replace(PlannerConfig(), samples=args.samples, horizon=args.horizon, context=2)
     rng = np.random.default_rng(args.seed)
-    distances: dict[str, list[float]] = {"planner": [], "still": [], "random": [], "controller": []}
+    names = [f"planner in {name}" for name in args.models] + ["still", "random", "controller"]
+    distances: dict[str, list[float]] = {name: [] for name in names}
     with gym.make("Phys-Grasp-v0", obs_mode="dict") as env:
-        planner = LatentPlanner(model, config, env.action_space)
+        planners = {}
+        for name, folder in folders.items():
+            model, _, _ = load_checkpoint(folder, "cpu")
+            planners[f"planner in {name}"] = LatentPlanner(model.eval(), config, env.action_space)
         for seed in range(args.seed, args.seed + args.episodes):
             goal = draw_goal(rng)
-            planner.reset()
-            planner.set_goal(goal_frame(env, seed, goal, args.steps))
+            goal_obs = goal_frame(env, seed, goal, args.steps)
+            for planner in planners.values():
+                planner.reset()
+                planner.set_goal(goal_obs)
             policies = {
-                "planner": planner,
+                **planners,
                 "still": lambda obs: np.array([0, 0, 0, -1], np.float32),
                 "random": SmoothRandomPolicy(env.action_space, np.random.default_rng(seed)),
                 "controller": lambda obs, goal=goal: reach_action(obs["state"], goal),
@@ -116,14 +121,15 @@ def main(argv: list[str] | None = None) -> None:
         }
         for name, values in distances.items()
     ]
+    checkpoints = ", ".join(f"{name}: {folder}" for name, folder in folders.items())
     notes = (
-        f"{args.model} checkpoint {folder}; seeds {args.seed}-{args.seed + args.episodes - 1}; "
-        f"{args.steps} steps; success: gripper within {100 * args.tolerance:g} cm of the goal "
-        f"at the end; planner {asdict(config)}; wall time "
+        f"Phys-Grasp-v0, seeds {args.seed}-{args.seed + args.episodes - 1}; {args.steps} steps; "
+        f"success: gripper within {100 * args.tolerance:g} cm of the goal at the end; "
+        f"checkpoints {checkpoints}; planner {asdict(config)}; wall time "
         f"{time.perf_counter() - started:.0f} s. Command: python -m benchmarks.goal_reaching "
-        f"--model {args.model} --episodes {args.episodes} --seed {args.seed}"
+        f"--models {' '.join(args.models)} --episodes {args.episodes} --seed {args.seed}"
     )
-    write_results(f"goal_reaching_{args.model}", rows, notes, args.out)
+    write_results("goal_reaching", rows, notes, args.out)
 
 
 if __name__ == "__main__":

@@ -79,3 +79,18 @@ def test_conservation_table_sets_runs_side_by_side_and_refuses_other_seeds(tmp_p
     assert success["copy"] == 0.75
     with pytest.raises(ValueError, match="different val seeds"):
         conservation.read_runs([*runs, write("other", 0.0, 95000)])
+
+
+def test_goal_reaching_scores_the_planner_beside_standing_still_and_the_controller(
+    tiny_checkpoint, tmp_path
+):
+    from benchmarks import goal_reaching
+
+    argv = ["--models", "rssm", "--checkpoint", f"rssm={tiny_checkpoint}", "--episodes", "1"]
+    argv += ["--samples", "32", "--horizon", "2", "--steps", "5", "--out", str(tmp_path)]
+    goal_reaching.main(argv)
+    table = {row["policy"]: row for row in rows(tmp_path, "goal_reaching")}
+    assert set(table) == {"planner in rssm", "still", "random", "controller"}
+    assert table["controller"]["success_rate"] == 1.0  # the goal frames' maker reaches them
+    assert table["still"]["success_rate"] == 0.0  # goals lie 4+ cm from the start
+    assert table["still"]["final_distance_cm_mean"] >= 100 * goal_reaching.MIN_TRAVEL
