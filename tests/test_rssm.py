@@ -270,5 +270,22 @@ def test_conservation_adds_its_weighted_term_and_leaves_the_rest_of_the_loss(tin
     on.backward()
 
 
+def test_conservation_trains_the_motion_head_alone(tiny_dataset):
+    """The prior's gradient reaches the motion head and nothing else: the latent, images and
+    outcome heads learn as they would without it."""
+    batch = WindowDataset(*tiny_dataset, 8).sample(3, np.random.default_rng(0))
+    model = tiny_model(task="grasp", conservation_weight=1.0)
+    model.prepare(batch)
+    deter, stoch, prior, _ = model._observe(batch, None, straight_through=True)
+    features = torch.cat([deter, model._draw(prior.flatten(0, 1), None, True).view_as(stoch)], -1)
+    motion, valid = state_motion(batch)
+    previous = (batch["state"] - motion).flatten(0, 1)
+    one_step = (previous, features.flatten(0, 1), valid.flatten())
+    conservation, _ = model.conservation_loss(batch, deter, stoch, one_step)
+    conservation.backward()
+    trained = {name.split(".")[0] for name, p in model.named_parameters() if p.grad is not None}
+    assert trained == {"motion_head"}
+
+
 def test_the_trainer_names_the_data_task_in_the_config(tiny_checkpoint):
     assert read_card(tiny_checkpoint)["config"]["task"] == "grasp"

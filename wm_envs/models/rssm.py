@@ -401,7 +401,7 @@ class RSSM(WorldModel):
             "kl": categorical_kl(post, prior).mean().item(),
         }
         if c.conservation_weight:  # last: the other terms draw the same samples without it
-            one_step = (previous, motion_prediction, valid.flatten())
+            one_step = (previous, prior_features, valid.flatten())
             conservation, marked = self.conservation_loss(batch, deter, stoch, one_step)
             total = total + c.conservation_weight * conservation
             metrics |= {"conservation": conservation.item(), "conservation_marked": marked}
@@ -423,17 +423,21 @@ class RSSM(WorldModel):
         residual is in units of ``motion_std`` (the data's per-step change), through the motion
         loss's Huber, summed over the 6 components and averaged over the marked steps: a
         component off by one data std costs 0.5, as it does in the motion loss (which sums 24).
-        Targets carry no gradient. Two kinds of steps: ``one_step`` (the states before each
-        step [B*T, S], the normalised predictions [B*T, S] and where they are defined
-        [B*T]), and ``conservation_horizon`` prior steps from every posterior state (``deter``,
+        Two kinds of steps: ``one_step`` (the states before each step [B*T, S], the prior
+        features the motion head reads there [B*T, F] and where the step is defined [B*T]),
+        and ``conservation_horizon`` prior steps from every posterior state (``deter``,
         ``stoch`` [B, T, ...]) whose state vector integrates the head's own predictions, under
         the actions of the next window in the batch: another episode's, so the data has no
         target there, and untouched objects must stay put or fly as they would. The imagined
-        latents take the prior's mode, as a learned env steps, and carry no gradient: there
-        the prior trains the motion head alone, not the latent dynamics; and it draws nothing
-        at random, so a run with it makes the same random draws as one without."""
-        before, predicted, defined = one_step
-        befores, predictions, defineds = [before], [predicted], [defined]
+        latents take the prior's mode, as a learned env steps, so the prior draws nothing at
+        random (a run with it makes the same random draws as one without). Neither the
+        targets nor the features carry gradient: the prior trains the motion head alone, which
+        only the integrated state vector reads; the latent, images and outcome heads learn
+        from the other terms (letting it reach the latent cost success agreement in
+        ``benchmarks/results/conservation.md``)."""
+        before, features, defined = one_step
+        befores, defineds = [before], [defined]
+        predictions = [self._motion(features.detach(), before)]  # [B*T, S]
         horizon = self.config.conservation_horizon
         starts = deter.shape[1] - horizon  # start steps with `horizon` actions after them
         if horizon and starts > 0:
@@ -442,7 +446,7 @@ class RSSM(WorldModel):
             stoch = stoch[:, :starts].flatten(0, 1).detach()  # [N, G*K]
             vector = batch["state"][:, :starts].flatten(0, 1)  # [N, S]
             for k in range(1, horizon + 1):
-                with torch.no_grad():  # the latent rollout is given; the motion head learns
+                with torch.no_grad():  # the latent rollout is given
                     action = actions[:, k : k + starts].flatten(0, 1)  # [N, A]
                     deter = self._transition(deter, stoch, action)
                     stoch = self._draw(self._distribution(self.prior(deter)), None)  # the mode
