@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 
+from wm_envs.models import MODELS
+
 
 def render_model_card(card: dict, weights_bytes: int | None = None) -> str:
     """The Markdown model card of a checkpoint ``card`` (the dict of its card.json)."""
@@ -74,10 +76,14 @@ def _usage(card: dict) -> str:
     env_id = "WM-" + card.get("env_id", f"Phys-{card['task'].capitalize()}-v0").removeprefix(
         "Phys-"
     )
+    model = MODELS.get(card["model"])
+    mode = (
+        "" if model is None or "dict" in model.obs_modes else f', obs_mode="{model.obs_modes[-1]}"'
+    )
     code = (
         "```python\nimport gymnasium as gym\nimport wm_envs\n\n"
-        f'env = gym.make("{env_id}", model="{card["model"]}", checkpoint="FOLDER")  # this folder\n'
-        "```"
+        f'env = gym.make("{env_id}", model="{card["model"]}", checkpoint="FOLDER"{mode})'
+        "  # this folder\n```"
     )
     return _section("Use", code)
 
