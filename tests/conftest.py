@@ -21,14 +21,14 @@ def tiny_dataset(tmp_path_factory):
     return root, "grasp/tiny-v0"
 
 
-@pytest.fixture(scope="session")
-def tiny_checkpoint(tiny_dataset, tmp_path_factory):
-    """A tiny RSSM trained for a few updates on ``tiny_dataset``: its folder."""
+def train_tiny(tiny_dataset, out, model: str = "rssm"):
+    """Train a tiny-preset ``model`` for a few updates on ``tiny_dataset`` into ``out``;
+    returns the run's final metrics."""
     from wm_envs.train import TrainConfig, Trainer
 
     root, dataset_id = tiny_dataset
-    out = tmp_path_factory.mktemp("runs") / "rssm"
     config = TrainConfig(
+        model=model,
         preset="tiny",
         data=str(root),
         dataset_id=dataset_id,
@@ -42,5 +42,12 @@ def tiny_checkpoint(tiny_dataset, tmp_path_factory):
         eval_windows=2,
         bank_size=4,
     )
-    Trainer(config).run()
+    return Trainer(config).run()
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tiny_dataset, tmp_path_factory):
+    """A tiny RSSM trained for a few updates on ``tiny_dataset``: its folder."""
+    out = tmp_path_factory.mktemp("runs") / "rssm"
+    train_tiny(tiny_dataset, out)
     return out

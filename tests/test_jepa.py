@@ -4,6 +4,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
+from conftest import train_tiny
 from gymnasium.utils.env_checker import check_env
 
 import wm_envs  # noqa: F401  (registers the envs)
@@ -43,26 +44,8 @@ def synthetic_batch(size: int = 4, time: int = 8, seed: int = 0) -> dict:
 @pytest.fixture(scope="module")
 def jepa_checkpoint(tiny_dataset, tmp_path_factory):
     """A tiny JEPA trained for a few updates on the tiny dataset: its folder."""
-    from wm_envs.train import TrainConfig, Trainer
-
-    root, dataset_id = tiny_dataset
     out = tmp_path_factory.mktemp("runs") / "jepa"
-    config = TrainConfig(
-        model="jepa",
-        preset="tiny",
-        data=str(root),
-        dataset_id=dataset_id,
-        out=str(out),
-        steps=3,
-        batch_size=2,
-        window=8,
-        eval_every=3,
-        eval_context=2,
-        eval_horizon=3,
-        eval_windows=2,
-        bank_size=4,
-    )
-    metrics = Trainer(config).run()
+    metrics = train_tiny(tiny_dataset, out, "jepa")
     assert "val/state_error_1step" in metrics and "val/psnr_1step" not in metrics
     return out
 
