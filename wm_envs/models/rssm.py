@@ -433,8 +433,8 @@ class RSSM(WorldModel):
         random (a run with it makes the same random draws as one without). Neither the
         targets nor the features carry gradient: the prior trains the motion head alone, which
         only the integrated state vector reads; the latent, images and outcome heads learn
-        from the other terms (letting it reach the latent cost success agreement in
-        ``benchmarks/results/conservation.md``)."""
+        from the other terms (letting it reach the latent cost success agreement: the
+        README's "Physics prior")."""
         before, features, defined = one_step
         befores, defineds = [before], [defined]
         predictions = [self._motion(features.detach(), before)]  # [B*T, S]
