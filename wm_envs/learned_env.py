@@ -491,8 +491,9 @@ class WorldModelEnv(gym.Env):
     ``camera_relative_pose`` (the last step's translation and axis-angle).
 
     ## Arguments
-    ``task`` (set by the registration), ``model`` ("rssm" or "genie"), ``checkpoint`` (a
-    folder; default the shipped one), ``backend`` (the twin's engine, as ``Phys-*`` takes it:
+    ``task`` (set by the registration), ``model`` (a name in ``wm_envs.models.MODELS``:
+    "rssm", "genie", "jepa", "symbolic", ...), ``checkpoint`` (a folder; default the shipped
+    one), ``backend`` (the twin's engine, as ``Phys-*`` takes it:
     None = the task's default; a checkpoint trained on another engine is refused),
     ``obs_mode``, ``render_mode`` ("rgb_array": the decoded
     frame), ``device`` ("auto": CUDA when present), ``stochastic`` (sample the latent
