@@ -48,8 +48,13 @@ def batch(seed: int = 0) -> dict:
 
 @pytest.mark.parametrize("name", sorted(MODELS))
 def test_prepare_fits_the_state_normaliser_that_learned_envs_read(name):
-    model = build_model(name, ModelSpec(64, 24, 4), "tiny")
+    rgbd = name == "deepverse"  # it models RGB-D frames only
+    model = build_model(name, ModelSpec(64, 24, 4, depth=rgbd), "tiny", task="grasp")
     data = batch()
+    if rgbd:
+        data["depth"] = 0.3 + torch.rand(
+            2, 4, 64, 64, 1, generator=torch.Generator().manual_seed(1)
+        )
     model.prepare(data)
     states = data["state"].flatten(0, 1)
     torch.testing.assert_close(model.state_dict()["state_mean"], states.mean(0))
