@@ -36,6 +36,7 @@ rollout of any length sees what training showed: a sliding window of ``context``
 
 The camera pose the learned env reports (``extra_info``) starts at the task camera's pose for
 the last real frame (``TaskSpec.camera``) and composes each step's predicted relative pose.
+The model is deterministic: the protocol's ``generator`` is accepted and unused.
 """
 
 from __future__ import annotations
@@ -191,7 +192,7 @@ def geometric_losses(
 class FrameEncoder(nn.Module):
     """Model-space RGB-D [N, 4, H, W] -> a grid of tokens [N, P, E]."""
 
-    def __init__(self, size: int, config: DeepVerseConfig) -> None:
+    def __init__(self, config: DeepVerseConfig) -> None:
         super().__init__()
         c, layers, width = config.channels, [], 4
         halvings = (config.patch).bit_length() - 1
@@ -257,7 +258,7 @@ class DeepVerse(WorldModel):
         self.memory = c.context - 1
         size = spec.image_size
         self.tokens = (size // c.patch) ** 2  # image tokens per frame
-        self.encoder = FrameEncoder(size, c)
+        self.encoder = FrameEncoder(c)
         self.state_in = nn.Linear(spec.state_dim, c.width)
         self.action_in = action_encoder(self.action_spec, spec.action_dim, c.width, c.hidden)
         self.position = nn.Parameter(torch.randn(self.tokens + 2, c.width) * 0.02)
