@@ -217,3 +217,14 @@ def test_check_env_passes_on_a_tiny_trained_checkpoint(deepverse_checkpoint, obs
             {"image", "state", "depth"} if obs_mode == "rgbd" else {"image", "state"}
         )
         assert info["camera_pose"].shape == (4, 4) and np.isfinite(info["camera_pose"]).all()
+
+
+def test_the_vector_env_reports_the_predicted_camera_of_every_env(deepverse_checkpoint):
+    from wm_envs.learned_env import WorldModelVectorEnv
+
+    envs = WorldModelVectorEnv(
+        3, task="grasp", model="deepverse", checkpoint=str(deepverse_checkpoint), obs_mode="rgbd"
+    )
+    envs.reset(seed=0)
+    obs, _, _, _, infos = envs.step(np.zeros((3, 4), np.float32))
+    assert obs["depth"].shape == (3, 64, 64, 1) and infos["camera_pose"].shape == (3, 4, 4)

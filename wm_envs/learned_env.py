@@ -662,8 +662,10 @@ class WorldModelVectorEnv(gym.vector.VectorEnv):
     actions as tensors, so a GPU agent never copies to the host. Actions from the host are
     checked for NaN/inf on the host; tensors on the device are checked there, which costs a
     device sync per step. Arguments as ``WorldModelEnv``, plus ``num_envs`` and
-    ``max_episode_steps`` (default: the task's), but without re-anchoring: physics shadows
-    would step one by one on the host beside the batched model call, and a resynced env runs at
+    ``max_episode_steps`` (default: the task's); step infos carry the model's own entries
+    (``WorldModel.extra_info``) batched, e.g. DeepVerse's ``camera_pose`` [N, 4, 4]; but
+    without re-anchoring: physics shadows would step one by one on the host beside the
+    batched model call, and a resynced env runs at
     the shadow's speed anyway. ``gym.make_vec(id, num_envs=N, vectorization_mode="sync",
     resync_every=...)`` gives N resynced ``WorldModelEnv``s.
     """
@@ -759,7 +761,7 @@ class WorldModelVectorEnv(gym.vector.VectorEnv):
         truncated = (self._steps >= self.max_episode_steps) & ~terminated
         reward = torch.where(resetting, torch.zeros_like(reward), reward).float()
         self._needs_reset = terminated | truncated
-        infos = {"is_success": success, "autoreset": resetting}
+        infos = {"is_success": success, "autoreset": resetting, **sim.model.extra_info(state)}
         if not self.torch_obs:
             infos = {k: v.cpu().numpy() for k, v in infos.items()}
         return (
