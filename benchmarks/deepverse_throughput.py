@@ -14,6 +14,7 @@ the same shape buys, not that one is faster than the other.
 from __future__ import annotations
 
 import argparse
+import os
 import time
 
 import torch
@@ -69,6 +70,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     rows, sources = [], []
+    load_before = os.getloadavg()[0]
     for name in ("deepverse", "rssm", "genie"):
         model, source = load(name, "grasp")
         sources.append(f"{source} ({sum(p.numel() for p in model.parameters()):,} parameters)")
@@ -86,7 +88,9 @@ def main() -> None:
             )
     notes = (
         f"Models: {'; '.join(sources)}. 64x64 frames; torch threads: {torch.get_num_threads()} "
-        f"on a CPU shared with other jobs; measured {time.strftime('%Y-%m-%d')}. The DeepVerse "
+        f"on a CPU shared with other jobs (1-minute load average {load_before:.1f} before the "
+        f"run, {os.getloadavg()[0]:.1f} after: every rate falls as the load rises); measured "
+        f"{time.strftime('%Y-%m-%d')}. The DeepVerse "
         "ratio sets a ~0.3M-parameter CPU model generating 64x64 RGB-D frames against the "
         "published large video diffusion model generating frames many times larger on an "
         "A800 GPU: the models differ in size and resolution, so the ratio is not a like-for-"
