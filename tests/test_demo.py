@@ -38,7 +38,7 @@ def test_shipped_twins_pass_check_env(task):
 
 
 def test_demo_writes_the_physics_video_and_one_comparison_per_shipped_model(tmp_path):
-    result = demo("Phys-Grasp-v0", episodes=2, out=str(tmp_path))
+    result = demo("Phys-Grasp-v0", episodes=2, out=str(tmp_path), compare_episodes=2)
     assert result["physics"]["expert"]["episodes"] == 2
     assert (tmp_path / "Phys-Grasp-v0-expert.mp4").stat().st_size > 1000
     for model in shipped_models("grasp"):

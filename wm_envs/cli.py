@@ -86,7 +86,8 @@ def main(argv: list[str] | None = None) -> None:
 
     demo = commands.add_parser("demo", help="the main job: expert rollouts, a table, a video")
     demo.add_argument("--env", default="Phys-Grasp-v0")
-    demo.add_argument("--episodes", type=int, default=20)
+    demo.add_argument("--episodes", type=int, default=20, help="physics episodes per policy")
+    demo.add_argument("--compare-episodes", type=int, default=10, help="seeds per model compare")
     demo.add_argument("--out", default="demo_out")
 
     collect = commands.add_parser("collect", help="collect a Minari dataset from a Phys-* env")
@@ -161,7 +162,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.command == "demo":
         from wm_envs.demo import demo as run_demo
 
-        run_demo(args.env, args.episodes, out=args.out)
+        run_demo(args.env, args.episodes, out=args.out, compare_episodes=args.compare_episodes)
     elif args.command == "collect":
         from wm_envs.data import CollectConfig
         from wm_envs.data import collect as run_collect
