@@ -234,13 +234,15 @@ class JEPA(WorldModel):
             offsets=(0, 1),
         )
         # Heads and probe on the features of encoded frames and of predicted ones.
-        encoded_features = torch.cat([previous, embeds], -1)[previous_known]  # [N, 2E]
-        rolled_features = torch.cat([rollout_previous, rollout], -1)[rollout_valid]
+        encoded_features = torch.cat([previous, embeds], -1)  # [B, T, 2E]
+        rolled_features = torch.cat([rollout_previous, rollout], -1)  # [B, T-2, 2E]
         head_batch = {
             key: torch.cat([batch[key][previous_known], batch[key][:, 2:][rollout_valid]])
             for key in ("state", "reward", "terminated", "success")
         }
-        features = torch.cat([encoded_features, rolled_features])  # [N + M, 2E]
+        features = torch.cat(
+            [encoded_features[previous_known], rolled_features[rollout_valid]]
+        )  # [N + M, 2E]
         reward, terminated, success = self.outcome_head(features).unbind(-1)
         probe_loss, reward_loss, done_loss = self.head_losses(
             head_batch, self.probe(features.detach()), reward, terminated, success
@@ -248,15 +250,12 @@ class JEPA(WorldModel):
         # The motion probe: the change of the state into each frame, where it is defined.
         motion, valid = state_motion(batch)  # [B, T, S], [B, T]
         encoded_valid = previous_known & valid
+        rolled_valid = rollout_valid & valid[:, 2:]
         motion_features = torch.cat(
-            [
-                torch.cat([previous, embeds], -1)[encoded_valid],
-                torch.cat([rollout_previous, rollout], -1)[rollout_valid & valid[:, 2:]],
-            ]
+            [encoded_features[encoded_valid], rolled_features[rolled_valid]]
         ).detach()  # [M, 2E]
         motion_target = (
-            torch.cat([motion[encoded_valid], motion[:, 2:][rollout_valid & valid[:, 2:]]])
-            / self.motion_std
+            torch.cat([motion[encoded_valid], motion[:, 2:][rolled_valid]]) / self.motion_std
         )
         motion_loss = (
             F.huber_loss(self.motion_probe(motion_features), motion_target, reduction="none")
