@@ -112,6 +112,7 @@ class LearnedSimulator:
         backend: str | None = None,
         render_mode: str | None = None,
     ) -> None:
+        check_render_mode(render_mode)
         if task not in TASKS:
             raise ValueError(f"unknown task {task!r}; known: {sorted(TASKS)}")
         if obs_mode not in OBS_MODES:
@@ -525,7 +526,6 @@ class WorldModelEnv(gym.Env):
         resync_every: int | None = None,
         resync_weight: float = 1.0,
     ) -> None:
-        check_render_mode(render_mode)
         check_resync(resync_every, resync_weight)
         self.simulator = LearnedSimulator(
             task,
@@ -690,7 +690,6 @@ class WorldModelVectorEnv(gym.vector.VectorEnv):
         resync_every: int | None = None,
         resync_weight: float = 1.0,
     ) -> None:
-        check_render_mode(render_mode)
         if resync_every is not None or resync_weight != 1:
             raise ValueError(
                 "the batched vector env does not re-anchor on physics; for N resynced envs use "
