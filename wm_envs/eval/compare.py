@@ -60,6 +60,7 @@ from wm_envs.eval.metrics import (
 )
 from wm_envs.io import atomic_path, write_json, write_video
 from wm_envs.learned_env import LearnedSimulator
+from wm_envs.models import MODELS
 from wm_envs.tasks import TASKS, camera_intrinsics, camera_poses, tracked_errors
 from wm_envs.tasks.experts import make_expert
 
@@ -510,8 +511,6 @@ def compare(config: CompareConfig) -> dict:
 def compared_obs_mode(model: str, depth: bool = False) -> str:
     """ "rgbd" for a model trained on depth, "dict" (images and state) for other models with
     an image decoder, else "state"."""
-    from wm_envs.models import MODELS
-
     modes = MODELS[model].obs_modes
     if depth and "rgbd" in modes:
         return "rgbd"
