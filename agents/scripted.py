@@ -10,6 +10,7 @@ ways, not only good ones. A spec names one, as on the command line:
     expert:never_close          (Grasp) never closes the fingers
     expert:release=4            (Grasp) opens the fingers 4 steps into the lift
     expert:off_centre=0.02      (Grasp) aims 2 cm beside the object
+    expert:grasp_height=0.02    (Grasp) closes the fingers 2 cm above the object's centre
     expert:noise=0.1,every=2    flaws combine
     random                      uniform random actions
 """
@@ -26,7 +27,7 @@ from wm_envs.config import parse_settings
 from wm_envs.tasks.experts import GraspExpert, make_expert
 
 GRIP = 3  # Grasp's action index of the finger command (+1 closes, -1 opens)
-OBJECT_X = 7  # Grasp's state index of the object's x position
+OBJECT_X, OBJECT_Z = 7, 9  # Grasp's state indices of the object's x and z position
 
 
 @dataclass(frozen=True)
@@ -38,13 +39,14 @@ class Flaws:
     never_close: bool = False
     release: int = 0  # steps into the lift at which the fingers open; 0 = never
     off_centre: float = 0.0  # metres
+    grasp_height: float = 0.0  # metres above the object's centre; high grasps lift it short
 
     @property
     def grasp_only(self) -> list[str]:
         """The flaws that only the Grasp expert has a meaning for."""
         return [
             name
-            for name in ("never_close", "release", "off_centre")
+            for name in ("never_close", "release", "off_centre", "grasp_height")
             if getattr(self, name) != getattr(Flaws, name)
         ]
 
@@ -76,6 +78,7 @@ class FlawedGraspExpert(GraspExpert):
     def plan(self, state: np.ndarray) -> np.ndarray:
         seen = state.copy()
         seen[OBJECT_X] += self.flaws.off_centre
+        seen[OBJECT_Z] += self.flaws.grasp_height
         action = super().plan(seen)
         self.lift_steps = self.lift_steps + 1 if self.phase == "lift" else 0
         opens = self.flaws.release and self.lift_steps > self.flaws.release
@@ -84,13 +87,28 @@ class FlawedGraspExpert(GraspExpert):
         return action
 
 
+def random_grasp_flaws(rng: np.random.Generator) -> Flaws:
+    """Flaws drawn for one episode of the ``flawed`` dataset policy: the experience near
+    contact that expert and random data lack. Every episode grasps at a random height (the
+    workspace ceiling leaves a grasp above the centre short of the 10 cm lift); some also aim
+    off centre, release during the lift, or act only every 2nd or 3rd step."""
+    return Flaws(
+        noise=float(rng.uniform(0.0, 0.2)),
+        every=int(rng.choice([1, 2, 3], p=[0.8, 0.1, 0.1])),
+        release=int(rng.integers(1, 9)) if rng.random() < 0.15 else 0,
+        off_centre=float(rng.uniform(-0.025, 0.025)) if rng.random() < 0.3 else 0.0,
+        grasp_height=float(rng.uniform(-0.01, 0.04)),
+    )
+
+
 class ScriptedPolicy:
     """``obs -> action`` with ``reset()``, for any env whose task has a scripted expert
     (Phys-* and WM-* alike: the expert reads ``env.unwrapped.state_vector()``)."""
 
-    def __init__(self, env: gym.Env, spec: str, seed: int | None = None) -> None:
+    def __init__(self, env: gym.Env, spec: str | Flaws, seed: int | None = None) -> None:
+        """``spec`` is a spec string, or the ``Flaws`` of an expert."""
         self.spec = spec
-        kind, self.flaws = parse_policy(spec)
+        kind, self.flaws = ("expert", spec) if isinstance(spec, Flaws) else parse_policy(spec)
         self.space = env.action_space
         if kind == "random":
             self.space.seed(seed)

@@ -7,12 +7,13 @@ import subprocess
 import sys
 import time
 
+import gymnasium as gym
 import minari
 import numpy as np
 import pytest
 
 from wm_envs.data import CollectConfig, collect, open_dataset
-from wm_envs.data.collect import load_staged
+from wm_envs.data.collect import load_staged, run_episode
 from wm_envs.data.windows import WindowDataset
 
 
@@ -44,6 +45,16 @@ def test_bad_collect_arguments_are_refused():
         CollectConfig(env_id="Phys-Nothing-v0")
     with pytest.raises(ValueError, match="policy"):
         CollectConfig(policy="greedy")
+    with pytest.raises(ValueError, match="not Grasp"):
+        CollectConfig(env_id="Phys-Drive-v0", policy="flawed")
+
+
+def test_flawed_episodes_record_the_flaws_they_were_driven_by():
+    config = CollectConfig(episodes=1, policy="flawed", obs_mode="dict")
+    with gym.make(config.env_id, obs_mode="dict") as env:
+        episode = run_episode(env, config, 0)
+    description = episode["metadata"]["policy"]
+    assert description["kind"] == "flawed" and -0.01 <= description["grasp_height"] <= 0.04
 
 
 def test_missing_and_corrupt_data_raise_clear_errors(tmp_path):

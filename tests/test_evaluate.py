@@ -55,6 +55,24 @@ def test_flaws_change_what_the_expert_does():
     assert (held[1] == held[0]).all() and (held[2] == held[0]).all()
 
 
+def test_a_high_grasp_lifts_the_object_short_of_the_goal():
+    """The workspace ceiling leaves a grasp 3 cm above the centre short of the 10 cm lift."""
+    lifted = {}
+    with gym.make("Phys-Grasp-v0", obs_mode="state") as env:
+        for spec in ("expert", "expert:grasp_height=0.03"):
+            policy = ScriptedPolicy(env, spec, seed=0)
+            obs, _ = env.reset(seed=3)
+            policy.reset()
+            lifts, done = [], False
+            while not done:
+                obs, _, terminated, truncated, info = env.step(policy(obs))
+                lifts.append(info["lift"])
+                done = terminated or truncated
+            lifted[spec] = (max(lifts), info["is_success"])
+    assert lifted["expert"][1] and not lifted["expert:grasp_height=0.03"][1]
+    assert 0.03 < lifted["expert:grasp_height=0.03"][0] < 0.1
+
+
 def test_evaluate_on_physics_and_on_the_learned_env(tiny_checkpoint, tmp_path):
     physics = evaluate(
         EvaluateConfig(policy="expert", episodes=2, seed=7, out=str(tmp_path / "p.json"))

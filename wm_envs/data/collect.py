@@ -21,11 +21,12 @@ import gymnasium as gym
 import numpy as np
 from tqdm import tqdm
 
+from wm_envs.agents.scripted import ScriptedPolicy, random_grasp_flaws
 from wm_envs.io import atomic_path, json_text, write_json, write_video
 from wm_envs.tasks import task_of
 from wm_envs.tasks.experts import make_expert
 
-POLICIES = ("expert", "random", "mixed", "agent")
+POLICIES = ("expert", "random", "mixed", "flawed", "agent")
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,8 @@ class CollectConfig:
         if self.env_id not in gym.registry:
             known = sorted(i for i in gym.registry if i.startswith("Phys-"))
             raise ValueError(f"unknown env id {self.env_id!r}; known: {known}")
+        if self.policy == "flawed" and task_of(self.env_id) != "grasp":
+            raise ValueError(f"the 'flawed' policy draws Grasp flaws; {self.env_id} is not Grasp")
         if self.obs_mode not in ("dict", "rgbd"):
             raise ValueError(
                 f"datasets need images and state: obs_mode 'dict' or 'rgbd', got {self.obs_mode!r}"
@@ -79,6 +82,8 @@ class MixedPolicy:
 
     ``mixed``: 50% noisy expert (noise std 0.05-0.3), 35% a deliberately failed attempt (the
     expert for a random number of steps, then smooth random actions), 15% smooth random.
+    ``flawed`` (Grasp): the expert with flaws drawn per episode
+    (``wm_envs.agents.scripted.random_grasp_flaws``), which fail and succeed near contact.
     ``agent``: a trained agent sampling its actions (the Dreamer loop's data).
     """
 
@@ -88,6 +93,10 @@ class MixedPolicy:
         self.agent = None
         if kind == "agent":
             self.agent = agent_policy(config.agent, episode_seed)
+        if kind == "flawed":
+            self.flaws = random_grasp_flaws(self.rng)
+            self.agent = ScriptedPolicy(env, self.flaws, seed=int(self.rng.integers(2**31)))
+            self.agent.reset()
         if kind == "mixed":
             kind = str(self.rng.choice(["expert", "failed", "random"], p=[0.5, 0.35, 0.15]))
         noise = config.noise if config.policy == "expert" else float(self.rng.uniform(0.05, 0.3))
@@ -100,6 +109,8 @@ class MixedPolicy:
 
     @property
     def description(self) -> dict:
+        if self.kind == "flawed":
+            return {"kind": "flawed", **asdict(self.flaws)}
         if self.agent is not None:
             return {"kind": "agent", "agent": self.agent.policy.card["recipe"]["command"]}
         return {"kind": self.kind, "noise": self.expert.noise, "switch_step": self.switch_step}
