@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from wm_envs.config import add_config_arguments
+from wm_envs.data.collect import POLICIES
 from wm_envs.eval.compare import CompareConfig
 from wm_envs.evaluate import EvaluateConfig
 from wm_envs.transfer import TransferConfig
@@ -93,9 +94,7 @@ def main(argv: list[str] | None = None) -> None:
     collect = commands.add_parser("collect", help="collect a Minari dataset from a Phys-* env")
     collect.add_argument("--env", default="Phys-Grasp-v0")
     collect.add_argument("--episodes", type=int, default=100)
-    collect.add_argument(
-        "--policy", default="mixed", choices=["expert", "random", "mixed", "agent"]
-    )
+    collect.add_argument("--policy", default="mixed", choices=POLICIES)
     collect.add_argument("--agent", default="", help="the agent policy's folder or shipped name")
     collect.add_argument("--noise", type=float, default=0.2, help="expert action noise std")
     collect.add_argument("--seed", type=int, default=0)
