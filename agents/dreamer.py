@@ -167,7 +167,7 @@ class Dreamer:
             )
         self.config = config
         self.model = world_model.requires_grad_(False).eval()
-        device = next(world_model.parameters()).device
+        device = world_model.device
         features, actions = world_model.feature_dim, world_model.spec.action_dim
         self.actor = Actor(features, config.hidden, actions).to(device)
         self.critic = TwoHotCritic(features, config.hidden, config.bins).to(device)

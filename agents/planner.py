@@ -57,7 +57,7 @@ class LatentPlanner:
 
     @property
     def _device(self) -> torch.device:
-        return next(self.model.parameters()).device
+        return self.model.device
 
     def reset(self) -> None:
         c = self.config

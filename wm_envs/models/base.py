@@ -75,6 +75,12 @@ class WorldModel(nn.Module):
     def feature_dim(self) -> int:
         raise NotImplementedError
 
+    @property
+    def device(self) -> torch.device:
+        """Where the model lives (read from a buffer: a fitted symbolic model has no
+        parameters)."""
+        return self.state_mean.device
+
     def prepare(self, batch: Batch) -> None:
         """Fit data statistics from a first batch, before training: here the state
         normaliser; models that fit more (a background) extend this."""
