@@ -508,16 +508,21 @@ def load_agent_weights(modules: dict[str, nn.Module], agent, path: Path) -> None
 class DreamerPolicy:
     """A trained agent as ``features -> action`` (the actor's mean), with the world-model
     checkpoint it was trained in: evaluate it on ``WM-*`` in ``obs_mode="latent"`` or on
-    ``Phys-*`` through ``LatentObservation`` with that checkpoint."""
+    ``Phys-*`` through ``LatentObservation`` with that checkpoint. Its critic (the slow one,
+    which bootstraps its returns) serves the planner as a terminal value."""
 
     def __init__(self, folder: str | Path, device: str = "auto") -> None:
         self.card, part = read_unit(folder, AGENT_FORMAT)
         self.world_model = str(world_model_folder(self.card, Path(folder)))
         self.device = resolve_device(device)
         config = DreamerConfig(**self.card["config"])
-        self.actor = Actor(self.card["feature_dim"], config.hidden, self.card["action_dim"])
-        load_agent_weights({"actor": self.actor}, None, part(AGENT_WEIGHTS))
-        self.actor.to(self.device).eval()
+        features, actions = self.card["feature_dim"], self.card["action_dim"]
+        self.actor = Actor(features, config.hidden, actions)
+        self.critic = TwoHotCritic(features, config.hidden, config.bins)
+        modules = {"actor": self.actor, "slow_critic": self.critic}
+        load_agent_weights(modules, None, part(AGENT_WEIGHTS))
+        for module in modules.values():
+            module.to(self.device).eval()
 
     def reset(self) -> None:
         """The world model's filter (the env wrapper) carries the memory; nothing here."""

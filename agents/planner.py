@@ -8,6 +8,11 @@ for predicted success, discounted, and nothing after a predicted termination), a
 moves to their softmax-weighted average. The first action of the mean is taken; the rest
 warm-starts the next step.
 
+Given a trained agent (``agent=``, a Dreamer trained in the same world model) it plans as
+TD-MPC2 does: the agent's critic values the state each sequence ends in, so the planner looks
+past its horizon (a grasp is judged by the lift it allows, not by the first contact), and
+``policy_samples`` of the sequences come from the agent's actor rolled out in the model.
+
 Given a goal observation (``set_goal``) it plans toward the goal instead, as V-JEPA 2-AC and
 DINO-WM do in an embedding space: each step of a sequence scores minus the mean squared
 distance of the model's features to those of the goal frame held at rest, and the learned
@@ -27,7 +32,8 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from wm_envs.models.base import WorldModel
+from wm_envs.agents.dreamer import DreamerPolicy
+from wm_envs.models.base import State, WorldModel
 
 
 @dataclass(frozen=True)
@@ -43,13 +49,34 @@ class PlannerConfig:
     success_bonus: float = 10.0  # return for each step the model predicts success
     context: int = 4  # real frames the model is re-anchored on every step
     seed: int = 0
+    #: A Dreamer agent trained in the planner's world model (shipped name or folder): its
+    #: critic values the end of every sequence, its actor proposes ``policy_samples`` of them.
+    agent: str = ""
+    policy_samples: int = 32
 
 
 class LatentPlanner:
     """``obs -> action`` with ``reset()``, planning in ``model`` (any WorldModel)."""
 
-    def __init__(self, model: WorldModel, config: PlannerConfig, space: gym.spaces.Box) -> None:
-        self.model, self.config = model, config
+    def __init__(
+        self,
+        model: WorldModel,
+        config: PlannerConfig,
+        space: gym.spaces.Box,
+        agent: DreamerPolicy | None = None,
+    ) -> None:
+        """``agent``: the loaded ``config.agent``, whose features must be ``model``'s."""
+        if agent is not None and agent.card["feature_dim"] != model.feature_dim:
+            raise ValueError(
+                f"the agent acts on {agent.card['feature_dim']} features, the planner's world "
+                f"model has {model.feature_dim}: plan in the agent's own world model"
+            )
+        if agent is not None and not 0 <= config.policy_samples < config.samples:
+            raise ValueError(
+                f"policy_samples must lie in [0, samples={config.samples}), "
+                f"got {config.policy_samples}"
+            )
+        self.model, self.config, self.agent = model, config, agent
         self.low = torch.as_tensor(space.low, device=self._device)
         self.high = torch.as_tensor(space.high, device=self._device)
         self.generator = torch.Generator(self._device).manual_seed(config.seed)
@@ -108,13 +135,16 @@ class LatentPlanner:
         """The first action [A] of the refined mean sequence from model state ``start``."""
         c = self.config
         mean, std = self.mean, torch.full_like(self.mean, c.init_std)
-        discounts = c.discount ** torch.arange(c.horizon, device=mean.device)  # [H]
+        discounts = c.discount ** torch.arange(c.horizon + 1, device=mean.device)  # [H + 1]
+        proposals = self.propose(start) if self.agent is not None else None  # [P, H, A]
         for _ in range(c.iterations):
             noise = torch.randn(
                 c.samples, *mean.shape, device=mean.device, generator=self.generator
             )  # [N, H, A]
             plans = (mean + std * noise).clamp(self.low, self.high)
             plans[0] = mean  # the current mean always competes
+            if proposals is not None:
+                plans[1 : 1 + len(proposals)] = proposals
             returns = self.rollout_returns(start, plans, discounts)  # [N]
             elite = returns.topk(c.elites).indices
             scores = returns[elite]
@@ -127,11 +157,27 @@ class LatentPlanner:
         self.mean = torch.cat([mean[1:], torch.zeros_like(mean[:1])])  # warm start
         return mean[0]
 
+    def propose(self, start: State) -> torch.Tensor:
+        """``policy_samples`` action sequences [P, H, A] of the agent's actor (sampled),
+        rolled out in the model from ``start``."""
+        c = self.config
+        state = {key: value[: c.policy_samples] for key, value in start.items()}
+        actions = []
+        for _ in range(c.horizon):
+            policy = self.agent.actor.distribution(self.model.features(state))
+            noise = torch.randn(
+                policy.mean.shape, device=policy.mean.device, generator=self.generator
+            )
+            actions.append((policy.mean + policy.stddev * noise).clamp(self.low, self.high))
+            state = self.model.step(state, actions[-1])
+        return torch.stack(actions, 1)
+
     def rollout_returns(
         self, start: dict[str, torch.Tensor], plans: torch.Tensor, discounts: torch.Tensor
     ) -> torch.Tensor:
-        """Discounted return [N] of action sequences ``plans`` [N, H, A]: learned, or minus
-        the distance to the goal's features."""
+        """Discounted return [N] of action sequences ``plans`` [N, H, A]: learned (plus the
+        agent's value of the last state, given an agent), or minus the distance to the
+        goal's features."""
         state, alive = start, torch.ones(plans.shape[0], device=plans.device)
         total = torch.zeros_like(alive)
         for t in range(plans.shape[1]):
@@ -143,4 +189,7 @@ class LatentPlanner:
             reward, terminated, success = self.model.outcome_scores(state)  # [N] each
             total += discounts[t] * alive * (reward + self.config.success_bonus * success)
             alive = alive * (1.0 - terminated)
+        if self.agent is not None and self.goal is None:
+            value = self.agent.critic.value(self.model.features(state).float())  # [N]
+            total += discounts[-1] * alive * value
         return total

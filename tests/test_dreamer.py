@@ -111,6 +111,10 @@ def test_training_checkpoints_resumes_and_the_policy_acts(tiny_checkpoint, tiny_
     for env in ("Phys-Grasp-v0", "WM-Grasp-v0"):
         result = evaluate(EvaluateConfig(policy=str(out), env=env, episodes=1, seed=9))
         assert result["episodes"][0]["length"] >= 1
+    # the planner in the agent's world model, with its critic and actor
+    planner = f"planner:agent={out},samples=8,policy_samples=2,horizon=3,iterations=1,elites=4"
+    result = evaluate(EvaluateConfig(policy=planner, episodes=1, seed=9))
+    assert result["episodes"][0]["length"] >= 1
 
 
 def test_the_dreamer_loop_collects_agent_episodes_to_train_on(

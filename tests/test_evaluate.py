@@ -1,6 +1,7 @@
 """evaluate and transfer: policies of graded skill, closed-loop on Phys-* and WM-* envs."""
 
 import json
+from types import SimpleNamespace
 
 import gymnasium as gym
 import numpy as np
@@ -128,6 +129,7 @@ class PointModel(WorldModel):
     """A known world for the planner: a point moved by the action, rewarded near a goal."""
 
     name = "point"
+    feature_dim = 2
 
     def __init__(self, goal: list[float]) -> None:
         super().__init__(ModelSpec(image_size=4, state_dim=2, action_dim=2), config=None)
@@ -172,6 +174,45 @@ def test_planner_given_a_goal_observation_reaches_it_instead_of_the_reward():
         assert space.contains(action)
         obs = {**obs, "state": obs["state"] + 0.1 * action}
     assert np.linalg.norm(obs["state"] - [-0.5, 0.5]) < 0.1  # from 0.71 away
+
+
+class GoalAgent:
+    """An agent for PointModel's features: its critic values closeness to ``goal`` (which
+    the model's reward does not) and its actor heads there."""
+
+    def __init__(self, goal: list[float]) -> None:
+        self.card = {"feature_dim": 2}
+        goal = torch.tensor(goal)
+        self.critic = SimpleNamespace(value=lambda features: -(features - goal).norm(dim=-1))
+        self.actor = SimpleNamespace(
+            distribution=lambda features: torch.distributions.Normal(
+                (goal - features).clamp(-1.0, 1.0), torch.full_like(features, 0.1)
+            )
+        )
+
+
+class NoReward(PointModel):
+    def outcome_scores(self, state):
+        zeros = torch.zeros(len(state["x"]))
+        return zeros, zeros, zeros
+
+
+def test_planner_with_an_agent_follows_its_value_past_the_horizon():
+    space = gym.spaces.Box(-1.0, 1.0, (2,), np.float32)
+    config = PlannerConfig(samples=64, horizon=2, policy_samples=8)
+    ends = {}
+    for name, agent in (("alone", None), ("agent", GoalAgent([0.6, -0.6]))):
+        planner = LatentPlanner(NoReward([0.0, 0.0]), config, space, agent)
+        planner.reset()
+        obs = {"state": np.zeros(2, np.float32), "image": np.zeros((4, 4, 3), np.uint8)}
+        for _ in range(10):
+            action = planner(obs)
+            assert space.contains(action)
+            obs = {**obs, "state": obs["state"] + 0.1 * action}
+        ends[name] = np.linalg.norm(obs["state"] - [0.6, -0.6])
+    assert ends["agent"] < 0.1 and ends["alone"] > 0.5  # nothing else rewards the goal
+    with pytest.raises(ValueError, match="features"):
+        LatentPlanner(NoReward([0.0, 0.0]), config, space, SimpleNamespace(card={"feature_dim": 3}))
 
 
 def test_planner_acts_on_physics_through_evaluate(tiny_checkpoint):

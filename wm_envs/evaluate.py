@@ -68,15 +68,28 @@ def agent_folder(spec: str) -> Path | None:
 def plan_policy(config: EvaluateConfig) -> PolicyPlan:
     """Resolve ``config.policy``: a scripted spec (``wm_envs.agents.scripted``), the latent
     planner in ``config.model`` / ``config.checkpoint`` (``planner:samples=128`` overrides
-    its PlannerConfig), or a trained agent (``dreamer-grasp``, or an agent folder), which
+    its PlannerConfig; ``planner:agent=dreamer-grasp`` plans in that agent's world model with
+    its critic and actor), or a trained agent (``dreamer-grasp``, or an agent folder), which
     acts on the features of the world model it was trained in."""
     kind, _, settings = config.policy.partition(":")
     if kind == "planner":
         planner_config = parse_settings(PlannerConfig, settings, config.policy)
         folder = config.checkpoint or shipped_checkpoint(config.model, task_of(config.env))
+        agent = None
+        if planner_config.agent:
+            found = agent_folder(planner_config.agent)
+            if found is None:
+                raise ValueError(
+                    f"planner agent {planner_config.agent!r} is neither a shipped agent nor "
+                    "an agent folder"
+                )
+            agent = DreamerPolicy(found, config.device)
+            folder = agent.world_model  # the critic reads this model's features
         model, _, _ = load_checkpoint(folder, resolve_device(config.device))
         return PolicyPlan(
-            "dict", None, lambda env: LatentPlanner(model, planner_config, env.action_space)
+            "dict",
+            None,
+            lambda env: LatentPlanner(model, planner_config, env.action_space, agent),
         )
     folder = agent_folder(config.policy)
     if folder is not None:
