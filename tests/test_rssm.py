@@ -7,8 +7,8 @@ import torch
 from wm_envs.checkpoint import read_card
 from wm_envs.data.windows import WindowDataset
 from wm_envs.models import ModelSpec, build_model
-from wm_envs.models.base import float_to_images, select_state
-from wm_envs.models.rssm import cold_starts, decode_chunk, state_motion
+from wm_envs.models.base import float_to_images, images_to_float, select_state
+from wm_envs.models.rssm import anchor_frames, cold_starts, decode_chunk, state_motion
 from wm_envs.tasks import TASKS, grasp
 
 
@@ -174,7 +174,7 @@ def test_without_a_background_the_decoder_paints_every_pixel(tiny_dataset):
     assert torch.isfinite(loss)
     with pytest.raises(ValueError, match="foreground_weight=0"):
         tiny_model(background="none")
-    with pytest.raises(ValueError, match="'static' or 'none'"):
+    with pytest.raises(ValueError, match="background must be one of"):
         tiny_model(background="learned")
 
 
@@ -289,3 +289,58 @@ def test_conservation_trains_the_motion_head_alone(tiny_dataset):
 
 def test_the_trainer_names_the_data_task_in_the_config(tiny_checkpoint):
     assert read_card(tiny_checkpoint)["config"]["task"] == "grasp"
+
+
+def copying(model):
+    """``model`` with a decoder whose alpha is 0 everywhere: it renders its background."""
+    last = model.decoder.deconvs[-1]
+    with torch.no_grad():
+        last.weight.zero_()
+        last.bias.zero_()
+        last.bias[3] = -1e4  # sigmoid -> 0
+    return model
+
+
+def test_anchor_frames_are_the_frame_of_the_last_restart():
+    pixels = torch.arange(2 * 5, dtype=torch.float32).view(2, 5, 1, 1, 1)  # frame ids
+    is_first = torch.tensor([[0, 0, 1, 0, 0], [0, 1, 0, 0, 1]], dtype=torch.bool)
+    anchors = anchor_frames(pixels, is_first).flatten(1)  # [B, T]
+    assert anchors.tolist() == [[0, 0, 2, 2, 2], [5, 6, 6, 6, 9]]
+
+
+def test_with_an_anchor_a_copying_decoder_pays_for_what_moved_since_the_restart(tiny_dataset):
+    """A decoder that shows its anchor costs nothing only if the anchor is the target frame
+    itself: its image loss is the error of each frame against the last restart's frame."""
+    batch = WindowDataset(*tiny_dataset, 6).sample(3, np.random.default_rng(1))
+    batch["is_first"] = torch.zeros_like(batch["is_first"])
+    batch["is_first"][:, 3] = True
+    model = copying(tiny_model(background="anchor", foreground_weight=0.0))
+    model.prepare(batch)
+    _, metrics = model.loss(batch)
+    pixels = images_to_float(batch["image"])  # [B, T, 3, H, W]
+    anchors = pixels[:, [0, 0, 0, 3, 3, 3]]
+    expected = (anchors - pixels).square().sum((2, 3, 4)).mean()
+    assert expected > 0
+    assert metrics["image"] == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_an_anchor_rollout_with_zero_alpha_shows_the_last_real_frame(tiny_dataset):
+    """With alpha 0 a rollout shows the context's last frame at every step, an observed frame
+    replaces it, and states of several envs merge with their anchors."""
+    batch = WindowDataset(*tiny_dataset, 6).sample(3, np.random.default_rng(3))
+    model = copying(tiny_model(background="anchor"))
+    model.prepare(batch)
+    context = {"image": batch["image"][:, :2], "state": batch["state"][:, :2]}
+    with torch.no_grad():
+        state = model.init_state(context, batch["action"][:, :2])
+        for t in range(2, 5):
+            state = model.step(state, batch["action"][:, t])
+            assert torch.equal(model.decode(state)["image"], batch["image"][:, 1])
+        obs = {"image": batch["image"][:, 5], "state": batch["state"][:, 5]}
+        observed = model.observe(state, batch["action"][:, 5], obs)
+        assert torch.equal(model.decode(observed)["image"], batch["image"][:, 5])
+        merged = select_state(torch.tensor([True, False, True]), observed, state)
+        shown = model.decode(merged)["image"]
+    assert torch.equal(shown[[0, 2]], batch["image"][[0, 2], 5])
+    assert torch.equal(shown[1], batch["image"][1, 1])
+    assert model.background.abs().sum() == 0  # no median is fitted or used

@@ -5,17 +5,20 @@ categoricals, straight-through gradients, 1% uniform mix) carries what the frame
 Heads on ``[h, z]`` decode the image, the privileged state vector, depth (if trained on
 rgbd), reward, termination and success. KL balancing with free bits as in DreamerV3.
 
-Three choices keep a small model honest on a static scene: the image decoder paints RGB and
-an alpha mask over a fixed background (the per-pixel median of the first batch), so capacity
-goes to what moves; pixels that differ from that background can weigh more in the image loss
-(a fresh model finds the object sooner; a trained one paints a halo for it, an uncertain edge
-being cheaper in the object's colour, so the weight is lowered late in training); and the state
-vector is a training target, which forces the latent to know where the object is even when it
-covers a handful of pixels. Under a moving camera (Drive's chase view) no pixel stays put, so
-the task sets ``background="none"`` (``TaskSpec.model_settings``): the decoder paints every pixel
-and no pixel weighs more. Training windows restart the latent at a random step
-(``cold_start_rate``), so the model learns to know a scene from one real frame anywhere in an
-episode, not only from an episode's first frame.
+Three choices keep a small model honest on a static scene: the image decoder paints RGB and an
+alpha mask over a fixed background (the per-pixel median of the first batch), so capacity goes
+to what moves; pixels that differ from that background can weigh more in the image loss (a fresh
+model finds the object sooner; a trained one paints a halo for it, an uncertain edge being
+cheaper in the object's colour, so the weight is lowered late in training); and the state vector
+is a training target, which forces the latent to know where the object is even when it covers a
+handful of pixels. With ``background="anchor"`` the decoder paints over the last real frame the
+state was given instead (the context's last frame, replaced on every ``observe``, carried in the
+state through a rollout), so what did not move comes from a real frame and the decoder paints
+only what changed; see ``anchor_frames`` for how training matches that. Under a moving camera
+(Drive's chase view) no pixel stays put, so the task sets ``background="none"``
+(``TaskSpec.model_settings``): the decoder paints every pixel and no pixel weighs more. Training
+windows restart the latent at a random step (``cold_start_rate``), so the model learns to know a
+scene from one real frame anywhere in an episode, not only from an episode's first frame.
 
 The state vector a rollout reports is integrated, not read off the latent: it starts at the
 last real state of the context and each step adds the change the motion head predicts. An
@@ -52,6 +55,9 @@ from wm_envs.models.base import (
 from wm_envs.models.layers import median_frame, mlp, paint_over
 from wm_envs.tasks import TASKS, FreeMotion
 
+#: What the decoder paints over (``RSSMConfig.background``).
+BACKGROUNDS = ("static", "anchor", "none")
+
 
 @dataclass(frozen=True)
 class RSSMConfig:
@@ -67,7 +73,9 @@ class RSSMConfig:
     kl_representation: float = 0.1
     image_weight: float = 1.0
     #: "static": the decoder paints over the data's per-pixel median (a fixed camera);
-    #: "none": it paints every pixel (a moving camera, where no pixel stays put).
+    #: "anchor": over the last real frame the state was given (a scene that mostly stays put,
+    #: but not where the median shows: Collapse's structure); "none": it paints every pixel
+    #: (a moving camera, where no pixel stays put).
     background: str = "static"
     foreground_weight: float = 9.0  # extra loss weight of pixels that differ from background
     state_weight: float = 1.0
@@ -166,11 +174,11 @@ class RSSM(WorldModel):
     def __init__(self, spec: ModelSpec, config: RSSMConfig) -> None:
         super().__init__(spec, config)
         c = config
-        if c.background not in ("static", "none"):
-            raise ValueError(f"RSSM background must be 'static' or 'none', got {c.background!r}")
+        if c.background not in BACKGROUNDS:
+            raise ValueError(f"RSSM background must be one of {BACKGROUNDS}, got {c.background!r}")
         if c.background == "none" and c.foreground_weight:
             raise ValueError(
-                "RSSM foreground_weight weighs pixels that differ from a static background; "
+                "RSSM foreground_weight weighs pixels that differ from the background; "
                 "with background='none' set foreground_weight=0"
             )
         self.free_motion = free_motion_of(c.task) if c.conservation_weight else None
@@ -188,6 +196,8 @@ class RSSM(WorldModel):
         self.posterior = mlp(c.deter + c.hidden, c.hidden, self.stoch)
         features = c.deter + self.stoch
         self.decoder = Decoder(spec, features, c)
+        if c.background == "anchor":  # start as the copy: the anchor shows through everywhere
+            nn.init.constant_(self.decoder.deconvs[-1].bias[3], -3.0)
         self.state_head = mlp(features, c.hidden, spec.state_dim)  # a training target only
         self.motion_head = mlp(features + spec.state_dim, c.hidden, spec.state_dim)
         self.outcome_head = mlp(features, c.head_hidden, 3)  # reward, terminated, success
@@ -298,7 +308,12 @@ class RSSM(WorldModel):
         is_first[:, 0] = True
         batch = {**obs_context, "action": actions, "is_first": is_first}
         deter, stoch, _, _ = self._observe(batch, generator, straight_through=False)
-        return {"deter": deter[:, -1], "stoch": stoch[:, -1], "vector": obs_context["state"][:, -1]}
+        state = {
+            "deter": deter[:, -1],
+            "stoch": stoch[:, -1],
+            "vector": obs_context["state"][:, -1],
+        }
+        return state | self._anchor({key: value[:, -1] for key, value in obs_context.items()})
 
     def observe(
         self,
@@ -311,7 +326,12 @@ class RSSM(WorldModel):
         deter, _, _, stoch = self._filter_step(
             state["deter"], state["stoch"], action, embed, generator, straight_through=False
         )
-        return {"deter": deter, "stoch": stoch, "vector": obs["state"]}
+        return {"deter": deter, "stoch": stoch, "vector": obs["state"]} | self._anchor(obs)
+
+    def _anchor(self, obs: Batch) -> State:
+        """The state entry of ``background="anchor"``: a real frame (image [B, H, W, 3], ...)
+        as model-space pixels {"anchor": [B, C, H, W]}; none for the other backgrounds."""
+        return {"anchor": self._pixels(obs)} if self.config.background == "anchor" else {}
 
     def step(
         self, state: State, action: torch.Tensor, generator: torch.Generator | None = None
@@ -320,7 +340,10 @@ class RSSM(WorldModel):
         stoch = self._draw(self._distribution(self.prior(deter)), generator)
         vector = state["vector"]  # [B, S]
         motion = self._motion(torch.cat([deter, stoch], -1), vector) * self.motion_std
-        return {"deter": deter, "stoch": stoch, "vector": vector + motion}
+        stepped = {"deter": deter, "stoch": stoch, "vector": vector + motion}
+        if "anchor" in state:  # the last real frame stays the background of the rollout
+            stepped["anchor"] = state["anchor"]
+        return stepped
 
     def _motion(self, features: torch.Tensor, vector: torch.Tensor) -> torch.Tensor:
         """Features [N, F] and the state before the step [N, S] -> its normalised change [N, S]."""
@@ -329,17 +352,28 @@ class RSSM(WorldModel):
     def features(self, state: State) -> torch.Tensor:
         return torch.cat([state["deter"], state["stoch"]], -1)
 
-    def _render(self, features: torch.Tensor, chunk: int | None = None) -> torch.Tensor:
-        """Features [N, F] -> model-space pixels [N, C, H, W] composited over the background,
+    def _render(
+        self,
+        features: torch.Tensor,
+        anchor: torch.Tensor | None = None,
+        chunk: int | None = None,
+    ) -> torch.Tensor:
+        """Features [N, F] -> model-space pixels [N, C, H, W] composited over the background:
+        the static median, ``anchor`` [N, C, H, W] (``background="anchor"``) or none;
         ``chunk`` frames per pass (None: all at once)."""
         if chunk is not None and len(features) > chunk:
-            return torch.cat([self._render(part) for part in features.split(chunk)])
-        background = self.background if self.config.background == "static" else None
+            parts = features.split(chunk)
+            anchors = [None] * len(parts) if anchor is None else anchor.split(chunk)
+            return torch.cat([self._render(*pair) for pair in zip(parts, anchors, strict=True)])
+        background = {"static": self.background, "anchor": anchor}.get(self.config.background)
+        if self.config.background == "anchor" and anchor is None:
+            raise ValueError("an RSSM with background='anchor' renders over a state's 'anchor'")
         return paint_over(self.decoder(features), background)
 
     def decode(self, state: State) -> dict[str, torch.Tensor]:
         features = self.features(state)  # [B, F]
-        pixels = self._render(features, decode_chunk(features.device))  # [B, C, H, W]
+        chunk = decode_chunk(features.device)
+        pixels = self._render(features, state.get("anchor"), chunk)  # [B, C, H, W]
         out = {"image": float_to_images(pixels[:, :3]), "state": self.state_vector(state)}
         if self.spec.depth:
             out["depth"] = rearrange(pixels[:, 3:].clamp_min(0), "b c h w -> b h w c")
@@ -359,13 +393,19 @@ class RSSM(WorldModel):
             batch = {**batch, "is_first": cold_starts(batch["is_first"], c.cold_start_rate)}
         deter, stoch, prior, post = self._observe(batch, None, straight_through=True)
         features = torch.cat([deter, stoch], -1).flatten(0, 1)  # [B*T, F]
-        target = self._pixels(batch).flatten(0, 1)  # [B*T, C, H, W]
-        error = (self._render(features) - target).square()  # [B*T, C, H, W]
+        pixels = self._pixels(batch)  # [B, T, C, H, W]
+        target = pixels.flatten(0, 1)  # [B*T, C, H, W]
+        anchor = None
+        if c.background == "anchor":
+            anchor = anchor_frames(pixels, batch["is_first"]).flatten(0, 1)  # [B*T, C, H, W]
+        error = (self._render(features, anchor) - target).square()  # [B*T, C, H, W]
         if c.foreground_weight:
-            # Pixels that differ from the static background (gripper, object) weigh
-            # 1 + foreground_weight: a 10 px object must not drown in a 4096 px table.
-            foreground = (target[:, :3] - self.background[:3]).abs().amax(1, keepdim=True) > 0.08
-            error = (1.0 + c.foreground_weight * foreground.float()) * error
+            # Pixels that differ from the background (gripper, object; with an anchor, what
+            # moved) weigh 1 + foreground_weight: a 10 px object must not drown in a 4096 px
+            # table.
+            background = self.background if anchor is None else anchor  # [(B*T,) C, H, W]
+            foreground = (target[:, :3] - background[..., :3, :, :]).abs().amax(1, keepdim=True)
+            error = (1.0 + c.foreground_weight * (foreground > 0.08).float()) * error
         image_loss = error.sum((1, 2, 3)).mean()
         # The motion head reads what a rollout has: the deterministic path, a prior sample and
         # the state before the step.
@@ -506,6 +546,24 @@ def state_motion(batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
     valid = ~batch["is_first"].bool()
     valid[:, 0] = False  # the window's first step has no previous state in the window
     return states - previous, valid
+
+
+def anchor_frames(pixels: torch.Tensor, is_first: torch.Tensor) -> torch.Tensor:
+    """The frame each step of a training window composites over with ``background="anchor"``:
+    pixels [B, T, C, H, W] and ``is_first`` [B, T] (cold starts included) -> [B, T, C, H, W].
+
+    A rollout paints over the last real frame before the frames it predicts, and its latent
+    has filtered real frames up to there. In training the latent restarts at every window
+    start, episode start and cold start, so step t composites over the frame of the last such
+    restart at or before t: the posterior of a frame never paints over that frame itself
+    (except at the restart, where a rollout's decoded start frame is its anchor too), and it
+    learns to paint what changed since the anchor, up to a window's length apart."""
+    time = pixels.shape[1]
+    steps = torch.arange(time, device=pixels.device).expand_as(is_first)  # [B, T]
+    restarts = is_first.bool() | (steps == 0)
+    source = torch.where(restarts, steps, 0).cummax(1).values  # [B, T]: the last restart
+    rows = torch.arange(len(pixels), device=pixels.device)[:, None]  # [B, 1]
+    return pixels[rows, source]
 
 
 def cold_starts(is_first: torch.Tensor, rate: float) -> torch.Tensor:
