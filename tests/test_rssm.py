@@ -344,3 +344,28 @@ def test_an_anchor_rollout_with_zero_alpha_shows_the_last_real_frame(tiny_datase
     assert torch.equal(shown[[0, 2]], batch["image"][[0, 2], 5])
     assert torch.equal(shown[1], batch["image"][1, 1])
     assert model.background.abs().sum() == 0  # no median is fitted or used
+
+
+def test_the_prior_image_term_scores_one_step_prior_frames_after_each_restart(tiny_dataset):
+    """prior_image_weight adds its weighted term and leaves the rest of the loss; with a
+    copying decoder it is the anchor's error, averaged over the steps after a restart."""
+    batch = WindowDataset(*tiny_dataset, 6).sample(3, np.random.default_rng(1))
+    batch["is_first"] = torch.zeros_like(batch["is_first"])
+    batch["is_first"][:, 3] = True
+
+    def loss(**overrides):
+        model = copying(tiny_model(background="anchor", foreground_weight=0.0, **overrides))
+        model.prepare(batch)
+        torch.manual_seed(1)
+        return model.loss(batch)
+
+    base, base_metrics = loss()
+    assert "prior_image" not in base_metrics
+    on, metrics = loss(prior_image_weight=0.5)
+    torch.testing.assert_close(on, base + 0.5 * metrics["prior_image"], rtol=1e-5, atol=1e-4)
+    assert all(metrics[key] == value for key, value in base_metrics.items() if key != "loss")
+    pixels = images_to_float(batch["image"])  # [B, T, 3, H, W]
+    steps = [1, 2, 4, 5]  # not the window's first step nor the restart
+    anchors = pixels[:, [0, 0, 3, 3]]
+    expected = (anchors - pixels[:, steps]).square().sum((2, 3, 4)).mean()
+    assert metrics["prior_image"] == pytest.approx(expected.item(), rel=1e-5)

@@ -80,6 +80,9 @@ class RSSMConfig:
     foreground_weight: float = 9.0  # extra loss weight of pixels that differ from background
     state_weight: float = 1.0
     motion_weight: float = 1.0  # the state change per step (what rollouts integrate)
+    #: Weight of the image loss on one-step prior features (what a rollout decodes, with no
+    #: look at the frame): the decoder learns to hedge where the prior is unsure (0: off).
+    prior_image_weight: float = 0.0
     reward_weight: float = 1.0
     done_weight: float = 0.1  # terminated and success heads
     cold_start_rate: float = 0.0  # share of training windows restarted at a random step
@@ -398,15 +401,7 @@ class RSSM(WorldModel):
         anchor = None
         if c.background == "anchor":
             anchor = anchor_frames(pixels, batch["is_first"]).flatten(0, 1)  # [B*T, C, H, W]
-        error = (self._render(features, anchor) - target).square()  # [B*T, C, H, W]
-        if c.foreground_weight:
-            # Pixels that differ from the background (gripper, object; with an anchor, what
-            # moved) weigh 1 + foreground_weight: a 10 px object must not drown in a 4096 px
-            # table.
-            background = self.background if anchor is None else anchor  # [(B*T,) C, H, W]
-            foreground = (target[:, :3] - background[..., :3, :, :]).abs().amax(1, keepdim=True)
-            error = (1.0 + c.foreground_weight * (foreground > 0.08).float()) * error
-        image_loss = error.sum((1, 2, 3)).mean()
+        image_loss = self._image_error(features, target, anchor).mean()
         # The motion head reads what a rollout has: the deterministic path, a prior sample and
         # the state before the step.
         prior_stoch = self._draw(prior.flatten(0, 1), None, straight_through=True)  # [B*T, G*K]
@@ -440,12 +435,32 @@ class RSSM(WorldModel):
             "done": done_loss.item(),
             "kl": categorical_kl(post, prior).mean().item(),
         }
+        if c.prior_image_weight:  # it draws nothing: the samples below stay those without it
+            prior_error = self._image_error(prior_features, target, anchor)  # [B*T]
+            prior_image = (prior_error * valid.flatten()).sum() / valid.sum().clamp_min(1)
+            total = total + c.prior_image_weight * prior_image
+            metrics["prior_image"] = prior_image.item()
         if c.conservation_weight:  # last: the other terms draw the same samples without it
             one_step = (previous, prior_features, valid.flatten())
             conservation, marked = self.conservation_loss(batch, deter, stoch, one_step)
             total = total + c.conservation_weight * conservation
             metrics |= {"conservation": conservation.item(), "conservation_marked": marked}
         return total, {"loss": total.item(), **metrics}
+
+    def _image_error(
+        self, features: torch.Tensor, target: torch.Tensor, anchor: torch.Tensor | None
+    ) -> torch.Tensor:
+        """Features [N, F], target pixels [N, C, H, W] and the anchors [N, C, H, W] (None
+        unless ``background="anchor"``) -> the weighted squared image error of each frame [N].
+
+        Pixels that differ from the background (gripper, object; with an anchor, what moved)
+        weigh 1 + ``foreground_weight``: a 10 px object must not drown in a 4096 px table."""
+        error = (self._render(features, anchor) - target).square()  # [N, C, H, W]
+        if self.config.foreground_weight:
+            background = self.background if anchor is None else anchor  # [(N,) C, H, W]
+            foreground = (target[:, :3] - background[..., :3, :, :]).abs().amax(1, keepdim=True)
+            error = (1.0 + self.config.foreground_weight * (foreground > 0.08).float()) * error
+        return error.sum((1, 2, 3))
 
     def conservation_loss(
         self,
