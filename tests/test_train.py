@@ -389,3 +389,27 @@ def test_atomic_writes_keep_the_usual_permissions(tmp_path):
     for part in (CARD, WEIGHTS, MODEL_CARD):
         assert (tmp_path / "checkpoint" / part).stat().st_mode & 0o777 == 0o644
     assert json.loads((tmp_path / "card.json").read_text()) == {"a": 1}
+
+
+def test_train_parts_train_those_parts_alone(tiny_checkpoint, tiny_dataset, tmp_path):
+    tensors = load_file(str(tiny_checkpoint / "model.safetensors"))
+    config = config_for(
+        tiny_dataset, tmp_path / "next", init_from=str(tiny_checkpoint), train_parts="decoder"
+    )
+    trainer = Trainer(config)
+    trainer.run()
+    weights = trainer.model.state_dict()
+    changed = {
+        name.split(".")[0]
+        for name, value in weights.items()
+        if not torch.equal(value, tensors[f"model/{name}"])
+    }
+    assert changed == {"decoder"}
+    with pytest.raises(ValueError, match="no parameters in: \\['wings'\\]"):
+        Trainer(
+            config_for(
+                tiny_dataset, tmp_path / "a", init_from=str(tiny_checkpoint), train_parts="wings"
+            )
+        )
+    with pytest.raises(ValueError, match="no --init-from"):
+        Trainer(config_for(tiny_dataset, tmp_path / "b", train_parts="decoder"))

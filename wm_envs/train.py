@@ -73,6 +73,9 @@ class TrainConfig:
     max_minutes: float = 0.0  # end this run (with a checkpoint) after this long; 0 = never
     init_from: str = ""  # continue from a checkpoint folder's weights (e.g. a shipped one)
     fresh: str = ""  # parts that start fresh rather than from init_from, e.g. "motion_head"
+    #: The only parts that train, e.g. "decoder" (a new decoder on a trained latent, whose
+    #: dynamics and heads then stay init_from's exactly); empty: all.
+    train_parts: str = ""
 
 
 def _part(name: str) -> str:
@@ -203,6 +206,17 @@ class Trainer:
         self.fresh_parts: list[str] = []  # what ``init_from`` found no weights for
         if config.fresh and not config.init_from:
             raise ValueError("--fresh names parts to start fresh from --init-from; no --init-from")
+        self.train_parts = set(filter(None, config.train_parts.split(",")))
+        if self.train_parts and not config.init_from:
+            raise ValueError(
+                "--train-parts trains some parts of a model from --init-from; no --init-from"
+            )
+        unknown = self.train_parts - {_part(name) for name, _ in self.model.named_parameters()}
+        if unknown:
+            raise ValueError(
+                f"--train-parts names parts the {config.model} has no parameters in: "
+                f"{sorted(unknown)}"
+            )
         saved = read_trainer_state(self.out)
         if saved is not None:
             self._resume(saved)
@@ -217,6 +231,9 @@ class Trainer:
 
     def _optimizer(self) -> torch.optim.Optimizer:
         self.model.set_stage(self.model.stages[self.stage])
+        for name, param in self.model.named_parameters():
+            if self.train_parts and _part(name) not in self.train_parts:
+                param.requires_grad_(False)
         params = [p for p in self.model.parameters() if p.requires_grad]
         return torch.optim.AdamW(params, self.config.lr, weight_decay=self.config.weight_decay)
 
