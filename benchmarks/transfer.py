@@ -1,6 +1,7 @@
 """Transfer from a learned simulator to physics: the ladder table and its scatter plot.
 
-python -m benchmarks.transfer [--task grasp] [--model rssm] [--episodes 20] [--policies A,B]
+python -m benchmarks.transfer [--task grasp] [--model rssm] [--checkpoint DIR] [--episodes 20]
+    [--policies "A B"]
 
 Runs ``wm-envs transfer`` (every policy closed loop on the same held-out seeds in
 ``Phys-<Task>-v0`` and ``WM-<Task>-v0``) and writes its table, the correlations with their
@@ -22,6 +23,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--task", default="grasp")
     parser.add_argument("--model", default="rssm")
+    parser.add_argument("--checkpoint", default="", help="the WM's checkpoint; default: shipped")
     parser.add_argument("--episodes", type=int, default=20)
     parser.add_argument("--policies", default="", help="space-separated specs; default: the ladder")
     args = parser.parse_args()
@@ -29,6 +31,7 @@ def main() -> None:
     config = TransferConfig(
         task=args.task,
         model=args.model,
+        checkpoint=args.checkpoint,
         policies=args.policies,
         episodes=args.episodes,
         out=str(out),
@@ -44,7 +47,8 @@ def main() -> None:
         for name, value in stats.items()
     )
     seeds = f"seeds {config.seed}-{config.seed + config.episodes - 1}"
-    write_results("transfer", rows, notes=f"{args.task}, {args.model}, {seeds}: {notes}.")
+    model = f"{args.model} {args.checkpoint or '(shipped)'}"
+    write_results("transfer", rows, notes=f"{args.task}, {model}, {seeds}: {notes}.")
     for name in ("transfer.png", "transfer.json"):  # the plot; every episode of both envs
         shutil.copyfile(out / name, RESULTS / name.replace(".json", "_episodes.json"))
     shutil.rmtree(out)
