@@ -150,30 +150,31 @@ class PointModel(WorldModel):
         return state["x"]
 
 
-def test_planner_steers_toward_what_the_model_rewards_within_the_action_space():
-    space = gym.spaces.Box(-1.0, 1.0, (2,), np.float32)
-    planner = LatentPlanner(PointModel([0.6, -0.6]), PlannerConfig(samples=64, horizon=6), space)
+SPACE = gym.spaces.Box(-1.0, 1.0, (2,), np.float32)
+IMAGE = np.zeros((4, 4, 3), np.uint8)
+
+
+def drive_point(planner: LatentPlanner, steps: int) -> np.ndarray:
+    """Where ``planner`` takes PointModel's point from the origin in ``steps`` steps (each
+    action checked against the action space)."""
     planner.reset()
-    obs = {"state": np.zeros(2, np.float32), "image": np.zeros((4, 4, 3), np.uint8)}
-    for _ in range(8):
+    obs = {"state": np.zeros(2, np.float32), "image": IMAGE}
+    for _ in range(steps):
         action = planner(obs)
-        assert space.contains(action)
+        assert SPACE.contains(action)
         obs = {**obs, "state": obs["state"] + 0.1 * action}
-    assert np.linalg.norm(obs["state"] - [0.6, -0.6]) < 0.1  # from 0.85 away
+    return obs["state"]
+
+
+def test_planner_steers_toward_what_the_model_rewards_within_the_action_space():
+    planner = LatentPlanner(PointModel([0.6, -0.6]), PlannerConfig(samples=64, horizon=6), SPACE)
+    assert np.linalg.norm(drive_point(planner, 8) - [0.6, -0.6]) < 0.1  # from 0.85 away
 
 
 def test_planner_given_a_goal_observation_reaches_it_instead_of_the_reward():
-    space = gym.spaces.Box(-1.0, 1.0, (2,), np.float32)
-    planner = LatentPlanner(PointModel([0.6, -0.6]), PlannerConfig(samples=64, horizon=6), space)
-    planner.reset()
-    image = np.zeros((4, 4, 3), np.uint8)
-    planner.set_goal({"state": np.array([-0.5, 0.5], np.float32), "image": image})
-    obs = {"state": np.zeros(2, np.float32), "image": image}
-    for _ in range(8):
-        action = planner(obs)
-        assert space.contains(action)
-        obs = {**obs, "state": obs["state"] + 0.1 * action}
-    assert np.linalg.norm(obs["state"] - [-0.5, 0.5]) < 0.1  # from 0.71 away
+    planner = LatentPlanner(PointModel([0.6, -0.6]), PlannerConfig(samples=64, horizon=6), SPACE)
+    planner.set_goal({"state": np.array([-0.5, 0.5], np.float32), "image": IMAGE})
+    assert np.linalg.norm(drive_point(planner, 8) - [-0.5, 0.5]) < 0.1  # from 0.71 away
 
 
 class GoalAgent:
@@ -198,21 +199,16 @@ class NoReward(PointModel):
 
 
 def test_planner_with_an_agent_follows_its_value_past_the_horizon():
-    space = gym.spaces.Box(-1.0, 1.0, (2,), np.float32)
     config = PlannerConfig(samples=64, horizon=2, policy_samples=8)
-    ends = {}
-    for name, agent in (("alone", None), ("agent", GoalAgent([0.6, -0.6]))):
-        planner = LatentPlanner(NoReward([0.0, 0.0]), config, space, agent)
-        planner.reset()
-        obs = {"state": np.zeros(2, np.float32), "image": np.zeros((4, 4, 3), np.uint8)}
-        for _ in range(10):
-            action = planner(obs)
-            assert space.contains(action)
-            obs = {**obs, "state": obs["state"] + 0.1 * action}
-        ends[name] = np.linalg.norm(obs["state"] - [0.6, -0.6])
+    ends = {
+        name: np.linalg.norm(
+            drive_point(LatentPlanner(NoReward([0.0, 0.0]), config, SPACE, agent), 10) - [0.6, -0.6]
+        )
+        for name, agent in (("alone", None), ("agent", GoalAgent([0.6, -0.6])))
+    }
     assert ends["agent"] < 0.1 and ends["alone"] > 0.5  # nothing else rewards the goal
     with pytest.raises(ValueError, match="features"):
-        LatentPlanner(NoReward([0.0, 0.0]), config, space, SimpleNamespace(card={"feature_dim": 3}))
+        LatentPlanner(NoReward([0.0, 0.0]), config, SPACE, SimpleNamespace(card={"feature_dim": 3}))
 
 
 def test_planner_acts_on_physics_through_evaluate(tiny_checkpoint):
