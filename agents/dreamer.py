@@ -145,6 +145,15 @@ class Actor(nn.Module):
         return self.distribution(features).mean
 
 
+def sample_action(
+    policy: torch.distributions.Normal, generator: torch.Generator | None
+) -> torch.Tensor:
+    """An action [B, A] drawn from ``policy`` with ``generator`` (seeded sampling, which
+    ``Normal.sample`` does not take)."""
+    noise = torch.randn(policy.mean.shape, generator=generator, device=policy.mean.device)
+    return policy.mean + policy.stddev * noise
+
+
 def lambda_returns(
     reward: torch.Tensor, continues: torch.Tensor, value: torch.Tensor, discount: float, lam: float
 ) -> torch.Tensor:
@@ -556,11 +565,7 @@ class DreamerOnObservations:
             features = self.filter.update(self.action, obs)
         tensor = torch.as_tensor(features, device=self.policy.device)[None]
         policy = self.policy.actor.distribution(tensor)
-        if self.generator is None:
-            action = policy.mean
-        else:
-            noise = torch.randn(policy.mean.shape, generator=self.generator, device=tensor.device)
-            action = policy.mean + policy.stddev * noise
+        action = policy.mean if self.generator is None else sample_action(policy, self.generator)
         self.action = action.clamp(-1.0, 1.0)[0].cpu().numpy().astype(np.float32)
         return self.action
 

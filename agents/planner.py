@@ -32,7 +32,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from wm_envs.agents.dreamer import DreamerPolicy
+from wm_envs.agents.dreamer import DreamerPolicy, sample_action
 from wm_envs.models.base import State, WorldModel
 
 
@@ -77,20 +77,16 @@ class LatentPlanner:
                 f"got {config.policy_samples}"
             )
         self.model, self.config, self.agent = model, config, agent
-        self.low = torch.as_tensor(space.low, device=self._device)
-        self.high = torch.as_tensor(space.high, device=self._device)
-        self.generator = torch.Generator(self._device).manual_seed(config.seed)
+        self.low = torch.as_tensor(space.low, device=self.model.device)
+        self.high = torch.as_tensor(space.high, device=self.model.device)
+        self.generator = torch.Generator(self.model.device).manual_seed(config.seed)
         self.goal: torch.Tensor | None = None  # features [F] of the goal frame, if any
-
-    @property
-    def _device(self) -> torch.device:
-        return self.model.device
 
     def reset(self) -> None:
         c = self.config
         self.frames: deque[dict] = deque(maxlen=c.context)
         self.actions: deque[np.ndarray] = deque(maxlen=c.context)
-        self.mean = torch.zeros(c.horizon, len(self.low), device=self._device)  # [H, A]
+        self.mean = torch.zeros(c.horizon, len(self.low), device=self.model.device)  # [H, A]
         self.last_action = np.zeros(len(self.low), np.float32)
 
     @torch.inference_mode()
@@ -101,10 +97,10 @@ class LatentPlanner:
             self.goal = None
             return
         context = {
-            key: torch.as_tensor(np.stack([goal[key]] * 2), device=self._device)[None]
+            key: torch.as_tensor(np.stack([goal[key]] * 2), device=self.model.device)[None]
             for key in ("image", "state")
         }  # [1, 2, ...]
-        actions = torch.zeros(1, 2, len(self.low), device=self._device)
+        actions = torch.zeros(1, 2, len(self.low), device=self.model.device)
         self.goal = self.model.features(self.model.init_state(context, actions))[0]
 
     def __call__(self, obs: dict) -> np.ndarray:
@@ -116,7 +112,7 @@ class LatentPlanner:
     @torch.inference_mode()
     def _anchor(self) -> dict[str, torch.Tensor]:
         """The model state after the real context, repeated for every sample: [N, ...]."""
-        device = self._device
+        device = self.model.device
         context = {
             key: torch.as_tensor(np.stack([frame[key] for frame in self.frames]), device=device)[
                 None
@@ -165,10 +161,7 @@ class LatentPlanner:
         actions = []
         for _ in range(c.horizon):
             policy = self.agent.actor.distribution(self.model.features(state))
-            noise = torch.randn(
-                policy.mean.shape, device=policy.mean.device, generator=self.generator
-            )
-            actions.append((policy.mean + policy.stddev * noise).clamp(self.low, self.high))
+            actions.append(sample_action(policy, self.generator).clamp(self.low, self.high))
             state = self.model.step(state, actions[-1])
         return torch.stack(actions, 1)
 
