@@ -36,7 +36,7 @@ from wm_envs.checkpoint import read_card, read_unit_card
 from wm_envs.config import add_config_arguments
 from wm_envs.data.collect import CollectConfig, collect
 from wm_envs.data.windows import open_datasets
-from wm_envs.evaluate import EvaluateConfig, agent_folder, evaluate
+from wm_envs.evaluate import EvaluateConfig, evaluate, required_agent_folder
 from wm_envs.io import write_json
 from wm_envs.train import TrainConfig, Trainer
 
@@ -77,9 +77,7 @@ def steps_before_the_loop(agent: Path) -> int:
 def run_loop(config: LoopConfig) -> dict:
     """Run (or resume) the loop; returns and writes ``out/loop.json``."""
     torch.set_num_threads(config.threads)  # collection's per-step filter too, not only training
-    first_agent = agent_folder(config.agent)
-    if first_agent is None:
-        raise ValueError(f"--agent {config.agent!r} is neither a shipped agent nor a folder")
+    first_agent = required_agent_folder(config.agent, "--agent")
     out = Path(config.out)
     agent, dataset_id = first_agent, config.dataset_id
     world_model = world_model_folder(read_unit_card(agent, AGENT_FORMAT), agent)

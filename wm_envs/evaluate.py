@@ -65,6 +65,15 @@ def agent_folder(spec: str) -> Path | None:
     return None
 
 
+def required_agent_folder(spec: str, named_by: str) -> Path:
+    """``agent_folder(spec)``, or a ValueError saying what ``named_by`` (the option that
+    named it) got wrong."""
+    folder = agent_folder(spec)
+    if folder is None:
+        raise ValueError(f"{named_by} {spec!r} is neither a shipped agent nor an agent folder")
+    return folder
+
+
 def plan_policy(config: EvaluateConfig) -> PolicyPlan:
     """Resolve ``config.policy``: a scripted spec (``wm_envs.agents.scripted``), the latent
     planner in ``config.model`` / ``config.checkpoint`` (``planner:samples=128`` overrides
@@ -77,12 +86,7 @@ def plan_policy(config: EvaluateConfig) -> PolicyPlan:
         folder = config.checkpoint or shipped_checkpoint(config.model, task_of(config.env))
         agent = None
         if planner_config.agent:
-            found = agent_folder(planner_config.agent)
-            if found is None:
-                raise ValueError(
-                    f"planner agent {planner_config.agent!r} is neither a shipped agent nor "
-                    "an agent folder"
-                )
+            found = required_agent_folder(planner_config.agent, "planner agent")
             agent = DreamerPolicy(found, config.device)
             folder = agent.world_model  # the critic reads this model's features
         model, _, _ = load_checkpoint(folder, resolve_device(config.device))

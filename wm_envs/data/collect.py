@@ -128,12 +128,9 @@ class MixedPolicy:
 @cache
 def _loaded_agent(folder: str):
     from wm_envs.agents.dreamer import DreamerOnObservations
-    from wm_envs.evaluate import agent_folder
+    from wm_envs.evaluate import required_agent_folder
 
-    found = agent_folder(folder)
-    if found is None:
-        raise ValueError(f"--agent {folder!r} is neither a shipped agent nor an agent folder")
-    return DreamerOnObservations(found, seed=0, device="cpu")
+    return DreamerOnObservations(required_agent_folder(folder, "--agent"), seed=0, device="cpu")
 
 
 def agent_policy(folder: str, episode_seed: int):
