@@ -83,6 +83,17 @@ def _part(name: str) -> str:
     return name.split(".")[0]
 
 
+def named_parts(spec: str, names, option: str, lacks: str) -> set[str]:
+    """The model parts a comma-separated ``spec`` names (``--fresh``, ``--train-parts``),
+    each of which must be the part of one of ``names`` (state-dict or parameter names); a
+    ValueError says which the model ``lacks``."""
+    parts = set(filter(None, spec.split(",")))
+    unknown = parts - {_part(name) for name in names}
+    if unknown:
+        raise ValueError(f"{option} names parts the {lacks}: {sorted(unknown)}")
+    return parts
+
+
 def stage_updates(config: TrainConfig, stage: str) -> int:
     """Updates for ``stage``: its entry in ``stage_steps`` if it has one, else ``steps``."""
     counts = {}
@@ -206,17 +217,16 @@ class Trainer:
         self.fresh_parts: list[str] = []  # what ``init_from`` found no weights for
         if config.fresh and not config.init_from:
             raise ValueError("--fresh names parts to start fresh from --init-from; no --init-from")
-        self.train_parts = set(filter(None, config.train_parts.split(",")))
-        if self.train_parts and not config.init_from:
+        if config.train_parts and not config.init_from:
             raise ValueError(
                 "--train-parts trains some parts of a model from --init-from; no --init-from"
             )
-        unknown = self.train_parts - {_part(name) for name, _ in self.model.named_parameters()}
-        if unknown:
-            raise ValueError(
-                f"--train-parts names parts the {config.model} has no parameters in: "
-                f"{sorted(unknown)}"
-            )
+        self.train_parts = named_parts(
+            config.train_parts,
+            (name for name, _ in self.model.named_parameters()),
+            "--train-parts",
+            f"{config.model} has no parameters in",
+        )
         saved = read_trainer_state(self.out)
         if saved is not None:
             self._resume(saved)
@@ -252,12 +262,9 @@ class Trainer:
                 f"{self.config.model} for {asdict(self.spec)}"
             )
         weights, _ = read_weights(folder)
-        fresh = set(filter(None, self.config.fresh.split(",")))
-        unknown = fresh - {_part(name) for name in self.model.state_dict()}
-        if unknown:
-            raise ValueError(
-                f"--fresh names parts the {self.config.model} lacks: {sorted(unknown)}"
-            )
+        fresh = named_parts(
+            self.config.fresh, self.model.state_dict(), "--fresh", f"{self.config.model} lacks"
+        )
         weights = {name: value for name, value in weights.items() if _part(name) not in fresh}
         try:
             missing, unexpected = self.model.load_state_dict(weights, strict=False)
