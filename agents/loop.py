@@ -3,6 +3,8 @@
     python -m wm_envs.agents.loop --agent runs/dreamer-loop2 \
         --dataset-id 'grasp/mixed-600-v0+grasp/dreamer-loop1-v0+grasp/dreamer-loop2-v0' \
         --out runs/loop --iterations 2
+    python -m wm_envs.agents.loop --agent planner --world-model assets/checkpoints/rssm-grasp \
+        --dataset-id grasp/mixed-600-v0 --out runs/planner --iterations 2
 
 Each iteration alternates three steps, each one of the project's own commands:
 
@@ -14,10 +16,13 @@ Each iteration alternates three steps, each one of the project's own commands:
    the settings of the agent before it).
 
 Then the agent is scored on validation seeds of the physics (never the test seeds) and the
-next iteration collects with it. Every step resumes where it stopped, so re-running the same
-command after a cut-off continues the loop. ``loop.json`` in ``out`` counts every physics
-step used (the world model's data before the loop, and each iteration's episodes) beside
-each iteration's validation success.
+next iteration collects with it. The latent planner (``--agent planner[:settings]``, planning
+in ``--world-model``) runs the same loop without step 3: it collects with MPPI in the current
+model (``wm-envs collect --policy planner``), so the fine-tuned model learns the errors the
+planner found in it, and it is scored planning in the fine-tuned model. Every step resumes
+where it stopped, so re-running the same command after a cut-off continues the loop.
+``loop.json`` in ``out`` counts every physics step used (the world model's data before the
+loop, and each iteration's episodes) beside each iteration's validation success.
 """
 
 from __future__ import annotations
@@ -43,7 +48,8 @@ from wm_envs.train import TrainConfig, Trainer
 
 @dataclass
 class LoopConfig:
-    agent: str = ""  # the agent that collects first: a folder or shipped name
+    agent: str = ""  # the agent that collects first: a folder or shipped name, or planner[:...]
+    world_model: str = ""  # the planner's first world model (a checkpoint folder)
     dataset_id: str = ""  # the data its world model was last trained on ("+"-joined ids)
     data: str = "data"  # Minari datasets root
     out: str = "runs/loop"
@@ -77,17 +83,22 @@ def steps_before_the_loop(agent: Path) -> int:
 def run_loop(config: LoopConfig) -> dict:
     """Run (or resume) the loop; returns and writes ``out/loop.json``."""
     torch.set_num_threads(config.threads)  # collection's per-step filter too, not only training
-    first_agent = required_agent_folder(config.agent, "--agent")
+    kind, _, planner_settings = config.agent.partition(":")
+    planner = kind == "planner"
+    if planner != bool(config.world_model):
+        raise ValueError("--world-model names the planner's first world model, and only that")
     out = Path(config.out)
-    agent, dataset_id = first_agent, config.dataset_id
-    world_model = world_model_folder(read_unit_card(agent, AGENT_FORMAT), agent)
+    agent, dataset_id = None, config.dataset_id
+    if planner:
+        world_model = Path(config.world_model)
+        before = int(read_card(world_model)["dataset"].get("train_steps", 0))
+    else:
+        agent = required_agent_folder(config.agent, "--agent")
+        world_model = world_model_folder(read_unit_card(agent, AGENT_FORMAT), agent)
+        before = steps_before_the_loop(agent)
     world_card = read_card(world_model)
     task, env_id = world_card["task"], world_card["env_id"]  # every iteration's, too
-    log = {
-        "config": asdict(config),
-        "physics_steps": {"before_the_loop": steps_before_the_loop(agent)},
-        "iterations": [],
-    }
+    log = {"config": asdict(config), "physics_steps": {"before_the_loop": before}, "iterations": []}
     seed = config.seed
     for i in range(1, config.iterations + 1):
         folder = out / f"iteration-{i}"
@@ -96,8 +107,10 @@ def run_loop(config: LoopConfig) -> dict:
             CollectConfig(
                 env_id=env_id,
                 episodes=config.episodes,
-                policy="agent",
-                agent=str(agent),
+                policy="planner" if planner else "agent",
+                agent="" if planner else str(agent),
+                planner=planner_settings,
+                checkpoint=str(world_model) if planner else "",
                 seed=seed,
             ),
             config.data,
@@ -130,29 +143,21 @@ def run_loop(config: LoopConfig) -> dict:
         overrides = recipe.get("model_overrides", {})
         command = command_line("wm-envs train", train, overrides)
         Trainer(train, dict(overrides), command=command).run()
-        dreamer = DreamerConfig(
-            **{
-                **read_unit_card(agent, AGENT_FORMAT)["config"],
-                "world_model": str(fine_tuned),
-                "data": config.data,
-                "dataset_id": dataset_id,
-                "out": str(folder / "agent"),
-                "updates": config.agent_updates,
-                "threads": config.threads,
-                "device": config.device,
-                "max_minutes": 0.0,
-            }
-        )
-        DreamerRun(dreamer, command_line("python -m wm_envs.agents.dreamer", dreamer)).run()
-        agent, world_model = folder / "agent", fine_tuned
+        world_model = fine_tuned
         world_card = read_card(world_model)
+        if planner:
+            policy = config.agent
+        else:
+            agent = train_agent(config, agent, fine_tuned, dataset_id, folder / "agent")
+            policy = str(agent)
         validation = evaluate(
             EvaluateConfig(
-                policy=str(agent),
+                policy=policy,
                 env=env_id,
                 episodes=config.val_episodes,
                 seed=config.val_seed,
                 out=str(folder / "val.json"),
+                checkpoint=str(fine_tuned) if planner else "",
                 device=config.device,
             )
         )
@@ -162,7 +167,7 @@ def run_loop(config: LoopConfig) -> dict:
                 "iteration": i,
                 "dataset": collected,
                 "world_model": str(fine_tuned),
-                "agent": str(agent),
+                "agent": policy,
                 "val_success": validation["success_rate"],
                 "val_seeds": [config.val_seed, config.val_seed + config.val_episodes - 1],
             }
@@ -171,6 +176,27 @@ def run_loop(config: LoopConfig) -> dict:
         write_json(out / "loop.json", log)
         print(f"loop iteration {i}: validation success {validation['success_rate']:.0%}")
     return log
+
+
+def train_agent(
+    config: LoopConfig, previous: Path, world_model: Path, dataset_id: str, out: Path
+) -> Path:
+    """A fresh agent in ``world_model``, with the settings of the ``previous`` agent."""
+    dreamer = DreamerConfig(
+        **{
+            **read_unit_card(previous, AGENT_FORMAT)["config"],
+            "world_model": str(world_model),
+            "data": config.data,
+            "dataset_id": dataset_id,
+            "out": str(out),
+            "updates": config.agent_updates,
+            "threads": config.threads,
+            "device": config.device,
+            "max_minutes": 0.0,
+        }
+    )
+    DreamerRun(dreamer, command_line("python -m wm_envs.agents.dreamer", dreamer)).run()
+    return out
 
 
 def command_line(program: str, config, overrides: dict | None = None) -> str:

@@ -178,6 +178,44 @@ def test_the_dreamer_loop_collects_fine_tunes_trains_and_counts_physics_steps(
     assert run_loop(config)["physics_steps"] == log["physics_steps"]  # resumed: nothing new
 
 
+def test_the_planner_loop_collects_the_planners_episodes_and_scores_it_in_the_new_model(
+    tiny_checkpoint, tiny_dataset, tmp_path
+):
+    """The loop for the latent planner: it collects with MPPI in the current model (its
+    settings kept in the dataset), the model is fine-tuned on them, and the planner is scored
+    planning in the fine-tuned model; no agent is trained."""
+    root, dataset_id = tiny_dataset
+    data = tmp_path / "data"
+    shutil.copytree(Path(root) / dataset_id, data / dataset_id)
+    settings = "samples=8,horizon=3,iterations=1,elites=4"
+    config = LoopConfig(
+        agent=f"planner:{settings}",
+        world_model=str(tiny_checkpoint),
+        dataset_id=dataset_id,
+        data=str(data),
+        out=str(tmp_path / "planner"),
+        episodes=2,
+        seed=700,
+        finetune_steps=2,
+        val_episodes=1,
+        workers=1,
+        threads=1,
+        device="cpu",
+    )
+    (iteration,) = run_loop(config)["iterations"]
+    assert iteration["dataset"] == "grasp/planner-1-v0"
+    assert iteration["agent"] == f"planner:{settings}"
+    collected = json.loads((data / "grasp/planner-1-v0/collect.json").read_text())
+    assert collected["policy"] == "planner" and collected["checkpoint"] == str(tiny_checkpoint)
+    assert not (tmp_path / "planner/iteration-1/agent").exists()
+    val = json.loads((tmp_path / "planner/iteration-1/val.json").read_text())
+    assert val["config"]["checkpoint"].endswith("iteration-1/world_model")
+    with pytest.raises(ValueError, match="--world-model"):
+        run_loop(LoopConfig(agent="planner", dataset_id=dataset_id))
+    with pytest.raises(ValueError, match="--planner and --checkpoint"):
+        CollectConfig(policy="expert", checkpoint=str(tiny_checkpoint))
+
+
 def test_an_agent_starts_from_another_agents_weights_and_refuses_one_that_does_not_fit(
     tiny_checkpoint, tiny_dataset, tmp_path
 ):

@@ -96,6 +96,8 @@ def main(argv: list[str] | None = None) -> None:
     collect.add_argument("--episodes", type=int, default=100)
     collect.add_argument("--policy", default="mixed", choices=POLICIES)
     collect.add_argument("--agent", default="", help="the agent policy's folder or shipped name")
+    collect.add_argument("--planner", default="", help="planner policy settings: samples=128,...")
+    collect.add_argument("--checkpoint", default="", help="the planner's world model folder")
     collect.add_argument("--noise", type=float, default=0.2, help="expert action noise std")
     collect.add_argument("--seed", type=int, default=0)
     collect.add_argument("--obs-mode", default="dict", choices=["dict", "rgbd"])
@@ -174,6 +176,8 @@ def main(argv: list[str] | None = None) -> None:
             seed=args.seed,
             obs_mode=args.obs_mode,
             agent=args.agent,
+            planner=args.planner,
+            checkpoint=args.checkpoint,
         )
         run_collect(config, args.out, args.dataset_id, args.workers, args.backend)
     elif args.command == "play" and args.keyboard:

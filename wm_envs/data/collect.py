@@ -26,7 +26,7 @@ from wm_envs.io import atomic_path, json_text, write_json, write_video
 from wm_envs.tasks import task_of
 from wm_envs.tasks.experts import make_expert
 
-POLICIES = ("expert", "random", "mixed", "flawed", "agent")
+POLICIES = ("expert", "random", "mixed", "flawed", "agent", "planner")
 
 
 @dataclass(frozen=True)
@@ -40,12 +40,16 @@ class CollectConfig:
     seed: int = 0  # episode i is reset with seed + i
     obs_mode: str = "dict"
     agent: str = ""  # the "agent" policy: a trained agent's folder or shipped name
+    planner: str = ""  # the "planner" policy's settings ("samples=128,horizon=10")
+    checkpoint: str = ""  # the world model the planner plans in; empty = the shipped rssm
 
     def __post_init__(self) -> None:
         if self.policy not in POLICIES:
             raise ValueError(f"policy must be one of {POLICIES}, got {self.policy!r}")
         if (self.policy == "agent") != bool(self.agent):
             raise ValueError("--agent names the agent the 'agent' policy runs, and only that")
+        if self.policy != "planner" and (self.planner or self.checkpoint):
+            raise ValueError("--planner and --checkpoint set the 'planner' policy, and only that")
         if self.env_id not in gym.registry:
             known = sorted(i for i in gym.registry if i.startswith("Phys-"))
             raise ValueError(f"unknown env id {self.env_id!r}; known: {known}")
@@ -85,6 +89,8 @@ class MixedPolicy:
     ``flawed`` (Grasp): the expert with flaws drawn per episode
     (``wm_envs.agents.scripted.random_grasp_flaws``), which fail and succeed near contact.
     ``agent``: a trained agent sampling its actions (the Dreamer loop's data).
+    ``planner``: the latent planner in a world model, which finds that model's errors; its
+    episodes are the data that teaches the model them (the Dreamer loop, for a planner).
     """
 
     def __init__(self, env: gym.Env, config: CollectConfig, episode_seed: int) -> None:
@@ -93,6 +99,8 @@ class MixedPolicy:
         self.agent = None
         if kind == "agent":
             self.agent = agent_policy(config.agent, episode_seed)
+        if kind == "planner":
+            self.agent = planner_policy(env, config, episode_seed)
         if kind == "flawed":
             self.flaws = random_grasp_flaws(self.rng)
             self.agent = ScriptedPolicy(env, self.flaws, seed=int(self.rng.integers(2**31)))
@@ -111,6 +119,8 @@ class MixedPolicy:
     def description(self) -> dict:
         if self.kind == "flawed":
             return {"kind": "flawed", **asdict(self.flaws)}
+        if self.kind == "planner":
+            return {"kind": "planner", "settings": asdict(self.agent.config)}
         if self.agent is not None:
             return {"kind": "agent", "agent": self.agent.policy.card["recipe"]["command"]}
         return {"kind": self.kind, "noise": self.expert.noise, "switch_step": self.switch_step}
@@ -139,6 +149,22 @@ def agent_policy(folder: str, episode_seed: int):
     agent.generator.manual_seed(episode_seed)
     agent.reset()
     return agent
+
+
+@cache
+def _loaded_planner(config: CollectConfig, env: gym.Env):
+    from wm_envs.evaluate import EvaluateConfig, plan_policy
+
+    spec = "planner:" + config.planner if config.planner else "planner"
+    return plan_policy(EvaluateConfig(spec, config.env_id, checkpoint=config.checkpoint)).build(env)
+
+
+def planner_policy(env: gym.Env, config: CollectConfig, episode_seed: int):
+    """The planner (built once per process) with its sampling seeded for this episode."""
+    planner = _loaded_planner(config, env)
+    planner.generator.manual_seed(episode_seed)
+    planner.reset()
+    return planner
 
 
 def run_episode(env: gym.Env, config: CollectConfig, index: int) -> dict:
