@@ -138,6 +138,23 @@ def test_the_dreamer_loop_collects_agent_episodes_to_train_on(
         CollectConfig(policy="agent")
 
 
+def tiny_loop_config(data: Path, dataset_id: str, out: Path, **changes) -> LoopConfig:
+    """A loop of one iteration with tiny budgets everywhere."""
+    values = dict(
+        dataset_id=dataset_id,
+        data=str(data),
+        out=str(out),
+        episodes=2,
+        finetune_steps=2,
+        agent_updates=1,
+        val_episodes=1,
+        workers=1,
+        threads=1,
+        device="cpu",
+    )
+    return LoopConfig(**{**values, **changes})
+
+
 def test_the_dreamer_loop_collects_fine_tunes_trains_and_counts_physics_steps(
     tiny_checkpoint, tiny_dataset, tmp_path
 ):
@@ -149,20 +166,7 @@ def test_the_dreamer_loop_collects_fine_tunes_trains_and_counts_physics_steps(
     shutil.copytree(Path(root) / dataset_id, data / dataset_id)
     first = tmp_path / "agent"
     DreamerRun(config_for(tiny_checkpoint, tiny_dataset, first, updates=1)).run()
-    config = LoopConfig(
-        agent=str(first),
-        dataset_id=dataset_id,
-        data=str(data),
-        out=str(tmp_path / "loop"),
-        episodes=2,
-        seed=600,
-        finetune_steps=2,
-        agent_updates=1,
-        val_episodes=1,
-        workers=1,
-        threads=1,
-        device="cpu",
-    )
+    config = tiny_loop_config(data, dataset_id, tmp_path / "loop", agent=str(first), seed=600)
     log = run_loop(config)
     (iteration,) = log["iterations"]
     assert iteration["dataset"] == "grasp/loop-1-v0"
@@ -188,19 +192,13 @@ def test_the_planner_loop_collects_the_planners_episodes_and_scores_it_in_the_ne
     data = tmp_path / "data"
     shutil.copytree(Path(root) / dataset_id, data / dataset_id)
     settings = "samples=8,horizon=3,iterations=1,elites=4"
-    config = LoopConfig(
+    config = tiny_loop_config(
+        data,
+        dataset_id,
+        tmp_path / "planner",
         agent=f"planner:{settings}",
         world_model=str(tiny_checkpoint),
-        dataset_id=dataset_id,
-        data=str(data),
-        out=str(tmp_path / "planner"),
-        episodes=2,
         seed=700,
-        finetune_steps=2,
-        val_episodes=1,
-        workers=1,
-        threads=1,
-        device="cpu",
     )
     (iteration,) = run_loop(config)["iterations"]
     assert iteration["dataset"] == "grasp/planner-1-v0"
