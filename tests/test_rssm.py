@@ -369,3 +369,23 @@ def test_the_prior_image_term_scores_one_step_prior_frames_after_each_restart(ti
     anchors = pixels[:, [0, 0, 3, 3]]
     expected = (anchors - pixels[:, steps]).square().sum((2, 3, 4)).mean()
     assert metrics["prior_image"] == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_the_prior_outcome_term_scores_the_heads_on_one_step_prior_features(tiny_dataset):
+    """prior_outcome_weight adds the weighted reward and done losses of the heads read on
+    prior features, and leaves the rest of the loss."""
+    batch = WindowDataset(*tiny_dataset, 6).sample(3, np.random.default_rng(2))
+
+    def loss(**overrides):
+        model = tiny_model(done_weight=0.5, **overrides)
+        model.prepare(batch)
+        torch.manual_seed(1)
+        return model.loss(batch)
+
+    base, base_metrics = loss()
+    assert "prior_outcome" not in base_metrics
+    on, metrics = loss(prior_outcome_weight=2.0)
+    assert all(metrics[key] == value for key, value in base_metrics.items() if key != "loss")
+    torch.testing.assert_close(on, base + 2.0 * metrics["prior_outcome"], rtol=1e-5, atol=1e-4)
+    filtered = metrics["reward"] + 0.5 * metrics["done"]  # the same heads on posterior features
+    assert metrics["prior_outcome"] > 0 and metrics["prior_outcome"] != pytest.approx(filtered)

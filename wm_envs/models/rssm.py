@@ -85,6 +85,10 @@ class RSSMConfig:
     prior_image_weight: float = 0.0
     reward_weight: float = 1.0
     done_weight: float = 0.1  # terminated and success heads
+    #: Weight of the reward, terminated and success losses again on one-step prior features
+    #: (what a rollout scores, with no look at the frame): the heads that score imagined
+    #: states and plans are trained on such states, not only on filtered ones (0: off).
+    prior_outcome_weight: float = 0.0
     cold_start_rate: float = 0.0  # share of training windows restarted at a random step
     #: Weight of the free-flight and rest prior on the object's motion (0: off); it needs the
     #: task's ``TaskSpec.free_motion``. See ``RSSM.conservation_loss``.
@@ -440,6 +444,14 @@ class RSSM(WorldModel):
             prior_image = (prior_error * valid.flatten()).sum() / valid.sum().clamp_min(1)
             total = total + c.prior_image_weight * prior_image
             metrics["prior_image"] = prior_image.item()
+        if c.prior_outcome_weight:  # it draws nothing either
+            outcomes = self.outcome_head(prior_features).unbind(-1)  # [B*T] each
+            _, prior_reward, prior_done = self.head_losses(
+                batch, self.state_head(prior_features), *outcomes
+            )
+            prior_outcome = c.reward_weight * prior_reward + c.done_weight * prior_done
+            total = total + c.prior_outcome_weight * prior_outcome
+            metrics["prior_outcome"] = prior_outcome.item()
         if c.conservation_weight:  # last: the other terms draw the same samples without it
             one_step = (previous, prior_features, valid.flatten())
             conservation, marked = self.conservation_loss(batch, deter, stoch, one_step)
