@@ -346,24 +346,35 @@ def test_an_anchor_rollout_with_zero_alpha_shows_the_last_real_frame(tiny_datase
     assert model.background.abs().sum() == 0  # no median is fitted or used
 
 
+def weighted_term_metrics(batch, term: str, weight: float, wrap=None, **settings) -> dict:
+    """The loss metrics of a tiny model with ``<term>_weight`` set (and ``settings``; ``wrap``
+    applied to the model), after checking that the term adds exactly its weighted value and
+    leaves every other metric as it is without it."""
+
+    def loss(**overrides):
+        model = tiny_model(**settings, **overrides)
+        model = wrap(model) if wrap else model
+        model.prepare(batch)
+        torch.manual_seed(1)
+        return model.loss(batch)
+
+    base, base_metrics = loss()
+    assert term not in base_metrics
+    on, metrics = loss(**{f"{term}_weight": weight})
+    torch.testing.assert_close(on, base + weight * metrics[term], rtol=1e-5, atol=1e-4)
+    assert all(metrics[key] == value for key, value in base_metrics.items() if key != "loss")
+    return metrics
+
+
 def test_the_prior_image_term_scores_one_step_prior_frames_after_each_restart(tiny_dataset):
     """prior_image_weight adds its weighted term and leaves the rest of the loss; with a
     copying decoder it is the anchor's error, averaged over the steps after a restart."""
     batch = WindowDataset(*tiny_dataset, 6).sample(3, np.random.default_rng(1))
     batch["is_first"] = torch.zeros_like(batch["is_first"])
     batch["is_first"][:, 3] = True
-
-    def loss(**overrides):
-        model = copying(tiny_model(background="anchor", foreground_weight=0.0, **overrides))
-        model.prepare(batch)
-        torch.manual_seed(1)
-        return model.loss(batch)
-
-    base, base_metrics = loss()
-    assert "prior_image" not in base_metrics
-    on, metrics = loss(prior_image_weight=0.5)
-    torch.testing.assert_close(on, base + 0.5 * metrics["prior_image"], rtol=1e-5, atol=1e-4)
-    assert all(metrics[key] == value for key, value in base_metrics.items() if key != "loss")
+    metrics = weighted_term_metrics(
+        batch, "prior_image", 0.5, copying, background="anchor", foreground_weight=0.0
+    )
     pixels = images_to_float(batch["image"])  # [B, T, 3, H, W]
     steps = [1, 2, 4, 5]  # not the window's first step nor the restart
     anchors = pixels[:, [0, 0, 3, 3]]
@@ -375,17 +386,6 @@ def test_the_prior_outcome_term_scores_the_heads_on_one_step_prior_features(tiny
     """prior_outcome_weight adds the weighted reward and done losses of the heads read on
     prior features, and leaves the rest of the loss."""
     batch = WindowDataset(*tiny_dataset, 6).sample(3, np.random.default_rng(2))
-
-    def loss(**overrides):
-        model = tiny_model(done_weight=0.5, **overrides)
-        model.prepare(batch)
-        torch.manual_seed(1)
-        return model.loss(batch)
-
-    base, base_metrics = loss()
-    assert "prior_outcome" not in base_metrics
-    on, metrics = loss(prior_outcome_weight=2.0)
-    assert all(metrics[key] == value for key, value in base_metrics.items() if key != "loss")
-    torch.testing.assert_close(on, base + 2.0 * metrics["prior_outcome"], rtol=1e-5, atol=1e-4)
+    metrics = weighted_term_metrics(batch, "prior_outcome", 2.0, done_weight=0.5)
     filtered = metrics["reward"] + 0.5 * metrics["done"]  # the same heads on posterior features
     assert metrics["prior_outcome"] > 0 and metrics["prior_outcome"] != pytest.approx(filtered)
