@@ -191,12 +191,18 @@ class WorldModel(nn.Module):
         done the binary cross-entropies of terminated and success, summed."""
         state_target = self.normalise_state(batch["state"]).reshape(state.shape)
         state_loss = F.huber_loss(state, state_target, reduction="none").sum(-1).mean()
+        return state_loss, *self.outcome_losses(batch, reward, terminated, success)
+
+    def outcome_losses(
+        self, batch: Batch, reward: torch.Tensor, terminated: torch.Tensor, success: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The reward and done losses of ``head_losses`` alone -> (reward, done) losses []."""
         reward_loss = (reward - batch["reward"].reshape(reward.shape)).square().mean()
         bce = F.binary_cross_entropy_with_logits
         done_loss = bce(terminated, batch["terminated"].reshape(terminated.shape).float()) + bce(
             success, batch["success"].reshape(success.shape).float()
         )
-        return state_loss, reward_loss, done_loss
+        return reward_loss, done_loss
 
 
 def select_state(mask: torch.Tensor, new: State, old: State) -> State:

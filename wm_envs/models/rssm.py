@@ -446,9 +446,7 @@ class RSSM(WorldModel):
             metrics["prior_image"] = prior_image.item()
         if c.prior_outcome_weight:  # it draws nothing either
             outcomes = self.outcome_head(prior_features).unbind(-1)  # [B*T] each
-            _, prior_reward, prior_done = self.head_losses(
-                batch, self.state_head(prior_features), *outcomes
-            )
+            prior_reward, prior_done = self.outcome_losses(batch, *outcomes)
             prior_outcome = c.reward_weight * prior_reward + c.done_weight * prior_done
             total = total + c.prior_outcome_weight * prior_outcome
             metrics["prior_outcome"] = prior_outcome.item()
