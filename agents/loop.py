@@ -71,13 +71,14 @@ def dataset_steps(root: str, dataset_id: str) -> int:
     return sum(dataset.total_steps for dataset in open_datasets(root, dataset_id))
 
 
-def steps_before_the_loop(agent: Path) -> int:
-    """Physics steps behind ``agent`` before this loop: what its card counts (an agent of an
-    earlier loop), else its world model's training data."""
-    card = read_unit_card(agent, AGENT_FORMAT)
+def steps_before_the_loop(agent: Path | None, world_card: dict) -> int:
+    """Physics steps behind the first policy before this loop: what ``agent``'s card counts
+    (an agent of an earlier loop), else its world model's (``world_card``) training data;
+    the planner (``agent`` None) has only the latter."""
+    card = read_unit_card(agent, AGENT_FORMAT) if agent is not None else {}
     if "physics_steps" in card:
         return int(sum(card["physics_steps"].values()))
-    return int(read_card(world_model_folder(card, agent))["dataset"].get("train_steps", 0))
+    return int(world_card["dataset"].get("train_steps", 0))
 
 
 def run_loop(config: LoopConfig) -> dict:
@@ -91,13 +92,12 @@ def run_loop(config: LoopConfig) -> dict:
     agent, dataset_id = None, config.dataset_id
     if planner:
         world_model = Path(config.world_model)
-        before = int(read_card(world_model)["dataset"].get("train_steps", 0))
     else:
         agent = required_agent_folder(config.agent, "--agent")
         world_model = world_model_folder(read_unit_card(agent, AGENT_FORMAT), agent)
-        before = steps_before_the_loop(agent)
     world_card = read_card(world_model)
     task, env_id = world_card["task"], world_card["env_id"]  # every iteration's, too
+    before = steps_before_the_loop(agent, world_card)
     log = {"config": asdict(config), "physics_steps": {"before_the_loop": before}, "iterations": []}
     seed = config.seed
     for i in range(1, config.iterations + 1):
