@@ -98,9 +98,9 @@ class MixedPolicy:
         kind = config.policy
         self.agent = None
         if kind == "agent":
-            self.agent = agent_policy(config.agent, episode_seed)
+            self.agent = seeded_for_episode(_loaded_agent(config.agent), episode_seed)
         if kind == "planner":
-            self.agent = planner_policy(env, config, episode_seed)
+            self.agent = seeded_for_episode(_loaded_planner(config, env), episode_seed)
         if kind == "flawed":
             self.flaws = random_grasp_flaws(self.rng)
             self.agent = ScriptedPolicy(env, self.flaws, seed=int(self.rng.integers(2**31)))
@@ -143,14 +143,6 @@ def _loaded_agent(folder: str):
     return DreamerOnObservations(required_agent_folder(folder, "--agent"), seed=0, device="cpu")
 
 
-def agent_policy(folder: str, episode_seed: int):
-    """The agent (loaded once per process) with its sampling seeded for this episode."""
-    agent = _loaded_agent(folder)
-    agent.generator.manual_seed(episode_seed)
-    agent.reset()
-    return agent
-
-
 @cache
 def _loaded_planner(config: CollectConfig, env: gym.Env):
     from wm_envs.evaluate import EvaluateConfig, plan_policy
@@ -159,12 +151,12 @@ def _loaded_planner(config: CollectConfig, env: gym.Env):
     return plan_policy(EvaluateConfig(spec, config.env_id, checkpoint=config.checkpoint)).build(env)
 
 
-def planner_policy(env: gym.Env, config: CollectConfig, episode_seed: int):
-    """The planner (built once per process) with its sampling seeded for this episode."""
-    planner = _loaded_planner(config, env)
-    planner.generator.manual_seed(episode_seed)
-    planner.reset()
-    return planner
+def seeded_for_episode(policy, episode_seed: int):
+    """``policy`` (an agent or the planner, loaded once per process) reset, with its
+    sampling seeded for this episode."""
+    policy.generator.manual_seed(episode_seed)
+    policy.reset()
+    return policy
 
 
 def run_episode(env: gym.Env, config: CollectConfig, index: int) -> dict:
