@@ -34,6 +34,7 @@ import json
 import shlex
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -50,6 +51,7 @@ from wm_envs.data.windows import WindowDataset
 from wm_envs.device import resolve_device
 from wm_envs.models.base import State, WorldModel
 from wm_envs.models.layers import mlp
+from wm_envs.tasks import task_function
 from wm_envs.train import Logger, StopRequest
 from wm_envs.wrappers import LatentFilter
 
@@ -84,6 +86,11 @@ class DreamerConfig:
     device: str = "auto"
     threads: int = 0
     max_minutes: float = 0.0
+    #: Past the goal by this fraction, an imagined step earns up to ``margin_reward`` more
+    #: (a ramp from the goal, on the task's ``goal_progress`` of the predicted state). A
+    #: model a little optimistic near the goal then stops paying for its near misses. 0: off.
+    goal_margin: float = 0.0
+    margin_reward: float = 0.5
     #: An agent folder whose actor, critic and return scale this run starts from (a fresh
     #: optimizer): the Dreamer loop keeps one agent learning while its world model does.
     init_from: str = ""
@@ -169,12 +176,23 @@ def lambda_returns(
 class Dreamer:
     """The actor, critic and slow critic learning in ``world_model``'s imagination."""
 
-    def __init__(self, config: DreamerConfig, world_model: WorldModel) -> None:
+    def __init__(
+        self,
+        config: DreamerConfig,
+        world_model: WorldModel,
+        goal_progress: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    ) -> None:
+        """``goal_progress``: the task's (``TaskSpec.goal_progress``); ``goal_margin`` needs it."""
+        if config.goal_margin < 0 or (config.goal_margin and goal_progress is None):
+            raise ValueError(
+                f"goal_margin must be >= 0 and needs the task's goal_progress, got "
+                f"{config.goal_margin} with {goal_progress}"
+            )
         if config.actor_gradient not in ("reinforce", "backprop"):
             raise ValueError(
                 f"actor_gradient must be 'reinforce' or 'backprop', got {config.actor_gradient!r}"
             )
-        self.config = config
+        self.config, self.goal_progress = config, goal_progress
         self.model = world_model.requires_grad_(False).eval()
         device = world_model.device
         features, actions = world_model.feature_dim, world_model.spec.action_dim
@@ -207,6 +225,8 @@ class Dreamer:
             action = action + (action.clamp(-1.0, 1.0) - action).detach()  # clip, pass grads
             state = self.model.step(state, action)
             reward, terminated, success = self.model.outcome_scores(state)
+            if self.config.goal_margin:
+                reward = reward + self.margin_bonus(state)
             features.append(self.model.features(state))
             actions.append(action)
             rewards.append(reward)
@@ -220,6 +240,13 @@ class Dreamer:
             "continues": stack(continues).float(),
             "success": stack(successes).float(),
         }
+
+    def margin_bonus(self, state: State) -> torch.Tensor:
+        """``margin_reward`` times how far [0, 1] the predicted state [B] is along the ramp
+        from the goal to ``goal_margin`` past it."""
+        progress = self.goal_progress(self.model.state_vector(state))  # [B]
+        past_goal = (progress - 1.0) / self.config.goal_margin
+        return self.config.margin_reward * past_goal.clamp(0.0, 1.0)
 
     def update(self, start: State) -> dict[str, float]:
         """One actor and one critic update on trajectories imagined from ``start``."""
@@ -300,7 +327,9 @@ class DreamerRun:
                 f"the world model {config.world_model} simulates {self.world_card['env_id']}"
             )
         torch.manual_seed(config.seed)
-        self.agent = Dreamer(config, world_model)
+        task = self.world_card["task"]
+        progress = task_function(task, "goal_progress") if config.goal_margin else None
+        self.agent = Dreamer(config, world_model, progress)
         self.rng = np.random.default_rng(config.seed)
         self.generator = torch.Generator(self.device).manual_seed(config.seed)
         self.step, self.elapsed, self.metrics = 0, 0.0, {}

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from wm_envs.agents.dreamer import (
+    Dreamer,
     DreamerConfig,
     DreamerPolicy,
     DreamerRun,
@@ -23,6 +24,7 @@ from wm_envs.assets import CHECKPOINTS
 from wm_envs.data import CollectConfig, collect
 from wm_envs.data.windows import WindowDataset
 from wm_envs.evaluate import EvaluateConfig, evaluate
+from wm_envs.tasks import grasp
 from wm_envs.train import episode_seeds
 
 
@@ -237,3 +239,20 @@ def test_an_agent_starts_from_another_agents_weights_and_refuses_one_that_does_n
                 init_from=str(tmp_path / "first"),
             )
         )
+
+
+def test_the_goal_margin_pays_a_ramp_past_the_goal_and_needs_the_tasks_progress(
+    tiny_checkpoint, tiny_dataset, tmp_path
+):
+    config = config_for(tiny_checkpoint, tiny_dataset, tmp_path, goal_margin=0.2, margin_reward=0.5)
+    run = DreamerRun(config)
+    state = {key: value[:5] for key, value in run.start_pool().items()}
+    lifts = torch.tensor([0.05, 0.10, 0.11, 0.12, 0.15])  # metres above the resting height
+    predicted = run.agent.model.state_vector(state).clone()
+    predicted[:, 9] = predicted[:, 23] + lifts  # the object's z over its half height
+    assert torch.allclose(grasp.goal_progress(predicted), lifts / grasp.LIFT_GOAL)
+    run.agent.model.state_vector = lambda _: predicted
+    bonus = run.agent.margin_bonus(state)
+    torch.testing.assert_close(bonus, torch.tensor([0.0, 0.0, 0.25, 0.5, 0.5]))
+    with pytest.raises(ValueError, match="goal_progress"):
+        Dreamer(config, run.agent.model)  # a margin with no task progress to measure it on

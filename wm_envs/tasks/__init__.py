@@ -3,9 +3,16 @@
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
+
+
+def resolve(target: str) -> Callable:
+    """The function a ``module:function`` string names."""
+    module, _, function = target.partition(":")
+    return getattr(importlib.import_module(module), function)
 
 
 @dataclass(frozen=True)
@@ -24,8 +31,7 @@ class FreeMotion:
 
     def phases(self, states):
         """The rule's (flight, rest) masks [...] for state vectors [..., S]."""
-        module, _, function = self.rule.partition(":")
-        return getattr(importlib.import_module(module), function)(states)
+        return resolve(self.rule)(states)
 
 
 @dataclass(frozen=True)
@@ -61,6 +67,10 @@ class TaskSpec:
     #: ignores the state, a chase camera follows it. "" = the task declares no camera model.
     camera: str = ""
     camera_fovy: float = 45.0  # vertical field of view, degrees (square pixels)
+    #: ``module:function`` mapping state vectors [..., S] (torch) to how far the success
+    #: measure has got [...], 1 at the goal (Grasp: the lift over its 10 cm). An agent trained
+    #: in a model may demand a margin past it (``DreamerConfig.goal_margin``). "" = none.
+    goal_progress: str = ""
     #: What the action controls, for models that encode actions by kind
     #: (``wm_envs.models.deepverse.ACTION_ENCODERS``): "arm" (dx, dy, dz, grip or strike),
     #: "vehicle" (steer, throttle, brake).
@@ -99,6 +109,7 @@ TASKS: dict[str, TaskSpec] = {
         tracked="wm_envs.tasks.grasp:tracked_errors",
         start_trigger=(7, 10),  # the object
         camera="wm_envs.tasks.grasp:camera_poses",
+        goal_progress="wm_envs.tasks.grasp:goal_progress",
         action_spec="arm",
         free_motion=FreeMotion((7, 10), (14, 17), "wm_envs.tasks.grasp:free_motion_phases", 0.04),
         keys=MOVE_KEYS | {"space": (3, 1.0), "g": (3, 1.0)},  # hold to close the fingers
@@ -154,10 +165,17 @@ def task_of(env_id: str) -> str:
     return key
 
 
+def task_function(task: str, field_name: str) -> Callable:
+    """The function a ``TaskSpec`` field names as ``module:function``."""
+    target = getattr(TASKS[task], field_name)
+    if not target:
+        raise ValueError(f"task {task!r} declares no {field_name} (TaskSpec.{field_name})")
+    return resolve(target)
+
+
 def tracked_errors(task: str, predicted: np.ndarray, true: np.ndarray) -> dict[str, np.ndarray]:
     """The task's tracked errors [T] by name, from predicted and true state vectors [T, S]."""
-    module, _, function = TASKS[task].tracked.partition(":")
-    return getattr(importlib.import_module(module), function)(predicted, true)
+    return task_function(task, "tracked")(predicted, true)
 
 
 def camera_poses(task: str, states):
@@ -165,12 +183,7 @@ def camera_poses(task: str, states):
     [..., S] (torch or numpy), from the task's camera definition (``TaskSpec.camera``)."""
     import torch
 
-    spec = TASKS[task]
-    if not spec.camera:
-        raise ValueError(f"task {task!r} declares no camera model (TaskSpec.camera)")
-    module, _, function = spec.camera.partition(":")
-    states = torch.as_tensor(states, dtype=torch.float32)
-    return getattr(importlib.import_module(module), function)(states)
+    return task_function(task, "camera")(torch.as_tensor(states, dtype=torch.float32))
 
 
 def camera_intrinsics(task: str, size: int):

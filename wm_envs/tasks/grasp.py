@@ -169,6 +169,11 @@ def evaluate(
     return Evaluation(reward, success, False, {"lift": lift, "grasped": grasped}), hold_steps
 
 
+def goal_progress(states: torch.Tensor) -> torch.Tensor:
+    """The object's lift as a fraction of the goal, for state vectors [..., 24] -> [...]."""
+    return (states[..., 9] - states[..., 23]) / LIFT_GOAL
+
+
 def make_grasp_env(backend: str = "mujoco", **kwargs):
     """Entry point of ``Phys-Grasp-v0``: the same task on the chosen physics engine."""
     if backend == "mujoco":
