@@ -173,6 +173,21 @@ def lambda_returns(
     return torch.stack(returns[::-1][:-1])
 
 
+def check_goal_margin(goal_margin: float, goal_progress: Callable | None) -> None:
+    """A goal margin is >= 0 and measured on the task's ``goal_progress``."""
+    if goal_margin < 0 or (goal_margin and goal_progress is None):
+        raise ValueError(
+            f"goal_margin must be >= 0 and needs the task's goal_progress, got "
+            f"{goal_margin} with {goal_progress}"
+        )
+
+
+def margin_bonus(progress: torch.Tensor, goal_margin: float, margin_reward: float) -> torch.Tensor:
+    """``margin_reward`` times how far [0, 1] each progress [...] (1 at the goal) is along
+    the ramp from the goal to ``goal_margin`` past it."""
+    return margin_reward * ((progress - 1.0) / goal_margin).clamp(0.0, 1.0)
+
+
 class Dreamer:
     """The actor, critic and slow critic learning in ``world_model``'s imagination."""
 
@@ -183,11 +198,7 @@ class Dreamer:
         goal_progress: Callable[[torch.Tensor], torch.Tensor] | None = None,
     ) -> None:
         """``goal_progress``: the task's (``TaskSpec.goal_progress``); ``goal_margin`` needs it."""
-        if config.goal_margin < 0 or (config.goal_margin and goal_progress is None):
-            raise ValueError(
-                f"goal_margin must be >= 0 and needs the task's goal_progress, got "
-                f"{config.goal_margin} with {goal_progress}"
-            )
+        check_goal_margin(config.goal_margin, goal_progress)
         if config.actor_gradient not in ("reinforce", "backprop"):
             raise ValueError(
                 f"actor_gradient must be 'reinforce' or 'backprop', got {config.actor_gradient!r}"
@@ -242,11 +253,9 @@ class Dreamer:
         }
 
     def margin_bonus(self, state: State) -> torch.Tensor:
-        """``margin_reward`` times how far [0, 1] the predicted state [B] is along the ramp
-        from the goal to ``goal_margin`` past it."""
+        """The goal-margin reward [B] of predicted states [B] (``margin_bonus``)."""
         progress = self.goal_progress(self.model.state_vector(state))  # [B]
-        past_goal = (progress - 1.0) / self.config.goal_margin
-        return self.config.margin_reward * past_goal.clamp(0.0, 1.0)
+        return margin_bonus(progress, self.config.goal_margin, self.config.margin_reward)
 
     def update(self, start: State) -> dict[str, float]:
         """One actor and one critic update on trajectories imagined from ``start``."""

@@ -26,13 +26,14 @@ heads are not used.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import gymnasium as gym
 import numpy as np
 import torch
 
-from wm_envs.agents.dreamer import DreamerPolicy, sample_action
+from wm_envs.agents.dreamer import DreamerPolicy, check_goal_margin, margin_bonus, sample_action
 from wm_envs.models.base import State, WorldModel
 
 
@@ -47,6 +48,10 @@ class PlannerConfig:
     min_std: float = 0.05
     discount: float = 0.97
     success_bonus: float = 10.0  # return for each step the model predicts success
+    #: As ``DreamerConfig.goal_margin``: each step earns up to ``margin_reward`` more past
+    #: the goal by this fraction of it (the task's ``goal_progress`` of the predicted state).
+    goal_margin: float = 0.0
+    margin_reward: float = 1.0
     context: int = 4  # real frames the model is re-anchored on every step
     seed: int = 0
     #: A Dreamer agent trained in the planner's world model (shipped name or folder): its
@@ -64,8 +69,11 @@ class LatentPlanner:
         config: PlannerConfig,
         space: gym.spaces.Box,
         agent: DreamerPolicy | None = None,
+        goal_progress: Callable[[torch.Tensor], torch.Tensor] | None = None,
     ) -> None:
-        """``agent``: the loaded ``config.agent``, whose features must be ``model``'s."""
+        """``agent``: the loaded ``config.agent``, whose features must be ``model``'s;
+        ``goal_progress``: the task's (``TaskSpec.goal_progress``), for ``goal_margin``."""
+        check_goal_margin(config.goal_margin, goal_progress)
         if agent is not None and agent.card["feature_dim"] != model.feature_dim:
             raise ValueError(
                 f"the agent acts on {agent.card['feature_dim']} features, the planner's world "
@@ -77,6 +85,7 @@ class LatentPlanner:
                 f"got {config.policy_samples}"
             )
         self.model, self.config, self.agent = model, config, agent
+        self.goal_progress = goal_progress
         self.low = torch.as_tensor(space.low, device=self.model.device)
         self.high = torch.as_tensor(space.high, device=self.model.device)
         self.generator = torch.Generator(self.model.device).manual_seed(config.seed)
@@ -180,7 +189,13 @@ class LatentPlanner:
                 total -= discounts[t] * distance
                 continue
             reward, terminated, success = self.model.outcome_scores(state)  # [N] each
-            total += discounts[t] * alive * (reward + self.config.success_bonus * success)
+            reward = reward + self.config.success_bonus * success
+            if self.config.goal_margin:
+                progress = self.goal_progress(self.model.state_vector(state))  # [N]
+                reward = reward + margin_bonus(
+                    progress, self.config.goal_margin, self.config.margin_reward
+                )
+            total += discounts[t] * alive * reward
             alive = alive * (1.0 - terminated)
         if self.agent is not None and self.goal is None:
             value = self.agent.critic.value(self.model.features(state).float())  # [N]

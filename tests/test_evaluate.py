@@ -211,6 +211,20 @@ def test_planner_with_an_agent_follows_its_value_past_the_horizon():
         LatentPlanner(NoReward([0.0, 0.0]), config, SPACE, SimpleNamespace(card={"feature_dim": 3}))
 
 
+class NoRewardState(NoReward):
+    def state_vector(self, state):
+        return state["x"]
+
+
+def test_planner_with_a_goal_margin_goes_past_the_goal_and_needs_the_tasks_progress():
+    """Progress 1 + x: the goal is at x = 0, its margin (0.4) pays most at x >= 0.4."""
+    config = PlannerConfig(samples=64, horizon=6, goal_margin=0.4)
+    planner = LatentPlanner(NoRewardState([0.0, 0.0]), config, SPACE, None, lambda s: 1 + s[..., 0])
+    assert drive_point(planner, 8)[0] > 0.35  # from x = 0, where the goal alone pays nothing more
+    with pytest.raises(ValueError, match="goal_progress"):
+        LatentPlanner(NoRewardState([0.0, 0.0]), config, SPACE)
+
+
 def test_planner_acts_on_physics_through_evaluate(tiny_checkpoint):
     result = evaluate(
         EvaluateConfig(

@@ -28,7 +28,7 @@ from wm_envs.checkpoint import load_checkpoint, read_card, read_unit_card, shipp
 from wm_envs.config import parse_settings
 from wm_envs.device import resolve_device
 from wm_envs.io import write_json
-from wm_envs.tasks import TASKS, task_of
+from wm_envs.tasks import TASKS, task_function, task_of
 from wm_envs.wrappers import LatentObservation
 
 
@@ -90,10 +90,12 @@ def plan_policy(config: EvaluateConfig) -> PolicyPlan:
             agent = DreamerPolicy(found, config.device)
             folder = agent.world_model  # the critic reads this model's features
         model, _, _ = load_checkpoint(folder, resolve_device(config.device))
+        task = task_of(config.env)
+        progress = task_function(task, "goal_progress") if planner_config.goal_margin else None
         return PolicyPlan(
             "dict",
             None,
-            lambda env: LatentPlanner(model, planner_config, env.action_space, agent),
+            lambda env: LatentPlanner(model, planner_config, env.action_space, agent, progress),
         )
     folder = agent_folder(config.policy)
     if folder is not None:
