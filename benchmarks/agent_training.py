@@ -4,7 +4,8 @@ python -m benchmarks.agent_training [--minutes 60] [--eval-every-s 60] [--episod
 
 Two learners, one after the other, each under the same wall-clock cap:
 
-* **Dreamer** (``wm_envs.agents.dreamer``) in the shipped RSSM's imagination, starting from
+* **Dreamer** (``wm_envs.agents.dreamer``, with the shipped ``dreamer-grasp``'s goal margin
+  and seed) in the shipped RSSM's imagination, starting from
   windows of ``grasp/mixed-600-v0`` (collect it first:
   ``wm-envs collect --episodes 600 --dataset-id grasp/mixed-600-v0``);
 * **SB3 PPO** in ``Phys-Grasp-v0`` (state observations).
@@ -30,8 +31,9 @@ from stable_baselines3 import PPO
 
 import wm_envs  # noqa: F401  (registers the env ids)
 from benchmarks.common import RESULTS, write_results
-from wm_envs.agents.dreamer import DreamerConfig, DreamerRun
-from wm_envs.assets import CHECKPOINTS
+from wm_envs.agents.dreamer import AGENT_FORMAT, DreamerConfig, DreamerRun
+from wm_envs.assets import AGENTS, CHECKPOINTS
+from wm_envs.checkpoint import read_unit_card
 from wm_envs.evaluate import EvaluateConfig, run_episode, run_policy
 from wm_envs.io import write_json
 
@@ -41,11 +43,13 @@ SEED = 8000  # validation seeds: the test seeds (7000 on) stay unseen
 
 def dreamer_curve(minutes: float, eval_every_s: float, episodes: int, folder: Path) -> dict:
     """Dreamer's physics success against its training wall time."""
+    shipped = read_unit_card(AGENTS / "dreamer-grasp", AGENT_FORMAT)["config"]
     config = DreamerConfig(
         world_model=str(CHECKPOINTS / "rssm-grasp"),
         out=str(folder),
         updates=10**9,
         save_every=10**9,
+        **{key: shipped[key] for key in ("goal_margin", "margin_reward", "seed")},
     )
     run = DreamerRun(config)
     physics_steps = run.world_card["dataset"]["train_steps"]
