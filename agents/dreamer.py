@@ -182,9 +182,16 @@ def check_goal_margin(goal_margin: float, goal_progress: Callable | None) -> Non
         )
 
 
-def margin_bonus(progress: torch.Tensor, goal_margin: float, margin_reward: float) -> torch.Tensor:
-    """``margin_reward`` times how far [0, 1] each progress [...] (1 at the goal) is along
-    the ramp from the goal to ``goal_margin`` past it."""
+def margin_bonus(
+    model: WorldModel,
+    state: State,
+    goal_progress: Callable[[torch.Tensor], torch.Tensor],
+    goal_margin: float,
+    margin_reward: float,
+) -> torch.Tensor:
+    """``margin_reward`` times how far [0, 1] each predicted state [B] is along the ramp from
+    the goal (``goal_progress`` 1) to ``goal_margin`` past it -> [B]."""
+    progress = goal_progress(model.state_vector(state))  # [B]
     return margin_reward * ((progress - 1.0) / goal_margin).clamp(0.0, 1.0)
 
 
@@ -227,17 +234,19 @@ class Dreamer:
             return self._imagine(start, differentiable)
 
     def _imagine(self, start: State, differentiable: bool) -> dict[str, torch.Tensor]:
-        state = start
+        c, state = self.config, start
         features = [self.model.features(state)]
         actions, rewards, continues, successes = [], [], [], []
-        for _ in range(self.config.horizon):
+        for _ in range(c.horizon):
             policy = self.actor.distribution(features[-1])
             action = policy.rsample() if differentiable else policy.sample()
             action = action + (action.clamp(-1.0, 1.0) - action).detach()  # clip, pass grads
             state = self.model.step(state, action)
             reward, terminated, success = self.model.outcome_scores(state)
-            if self.config.goal_margin:
-                reward = reward + self.margin_bonus(state)
+            if c.goal_margin:
+                reward = reward + margin_bonus(
+                    self.model, state, self.goal_progress, c.goal_margin, c.margin_reward
+                )
             features.append(self.model.features(state))
             actions.append(action)
             rewards.append(reward)
@@ -251,11 +260,6 @@ class Dreamer:
             "continues": stack(continues).float(),
             "success": stack(successes).float(),
         }
-
-    def margin_bonus(self, state: State) -> torch.Tensor:
-        """The goal-margin reward [B] of predicted states [B] (``margin_bonus``)."""
-        progress = self.goal_progress(self.model.state_vector(state))  # [B]
-        return margin_bonus(progress, self.config.goal_margin, self.config.margin_reward)
 
     def update(self, start: State) -> dict[str, float]:
         """One actor and one critic update on trajectories imagined from ``start``."""

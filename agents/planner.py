@@ -180,7 +180,7 @@ class LatentPlanner:
         """Discounted return [N] of action sequences ``plans`` [N, H, A]: learned (plus the
         agent's value of the last state, given an agent), or minus the distance to the
         goal's features."""
-        state, alive = start, torch.ones(plans.shape[0], device=plans.device)
+        c, state, alive = self.config, start, torch.ones(plans.shape[0], device=plans.device)
         total = torch.zeros_like(alive)
         for t in range(plans.shape[1]):
             state = self.model.step(state, plans[:, t])
@@ -189,11 +189,10 @@ class LatentPlanner:
                 total -= discounts[t] * distance
                 continue
             reward, terminated, success = self.model.outcome_scores(state)  # [N] each
-            reward = reward + self.config.success_bonus * success
-            if self.config.goal_margin:
-                progress = self.goal_progress(self.model.state_vector(state))  # [N]
+            reward = reward + c.success_bonus * success
+            if c.goal_margin:
                 reward = reward + margin_bonus(
-                    progress, self.config.goal_margin, self.config.margin_reward
+                    self.model, state, self.goal_progress, c.goal_margin, c.margin_reward
                 )
             total += discounts[t] * alive * reward
             alive = alive * (1.0 - terminated)

@@ -15,6 +15,7 @@ from wm_envs.agents.dreamer import (
     DreamerRun,
     TwoHotCritic,
     lambda_returns,
+    margin_bonus,
     shipped_name,
     symexp,
     symlog,
@@ -252,7 +253,7 @@ def test_the_goal_margin_pays_a_ramp_past_the_goal_and_needs_the_tasks_progress(
     predicted[:, 9] = predicted[:, 23] + lifts  # the object's z over its half height
     assert torch.allclose(grasp.goal_progress(predicted), lifts / grasp.LIFT_GOAL)
     run.agent.model.state_vector = lambda _: predicted
-    bonus = run.agent.margin_bonus(state)
+    bonus = margin_bonus(run.agent.model, state, grasp.goal_progress, 0.2, 0.5)
     torch.testing.assert_close(bonus, torch.tensor([0.0, 0.0, 0.25, 0.5, 0.5]))
     with pytest.raises(ValueError, match="goal_progress"):
         Dreamer(config, run.agent.model)  # a margin with no task progress to measure it on
