@@ -83,14 +83,14 @@ def plan_policy(config: EvaluateConfig) -> PolicyPlan:
     kind, _, settings = config.policy.partition(":")
     if kind == "planner":
         planner_config = parse_settings(PlannerConfig, settings, config.policy)
-        folder = config.checkpoint or shipped_checkpoint(config.model, task_of(config.env))
+        task = task_of(config.env)
+        folder = config.checkpoint or shipped_checkpoint(config.model, task)
         agent = None
         if planner_config.agent:
             found = required_agent_folder(planner_config.agent, "planner agent")
             agent = DreamerPolicy(found, config.device)
             folder = agent.world_model  # the critic reads this model's features
         model, _, _ = load_checkpoint(folder, resolve_device(config.device))
-        task = task_of(config.env)
         progress = task_function(task, "goal_progress") if planner_config.goal_margin else None
         return PolicyPlan(
             "dict",
