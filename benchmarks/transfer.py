@@ -1,12 +1,12 @@
 """Transfer from a learned simulator to physics: the ladder table and its scatter plot.
 
 python -m benchmarks.transfer [--task grasp] [--model rssm] [--checkpoint DIR] [--episodes 20]
-    [--policies "A B"]
+    [--policies "A B"] [--success-from "state head"]
 
 Runs ``wm-envs transfer`` (every policy closed loop on the same held-out seeds in
-``Phys-<Task>-v0`` and ``WM-<Task>-v0``) and writes its table, the correlations with their
-bootstrap intervals, ``results/transfer.png`` and every episode in
-``results/transfer_episodes.json``.
+``Phys-<Task>-v0`` and ``WM-<Task>-v0``, the learned env once per success rule) and writes
+its table, the correlations per rule with their bootstrap intervals, ``results/transfer.png``
+and every episode in ``results/transfer_episodes.json``.
 """
 
 from __future__ import annotations
@@ -26,6 +26,11 @@ def main() -> None:
     parser.add_argument("--checkpoint", default="", help="the WM's checkpoint; default: shipped")
     parser.add_argument("--episodes", type=int, default=20)
     parser.add_argument("--policies", default="", help="space-separated specs; default: the ladder")
+    parser.add_argument(
+        "--success-from",
+        default="",
+        help="the WM's success rules, e.g. \"state head\"; default: the task's",
+    )
     args = parser.parse_args()
     out = RESULTS / "transfer_run"
     config = TransferConfig(
@@ -33,17 +38,21 @@ def main() -> None:
         model=args.model,
         checkpoint=args.checkpoint,
         policies=args.policies,
+        success_from=args.success_from,
         episodes=args.episodes,
         out=str(out),
     )
     result = transfer(config)
-    rows = [
-        {key: row[key] for key in ("policy", "physics_success", "wm_success", "gap", "agreement")}
-        for row in result["policies"]
-    ]
-    stats = result["correlation"]
+    rows = []
+    for row in result["policies"]:
+        columns = {"policy": row["policy"], "physics_success": row["physics_success"]}
+        for rule, learned in row["wm"].items():
+            columns |= {f"{key} ({rule})": value for key, value in learned.items()}
+        rows.append(columns)
     notes = "; ".join(
-        f"{name} r = {value['r']:.3f} (95% CI {value['ci95'][0]:.3f} to {value['ci95'][1]:.3f})"
+        f"success from {rule}: {name} r = {value['r']:.3f} "
+        f"(95% CI {value['ci95'][0]:.3f} to {value['ci95'][1]:.3f})"
+        for rule, stats in result["correlation"].items()
         for name, value in stats.items()
     )
     seeds = f"seeds {config.seed}-{config.seed + config.episodes - 1}"

@@ -119,8 +119,11 @@ def test_transfer_runs_a_ladder_on_both_envs(tiny_checkpoint, tmp_path):
     rows = {row["policy"]: row for row in result["policies"]}
     assert rows["expert"]["physics_success"] == 1.0 and rows["random"]["physics_success"] == 0.0
     for row in rows.values():
-        assert row["gap"] == pytest.approx(row["wm_success"] - row["physics_success"])
-    assert set(result["correlation"]) == {"pearson", "spearman"}
+        assert set(row["wm"]) == {"state", "head"}  # Grasp's default: both rules, side by side
+        for rule in row["wm"].values():
+            assert rule["gap"] == pytest.approx(rule["success"] - row["physics_success"])
+        assert len(row["episodes"]["state"]) == len(row["episodes"]["head"]) == 2
+    assert set(result["correlation"]["state"]) == {"pearson", "spearman"}
     assert (tmp_path / "transfer.png").stat().st_size > 0
     assert json.loads((tmp_path / "transfer.json").read_text())["config"]["episodes"] == 2
 

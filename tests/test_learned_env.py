@@ -393,3 +393,66 @@ def test_vector_step_never_reads_device_values_back(tiny_checkpoint, monkeypatch
         *_, info = envs.step(np.zeros((3, 4), np.float32))
     monkeypatch.undo()
     assert reads == [] and info["autoreset"].dtype == torch.bool
+
+
+def test_the_grasp_state_rule_agrees_with_physics_step_by_step():
+    """``TaskSpec.state_outcome`` on the true states gives physics' own success and end."""
+    from wm_envs.agents.scripted import ScriptedPolicy
+    from wm_envs.tasks.grasp import state_outcome
+
+    env = gym.make("Phys-Grasp-v0", obs_mode="state")
+    policy = ScriptedPolicy(env, "expert", seed=0)
+    obs, _ = env.reset(seed=5)
+    policy.reset()
+    held, flags, ends = torch.zeros(1, dtype=torch.long), [], []
+    done = False
+    while not done:
+        obs, _, terminated, truncated, info = env.step(policy(obs))
+        success, ended, held = state_outcome(torch.as_tensor(obs)[None], held)
+        flags.append((bool(success[0]), info["is_success"]))
+        ends.append((bool(ended[0]), terminated))
+        done = terminated or truncated
+    env.close()
+    assert flags[-1] == (True, True)  # the expert succeeds, and the rule says so
+    assert all(rule == physics for rule, physics in flags + ends)
+
+
+def lifted_states(model, monkeypatch):
+    """Make the model predict the object held 11 cm up on every step (Grasp's state)."""
+    lifted = torch.zeros(24)
+    lifted[9], lifted[23] = 0.13, 0.02
+
+    def state_vector(state):
+        return lifted.expand(next(iter(state.values())).shape[0], -1)
+
+    monkeypatch.setattr(model, "state_vector", state_vector)
+
+
+def test_success_from_state_ends_episodes_by_the_tasks_rule(tiny_checkpoint, monkeypatch):
+    env = make(tiny_checkpoint, obs_mode="latent", success_from="state")
+    lifted_states(env.unwrapped.simulator.model, monkeypatch)
+    for _ in range(2):  # the count of steps held starts again at reset
+        env.reset(seed=0)
+        ends = [env.step(np.zeros(4))[2:5:2] for _ in range(5)]
+        assert [terminated for terminated, _ in ends] == [False] * 4 + [True]
+        assert [info["is_success"] for _, info in ends] == [False] * 4 + [True]
+    envs = gym.make_vec(
+        "WM-Grasp-v0",
+        num_envs=2,
+        checkpoint=str(tiny_checkpoint),
+        device="cpu",
+        obs_mode="latent",
+        success_from="state",
+    )
+    lifted_states(envs.simulator.model, monkeypatch)
+    envs.reset(seed=0)
+    success = [envs.step(np.zeros((2, 4)))[4]["is_success"] for _ in range(11)]
+    # success on step 5; step 6 autoresets; held again from step 7, success on step 11
+    assert [bool(flag[0]) for flag in success] == [False] * 4 + [True] + [False] * 5 + [True]
+
+
+def test_an_unknown_success_rule_or_a_task_without_one_is_refused():
+    with pytest.raises(ValueError, match="success_from must be one of"):
+        gym.make("WM-Grasp-v0", success_from="heads")
+    with pytest.raises(ValueError, match="declares no success rule"):
+        gym.make("WM-Drive-v0", success_from="state")

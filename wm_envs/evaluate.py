@@ -6,7 +6,8 @@ Episode i is reset with seed ``seed + i``. On a ``WM-*`` env each episode starts
 real first frame of the same seed in the physics twin, so a policy meets the same worlds in
 both and ``wm-envs transfer`` can pair them. An episode succeeds if ``info["is_success"]``
 is set at any step (physics ends the episode on success; a learned env ends it when its
-termination head fires).
+termination head fires, or with ``--success-from state`` when the task's own success rule
+holds on the predicted state).
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ class EvaluateConfig:
     model: str = "rssm"  # the world model of a WM-* env and of the planner
     checkpoint: str = ""  # its checkpoint folder; empty = the shipped one
     device: str = "auto"
+    success_from: str = "head"  # a WM-* env's success: "head" (learned) or "state" (task rule)
 
 
 @dataclass(frozen=True)
@@ -124,6 +126,7 @@ def make_env(config: EvaluateConfig, plan: PolicyPlan, render: bool = False) -> 
             obs_mode=plan.obs_mode,
             device=config.device,
             render_mode=render_mode,
+            success_from=config.success_from,
         )
     if latent:
         physics = gym.make(config.env, obs_mode="dict", render_mode=render_mode)

@@ -24,10 +24,13 @@ from gymnasium.vector.utils import batch_space
 from wm_envs.checkpoint import load_checkpoint, shipped_checkpoint
 from wm_envs.device import resolve_device
 from wm_envs.models.base import Batch, State, WorldModel, select_state
-from wm_envs.tasks import TASKS, experts
+from wm_envs.tasks import TASKS, experts, task_function
 from wm_envs.tasks.base import check_action, make_observation_space
 
 OBS_MODES = ("dict", "state", "pixels", "rgbd", "latent")
+#: Where a learned env's success and termination come from: the model's learned heads, or
+#: the task's own rule applied to the predicted state vector (``TaskSpec.state_outcome``).
+SUCCESS_SOURCES = ("head", "state")
 #: A start state further than this many standard deviations (of the checkpoint's training
 #: data) from the data's mean in any dimension is refused: the model has never seen anything
 #: like it. Physics stays well inside: over 3.6k Phys-Grasp-v0 states of expert and random
@@ -111,10 +114,18 @@ class LearnedSimulator:
         model_settings: dict | None = None,
         backend: str | None = None,
         render_mode: str | None = None,
+        success_from: str = "head",
     ) -> None:
         check_render_mode(render_mode)
         if task not in TASKS:
             raise ValueError(f"unknown task {task!r}; known: {sorted(TASKS)}")
+        if success_from not in SUCCESS_SOURCES:
+            raise ValueError(f"success_from must be one of {SUCCESS_SOURCES}, got {success_from!r}")
+        if success_from == "state" and not TASKS[task].state_outcome:
+            raise ValueError(
+                f"success_from='state': task {task!r} declares no success rule on its state "
+                "(TaskSpec.state_outcome); use the learned heads (success_from='head')"
+            )
         if obs_mode not in OBS_MODES:
             raise ValueError(f"obs_mode must be one of {OBS_MODES}, got {obs_mode!r}")
         task_spec = TASKS[task]
@@ -153,7 +164,7 @@ class LearnedSimulator:
                 f"obs_mode 'rgbd' needs a checkpoint trained on depth; {folder} "
                 f"was trained on RGB only"
             )
-        self.task, self.obs_mode = task, obs_mode
+        self.task, self.obs_mode, self.success_from = task, obs_mode, success_from
         self.bank = {k.removeprefix("bank/"): v for k, v in extra.items() if k.startswith("bank/")}
         self._configure(action_mode, model_settings or {})
         self.action_mode = action_mode
@@ -390,6 +401,21 @@ class LearnedSimulator:
         return (state, *self.model.outcomes(state))
 
     @torch.inference_mode()
+    def judge(
+        self, state: State, terminated: torch.Tensor, success: torch.Tensor, held: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The terminated and success flags [B] an env reports for ``state``, and the steps
+        [B] the task's goal has been held (``held``: before this step): the heads' flags as
+        ``step`` gave them, or with ``success_from="state"`` the task's own rule on the
+        predicted state vector. A head that must fire on exactly the step a hold completes is
+        brittle where a policy differs from the training data; the predicted state is not."""
+        if self.success_from == "head":
+            return terminated, success, held
+        rule = task_function(self.task, "state_outcome")
+        success, terminated, held = rule(self.model.state_vector(state).float(), held)
+        return terminated, success, held
+
+    @torch.inference_mode()
     def reanchor(
         self,
         state: State,
@@ -438,7 +464,9 @@ class WorldModelEnv(gym.Env):
 
     ## Description
     Every step is one latent transition of the model; observations are decoded from the model
-    state; reward, termination and ``info["is_success"]`` come from the model's learned heads.
+    state; reward, termination and ``info["is_success"]`` come from the model's learned heads
+    (or, with ``success_from="state"``, termination and success from the task's own rule on
+    the predicted state vector).
     The physics twin ``Phys-<Task>-v0`` defines the task; see its docstring.
 
     With ``resync_every=N`` the env also owns a physics shadow: the twin the checkpoint
@@ -477,16 +505,18 @@ class WorldModelEnv(gym.Env):
     the shadow's first frame for the reset seed (``options["observation"]`` is refused).
 
     ## Episode End
-    Terminated when the learned termination head fires; truncated by the registered
+    Terminated when the learned termination head fires (``success_from="state"``: when the
+    task's rule on the predicted state says so; Grasp: on success); truncated by the registered
     ``max_episode_steps`` (the twin's). A shadow whose own episode has ended is no longer
     stepped, and the env stops re-anchoring until the next reset.
 
     ## Info
-    ``is_success`` (the learned head); at reset ``bank_index`` (the start-bank row, None for a
-    given or shadow start). With ``resync_every``: ``resynced`` (this step re-anchored the
-    state), ``physics_success`` (the shadow's ``is_success``, its last one once its episode
-    has ended), ``physics_ended`` (the shadow's episode has ended), and on re-anchoring
-    steps ``predicted_state``, the state vector the model predicted before the correction.
+    ``is_success`` (the learned head, or the task's rule: ``success_from``); at reset
+    ``bank_index`` (the start-bank row, None for a given or shadow start). With
+    ``resync_every``: ``resynced`` (this step re-anchored the state), ``physics_success``
+    (the shadow's ``is_success``, its last one once its episode has ended),
+    ``physics_ended`` (the shadow's episode has ended), and on re-anchoring steps
+    ``predicted_state``, the state vector the model predicted before the correction.
     Models may add entries of their own (``WorldModel.extra_info``): DeepVerse reports its
     predicted ``camera_pose`` (world from camera, 4x4, OpenCV axes, as the twin's info) and
     ``camera_relative_pose`` (the last step's translation and axis-angle).
@@ -506,7 +536,10 @@ class WorldModelEnv(gym.Env):
     ``resync_every`` (None, the default: never; N >= 1: re-anchor on the physics shadow every
     N steps; needs a model with a one-step filter, e.g. the RSSM, not Genie, and
     ``action_mode="env"``), ``resync_weight`` (in (0, 1], default 1: the weight of the
-    posterior in the re-anchored state).
+    posterior in the re-anchored state), ``success_from`` ("head", the default: the learned
+    success and termination heads; "state": the task's success rule,
+    ``TaskSpec.state_outcome``, on the predicted state vector; Grasp: the object lifted
+    10 cm for 5 steps).
     """
 
     metadata = METADATA
@@ -525,6 +558,7 @@ class WorldModelEnv(gym.Env):
         backend: str | None = None,
         resync_every: int | None = None,
         resync_weight: float = 1.0,
+        success_from: str = "head",
     ) -> None:
         check_resync(resync_every, resync_weight)
         self.simulator = LearnedSimulator(
@@ -537,6 +571,7 @@ class WorldModelEnv(gym.Env):
             model_settings,
             backend,
             render_mode,
+            success_from,
         )
         self.observation_space = self.simulator.observation_space
         self.action_space = self.simulator.action_space
@@ -547,6 +582,7 @@ class WorldModelEnv(gym.Env):
         self.resync_weight = float(resync_weight)
         self._generator: torch.Generator | None = None
         self._state: State | None = None
+        self._held = torch.zeros(1, dtype=torch.long, device=self.simulator.device)
         #: The physics twin the state is re-anchored on (with ``resync_every``), else None.
         self.shadow = None if resync_every is None else self.simulator.make_shadow()
         self._steps = 0  # since reset, with a shadow
@@ -557,6 +593,7 @@ class WorldModelEnv(gym.Env):
         if self.stochastic:
             self._generator = self.simulator.generator(self.np_random)
         info: dict[str, Any] = {"is_success": False, "bank_index": None}
+        self._held = torch.zeros_like(self._held)  # steps at the goal (success_from="state")
         if self.shadow is None:
             self._state, rows = self.simulator.start_from(
                 options, self.np_random, 1, batched=False, generator=self._generator
@@ -603,6 +640,7 @@ class WorldModelEnv(gym.Env):
                 self._state, reward, terminated, success = sim.reanchor(
                     before, tensor, self._state, observed, self.resync_weight, self._generator
                 )
+        terminated, success, self._held = sim.judge(self._state, terminated, success, self._held)
         info = {"is_success": bool(success[0]), **info, **self._extra_info()}
         return self._observation(), float(reward[0]), bool(terminated[0]), False, info
 
@@ -689,6 +727,7 @@ class WorldModelVectorEnv(gym.vector.VectorEnv):
         backend: str | None = None,
         resync_every: int | None = None,
         resync_weight: float = 1.0,
+        success_from: str = "head",
     ) -> None:
         if resync_every is not None or resync_weight != 1:
             raise ValueError(
@@ -705,6 +744,7 @@ class WorldModelVectorEnv(gym.vector.VectorEnv):
             model_settings,
             backend,
             render_mode,
+            success_from,
         )
         self.num_envs = num_envs
         self.single_observation_space = sim.observation_space
@@ -720,6 +760,7 @@ class WorldModelVectorEnv(gym.vector.VectorEnv):
         self._bank_states: State | None = None  # the start state of every bank frame
         self._state: State | None = None
         self._steps = torch.zeros(num_envs, dtype=torch.long, device=sim.device)
+        self._held = torch.zeros(num_envs, dtype=torch.long, device=sim.device)
         self._needs_reset = torch.zeros(num_envs, dtype=torch.bool, device=sim.device)
 
     def reset(self, *, seed: int | list[int] | None = None, options: dict | None = None):
@@ -737,6 +778,7 @@ class WorldModelVectorEnv(gym.vector.VectorEnv):
         every_row = np.arange(len(sim.bank["image"]))
         self._bank_states = sim.start(sim.bank_context(every_row), None, self._generator)
         self._steps.zero_()
+        self._held = torch.zeros_like(self._held)
         self._needs_reset.zero_()
         return self._output(sim.observe(self._state)), {"bank_index": starts}
 
@@ -754,6 +796,9 @@ class WorldModelVectorEnv(gym.vector.VectorEnv):
         fresh = {key: value[picks] for key, value in self._bank_states.items()}
         self._state = state = select_state(resetting, fresh, state)
         self._steps = torch.where(resetting, 0, self._steps + 1)
+        held = torch.where(resetting, 0, self._held)
+        terminated, success, held = sim.judge(state, terminated, success, held)
+        self._held = torch.where(resetting, 0, held)
         zero = torch.zeros_like(terminated)
         terminated = torch.where(resetting, zero, terminated)
         success = torch.where(resetting, zero, success)

@@ -4,8 +4,10 @@
 
 Each policy of a ladder of graded skill runs closed-loop on the same held-out seeds in
 ``Phys-<Task>-v0`` and in ``WM-<Task>-v0`` (each WM episode starts from the same seed's real
-first frame). Reported: each policy's success in both and its transfer gap (WM - physics),
-and Pearson and Spearman correlation of the two success rates over the ladder, with 95%
+first frame). The learned env runs once per success rule (``success_from``: the task's own
+rule on the predicted state, and the learned heads), side by side. Reported per rule: each
+policy's success in both envs, its transfer gap (WM - physics) and per-seed agreement, and
+Pearson and Spearman correlation of the two success rates over the ladder, with 95%
 intervals from a paired bootstrap over seeds. Writes ``transfer.json`` and ``transfer.png``
 (WM success against physics success, identity line drawn).
 """
@@ -19,6 +21,7 @@ import numpy as np
 
 from wm_envs.evaluate import EvaluateConfig, run_policy
 from wm_envs.io import atomic_path, write_json
+from wm_envs.learned_env import SUCCESS_SOURCES
 from wm_envs.tasks import TASKS
 
 #: Scripted policies of graded skill for every task (``wm_envs.agents.scripted`` specs).
@@ -40,6 +43,13 @@ def default_ladder(task: str) -> tuple[str, ...]:
     return LADDER + (GRASP_LADDER if task == "grasp" else ())
 
 
+def default_rules(task: str) -> list[str]:
+    """The learned env's success rules ``transfer`` compares on ``task`` unless told: the
+    task's rule on the predicted state first where it has one (chosen on validation seeds
+    for Grasp: README), and the learned heads."""
+    return ["state", "head"] if TASKS[task].state_outcome else ["head"]
+
+
 @dataclass(frozen=True)
 class TransferConfig:
     task: str = "grasp"
@@ -51,6 +61,10 @@ class TransferConfig:
     bootstrap: int = 2000
     out: str = "transfer_out"
     device: str = "auto"
+    #: The learned env's success rules (``WorldModelEnv``'s ``success_from``), each run and
+    #: reported side by side; space-separated, the first is the headline. Empty: "state head"
+    #: where the task has a success rule on its state (``TaskSpec.state_outcome``), else "head".
+    success_from: str = ""
 
 
 def pearson(x: np.ndarray, y: np.ndarray) -> float:
@@ -94,15 +108,24 @@ def correlations(
 
 
 def transfer(config: TransferConfig) -> dict:
-    """Run the ladder on both envs; write ``transfer.json`` and ``transfer.png``."""
+    """Run the ladder on both envs (the learned one once per success rule); write
+    ``transfer.json`` and ``transfer.png``."""
     if config.task not in TASKS:
         raise ValueError(f"unknown task {config.task!r}; known: {sorted(TASKS)}")
+    rules = config.success_from.split() or default_rules(config.task)
+    if set(rules) - set(SUCCESS_SOURCES):
+        raise ValueError(
+            f"success_from must name one or more of {SUCCESS_SOURCES}, got {config.success_from!r}"
+        )
     policies = config.policies.split() or list(default_ladder(config.task))
     name = TASKS[config.task].name
-    rows, flags = [], {"physics": [], "learned": []}
+    runs_of = {"physics": (f"Phys-{name}-v0", "head")} | {
+        rule: (f"WM-{name}-v0", rule) for rule in rules
+    }
+    rows, flags = [], {kind: [] for kind in runs_of}
     for policy in policies:
         runs = {}
-        for kind, env in (("physics", f"Phys-{name}-v0"), ("learned", f"WM-{name}-v0")):
+        for kind, (env, rule) in runs_of.items():
             evaluation = EvaluateConfig(
                 policy=policy,
                 env=env,
@@ -111,38 +134,46 @@ def transfer(config: TransferConfig) -> dict:
                 model=config.model,
                 checkpoint=config.checkpoint,
                 device=config.device,
+                success_from=rule,
             )
             runs[kind] = run_policy(evaluation)
             flags[kind].append([record["success"] for record in runs[kind]])
         physics_rate = float(np.mean(flags["physics"][-1]))
-        learned_rate = float(np.mean(flags["learned"][-1]))
-        rows.append(
-            {
-                "policy": policy,
-                "physics_success": physics_rate,
-                "wm_success": learned_rate,
-                "gap": learned_rate - physics_rate,
-                "agreement": float(np.mean(np.equal(flags["physics"][-1], flags["learned"][-1]))),
-                "episodes": runs,
+        learned = {}
+        for rule in rules:
+            rate = float(np.mean(flags[rule][-1]))
+            agreement = np.mean(np.equal(flags["physics"][-1], flags[rule][-1]))
+            learned[rule] = {
+                "success": rate,
+                "gap": rate - physics_rate,
+                "agreement": float(agreement),
             }
+        rows.append(
+            {"policy": policy, "physics_success": physics_rate, "wm": learned, "episodes": runs}
         )
-        print(f"{policy:28s} physics {physics_rate:4.0%}  WM {learned_rate:4.0%}")
-    stats = correlations(
-        np.array(flags["physics"], float), np.array(flags["learned"], float), config.bootstrap
-    )
+        rates = "  ".join(f"WM ({rule}) {learned[rule]['success']:4.0%}" for rule in rules)
+        print(f"{policy:28s} physics {physics_rate:4.0%}  {rates}")
+    physics = np.array(flags["physics"], float)
+    stats = {
+        rule: correlations(physics, np.array(flags[rule], float), config.bootstrap)
+        for rule in rules
+    }
     result = {"config": asdict(config), "correlation": stats, "policies": rows}
     out = Path(config.out)
     write_json(out / "transfer.json", result)
     plot(rows, stats, out / "transfer.png", f"{name}: {config.model} vs physics")
-    for key, value in stats.items():
-        print(
-            f"{key}: r = {value['r']:.2f} (95% CI {value['ci95'][0]:.2f} to {value['ci95'][1]:.2f})"
-        )
+    for rule, rule_stats in stats.items():
+        for key, value in rule_stats.items():
+            low, high = value["ci95"]
+            print(
+                f"success from {rule}: {key} r = {value['r']:.2f} (95% CI {low:.2f} to {high:.2f})"
+            )
     return result
 
 
 def plot(rows: list[dict], stats: dict, path: Path, title: str) -> None:
-    """WM success against physics success, one labelled point per policy."""
+    """WM success against physics success, one numbered point per policy and success rule
+    (a colour each)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -150,26 +181,33 @@ def plot(rows: list[dict], stats: dict, path: Path, title: str) -> None:
 
     figure, axis = plt.subplots(figsize=(8.5, 5.5))
     axis.plot([0, 1], [0, 1], color="grey", linestyle="--", label="identity")
-    points: dict[tuple[float, float], list[str]] = {}  # numbers of the policies on a point
-    for number, row in enumerate(rows, 1):
-        key = (row["physics_success"], row["wm_success"])
-        points.setdefault(key, []).append(str(number))
-    for (x, y), numbers in points.items():
-        axis.scatter(x, y, color="C0")
-        axis.annotate(
-            ",".join(numbers), (x, y), fontsize=8, xytext=(4, 4), textcoords="offset points"
-        )
+    for colour, rule in enumerate(stats):
+        points: dict[tuple[float, float], list[str]] = {}  # numbers of the policies on a point
+        for number, row in enumerate(rows, 1):
+            key = (row["physics_success"], row["wm"][rule]["success"])
+            points.setdefault(key, []).append(str(number))
+        label = f"success from {rule}: Pearson {stats[rule]['pearson']['r']:.2f}"
+        label += f", Spearman {stats[rule]['spearman']['r']:.2f}"
+        for index, ((x, y), numbers) in enumerate(points.items()):
+            axis.scatter(x, y, color=f"C{colour}", label=None if index else label)
+            axis.annotate(
+                ",".join(numbers),
+                (x, y),
+                fontsize=8,
+                color=f"C{colour}",
+                xytext=(4, 4),
+                textcoords="offset points",
+            )
     key = "\n".join(f"{number:>2}  {row['policy']}" for number, row in enumerate(rows, 1))
     axis.text(1.04, 1.0, key, transform=axis.transAxes, va="top", fontsize=8, family="monospace")
-    pearson_r, spearman_r = stats["pearson"]["r"], stats["spearman"]["r"]
     axis.set(
         xlabel="physics success",
         ylabel="learned-simulator success",
         xlim=(-0.05, 1.05),
         ylim=(-0.05, 1.05),
-        title=f"{title}\nPearson {pearson_r:.2f}, Spearman {spearman_r:.2f}",
+        title=title,
     )
-    axis.legend(loc="lower right")
+    axis.legend(loc="lower right", fontsize=8)
     with atomic_path(path) as tmp:
         figure.savefig(tmp, dpi=120, bbox_inches="tight", format="png")
     plt.close(figure)

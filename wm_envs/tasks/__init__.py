@@ -71,6 +71,11 @@ class TaskSpec:
     #: measure has got [...], 1 at the goal (Grasp: the lift over its 10 cm). An agent trained
     #: in a model may demand a margin past it (``DreamerConfig.goal_margin``). "" = none.
     goal_progress: str = ""
+    #: ``module:function`` mapping predicted state vectors [B, S] (torch) and the steps the
+    #: goal has been held so far [B] to the success and terminated flags [B] and the new
+    #: steps held: the task's own rule, which a learned env applies to its predicted state
+    #: with ``success_from="state"`` instead of its learned heads. "" = none.
+    state_outcome: str = ""
     #: What the action controls, for models that encode actions by kind
     #: (``wm_envs.models.deepverse.ACTION_ENCODERS``): "arm" (dx, dy, dz, grip or strike),
     #: "vehicle" (steer, throttle, brake).
@@ -110,6 +115,7 @@ TASKS: dict[str, TaskSpec] = {
         start_trigger=(7, 10),  # the object
         camera="wm_envs.tasks.grasp:camera_poses",
         goal_progress="wm_envs.tasks.grasp:goal_progress",
+        state_outcome="wm_envs.tasks.grasp:state_outcome",
         action_spec="arm",
         free_motion=FreeMotion((7, 10), (14, 17), "wm_envs.tasks.grasp:free_motion_phases", 0.04),
         keys=MOVE_KEYS | {"space": (3, 1.0), "g": (3, 1.0)},  # hold to close the fingers

@@ -174,6 +174,17 @@ def goal_progress(states: torch.Tensor) -> torch.Tensor:
     return (states[..., 9] - states[..., 23]) / LIFT_GOAL
 
 
+def state_outcome(
+    states: torch.Tensor, held: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``evaluate``'s success rule on state vectors [B, 24] and the steps held so far [B]:
+    success (held at the goal for ``HOLD_STEPS``), terminated (on success only, as the
+    physics env) and the new steps held, each [B]."""
+    held = torch.where(goal_progress(states) >= 1, held + 1, 0)
+    success = held >= HOLD_STEPS
+    return success, success, held
+
+
 def make_grasp_env(backend: str = "mujoco", **kwargs):
     """Entry point of ``Phys-Grasp-v0``: the same task on the chosen physics engine."""
     if backend == "mujoco":
