@@ -51,3 +51,20 @@ def tiny_checkpoint(tiny_dataset, tmp_path_factory):
     out = tmp_path_factory.mktemp("runs") / "rssm"
     train_tiny(tiny_dataset, out)
     return out
+
+
+@pytest.fixture
+def lift_predictions(monkeypatch):
+    """Make a Grasp model predict the object held 11 cm up on every step (its state vector),
+    so that the task's success rule on the predicted state fires after five steps."""
+
+    def lift(model) -> None:
+        lifted = torch.zeros(24)
+        lifted[9], lifted[23] = 0.13, 0.02  # object height, its half height
+
+        def state_vector(state):
+            return lifted.expand(next(iter(state.values())).shape[0], -1)
+
+        monkeypatch.setattr(model, "state_vector", state_vector)
+
+    return lift

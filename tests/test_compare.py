@@ -202,3 +202,18 @@ def test_mid_episode_start_is_just_before_the_object_moves():
 def test_unknown_task_is_refused(tmp_path):
     with pytest.raises(KeyError):
         compare(CompareConfig(task="juggle", out=str(tmp_path)))
+
+
+def test_rollouts_end_where_the_success_rule_says(tiny_checkpoint, lift_predictions):
+    """With ``success_from="state"`` a rollout ends on the task rule's success (Grasp: five
+    steps held), not on the learned heads."""
+    from wm_envs.eval.compare import held_out_episodes, rollout_learned
+    from wm_envs.learned_env import LearnedSimulator
+
+    simulator = LearnedSimulator(
+        "grasp", checkpoint=str(tiny_checkpoint), device="cpu", success_from="state"
+    )
+    lift_predictions(simulator.model)
+    episode = held_out_episodes("grasp", 90_000, 1, 0.3)
+    (prediction,) = rollout_learned(simulator, episode, [0], context=1)
+    assert prediction["success"] and len(prediction["state"]) == 5

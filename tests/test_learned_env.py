@@ -395,12 +395,14 @@ def test_vector_step_never_reads_device_values_back(tiny_checkpoint, monkeypatch
     assert reads == [] and info["autoreset"].dtype == torch.bool
 
 
-def test_the_grasp_state_rule_agrees_with_physics_step_by_step():
+@pytest.mark.parametrize("task", [k for k, spec in wm_envs.TASKS.items() if spec.state_outcome])
+def test_the_state_rule_agrees_with_physics_step_by_step(task):
     """``TaskSpec.state_outcome`` on the true states gives physics' own success and end."""
     from wm_envs.agents.scripted import ScriptedPolicy
-    from wm_envs.tasks.grasp import state_outcome
+    from wm_envs.tasks import task_function
 
-    env = gym.make("Phys-Grasp-v0", obs_mode="state")
+    rule = task_function(task, "state_outcome")
+    env = gym.make(f"Phys-{wm_envs.TASKS[task].name}-v0", obs_mode="state")
     policy = ScriptedPolicy(env, "expert", seed=0)
     obs, _ = env.reset(seed=5)
     policy.reset()
@@ -408,7 +410,7 @@ def test_the_grasp_state_rule_agrees_with_physics_step_by_step():
     done = False
     while not done:
         obs, _, terminated, truncated, info = env.step(policy(obs))
-        success, ended, held = state_outcome(torch.as_tensor(obs)[None], held)
+        success, ended, held = rule(torch.as_tensor(obs)[None], held)
         flags.append((bool(success[0]), info["is_success"]))
         ends.append((bool(ended[0]), terminated))
         done = terminated or truncated
@@ -417,20 +419,9 @@ def test_the_grasp_state_rule_agrees_with_physics_step_by_step():
     assert all(rule == physics for rule, physics in flags + ends)
 
 
-def lifted_states(model, monkeypatch):
-    """Make the model predict the object held 11 cm up on every step (Grasp's state)."""
-    lifted = torch.zeros(24)
-    lifted[9], lifted[23] = 0.13, 0.02
-
-    def state_vector(state):
-        return lifted.expand(next(iter(state.values())).shape[0], -1)
-
-    monkeypatch.setattr(model, "state_vector", state_vector)
-
-
-def test_success_from_state_ends_episodes_by_the_tasks_rule(tiny_checkpoint, monkeypatch):
+def test_success_from_state_ends_episodes_by_the_tasks_rule(tiny_checkpoint, lift_predictions):
     env = make(tiny_checkpoint, obs_mode="latent", success_from="state")
-    lifted_states(env.unwrapped.simulator.model, monkeypatch)
+    lift_predictions(env.unwrapped.simulator.model)
     for _ in range(2):  # the count of steps held starts again at reset
         env.reset(seed=0)
         ends = [env.step(np.zeros(4))[2:5:2] for _ in range(5)]
@@ -444,7 +435,7 @@ def test_success_from_state_ends_episodes_by_the_tasks_rule(tiny_checkpoint, mon
         obs_mode="latent",
         success_from="state",
     )
-    lifted_states(envs.simulator.model, monkeypatch)
+    lift_predictions(envs.simulator.model)
     envs.reset(seed=0)
     success = [envs.step(np.zeros((2, 4)))[4]["is_success"] for _ in range(11)]
     # success on step 5; step 6 autoresets; held again from step 7, success on step 11

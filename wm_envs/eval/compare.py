@@ -87,6 +87,9 @@ class CompareConfig:
     out: str = "compare_out"
     device: str = "auto"
     record: bool = False  # also write the headline into the checkpoint's card.json (test only)
+    #: The learned env's success and termination: its heads, or the task's rule on the
+    #: predicted state ("state"; ``WorldModelEnv``'s ``success_from``).
+    success_from: str = "head"
 
     @property
     def seed(self) -> int:
@@ -217,8 +220,8 @@ def rollout_learned(
 ) -> list[dict]:
     """Start the learned simulator from real frames up to each episode's ``start`` and replay
     the rest of its actions open loop (at most ``max_steps``), until the episode ends or the
-    learned termination fires. Rollouts with the same number of context frames run as one
-    batch."""
+    learned env terminates (its head, or the task's rule: ``success_from``). Rollouts with
+    the same number of context frames run as one batch."""
     firsts = [max(0, start - context + 1) for start in starts]
     groups: dict[int, list[int]] = {}
     for i, (first, start) in enumerate(zip(firsts, starts, strict=True)):
@@ -241,9 +244,11 @@ def rollout_learned(
             plan[: len(rest[j]), j] = rest[j]
         options = {"observation": observation, "actions": led_in}
         state, _ = simulator.start_from(options, None, len(rows), batched=True, generator=None)
+        held = torch.zeros(len(rows), dtype=torch.long, device=simulator.device)
         steps = []
         for action in torch.from_numpy(np.clip(plan, -1, 1)).to(simulator.device):
             state, reward, terminated, success = simulator.step(state, action, None)
+            terminated, success, held = simulator.judge(state, terminated, success, held)
             obs = simulator.observe(state)  # a dict, or the state [N, S] of a state-only model
             obs = obs if isinstance(obs, dict) else {"state": obs}
             obs |= simulator.model.extra_info(state)  # DeepVerse: its camera pose
@@ -433,7 +438,12 @@ def compare(config: CompareConfig) -> dict:
     seed_check = check_held_out(card, seeds, config.allow_train_seeds)
     obs_mode = compared_obs_mode(config.model, card["spec"].get("depth", False))
     simulator = LearnedSimulator(
-        config.task, config.model, config.checkpoint, obs_mode=obs_mode, device=config.device
+        config.task,
+        config.model,
+        config.checkpoint,
+        obs_mode=obs_mode,
+        device=config.device,
+        success_from=config.success_from,
     )
     physics_mode = "rgbd" if obs_mode == "rgbd" else "dict"
     episodes = held_out_episodes(

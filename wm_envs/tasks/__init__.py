@@ -154,6 +154,7 @@ TASKS: dict[str, TaskSpec] = {
         4,
         "CollapseExpert",
         tracked="wm_envs.tasks.collapse:tracked_errors",
+        state_outcome="wm_envs.tasks.collapse:state_outcome",
         start_trigger=(49, 52),  # the ground-floor slab
         action_spec="arm",
         keys=MOVE_KEYS | {"space": (3, 1.0)},  # hold to strike along +x

@@ -258,6 +258,14 @@ def state_blocks(state: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]
     return blocks[:, :3], blocks[:, 3:7], blocks[:, 7] > 0.5
 
 
+def state_outcome(states, held):
+    """The physics env's success rule on state vectors [B, 209] (torch): success and
+    terminated (on success only) where the height (state 8) is at most ``HEIGHT_KEPT`` of
+    the initial one (state 9), each [B]; ``held`` [B] passes through (no hold is needed)."""
+    success = states[:, 8] <= HEIGHT_KEPT * states[:, 9]
+    return success, success, held
+
+
 def tracked_errors(predicted: np.ndarray, true: np.ndarray) -> dict[str, np.ndarray]:
     """What ``compare`` tracks, from predicted and true state vectors [T, 209] -> errors [T]:
     the remaining height fraction (the success measure; state 8 is the height, 9 the
