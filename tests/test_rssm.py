@@ -389,3 +389,39 @@ def test_the_prior_outcome_term_scores_the_heads_on_one_step_prior_features(tiny
     metrics = weighted_term_metrics(batch, "prior_outcome", 2.0, done_weight=0.5)
     filtered = metrics["reward"] + 0.5 * metrics["done"]  # the same heads on posterior features
     assert metrics["prior_outcome"] > 0 and metrics["prior_outcome"] != pytest.approx(filtered)
+
+
+def test_the_overshoot_term_is_the_open_loop_error_of_learned_env_steps(tiny_dataset):
+    """overshoot_loss is the state error of ``step`` rollouts from each posterior state,
+    averaged over the imagined steps that stay in the start's episode."""
+    batch = WindowDataset(*tiny_dataset, 6).sample(3, np.random.default_rng(4))
+    batch["is_first"][:, 3] = True  # an episode starts mid-window
+    model = tiny_model(overshoot_horizon=2)
+    model.prepare(batch)
+    with torch.no_grad():
+        deter, stoch, _, _ = model._observe(batch, None, straight_through=False)
+        loss = model.overshoot_loss(batch, batch["is_first"], deter, stoch)
+        errors = []
+        for t in range(4):  # starts with two steps after them in the 6-step window
+            state = {"deter": deter[:, t], "stoch": stoch[:, t], "vector": batch["state"][:, t]}
+            for k in (1, 2):
+                state = model.step(state, batch["action"][:, t + k])
+                error = torch.nn.functional.huber_loss(
+                    model.normalise_state(state["vector"]),
+                    model.normalise_state(batch["state"][:, t + k]),
+                    reduction="none",
+                ).sum(-1)  # [3]
+                if not batch["is_first"][0, t + 1 : t + k + 1].any():
+                    errors.append(error)
+    torch.testing.assert_close(loss, torch.cat(errors).mean())
+
+
+def test_the_overshoot_term_adds_its_weight_and_trains_the_transition(tiny_dataset):
+    batch = WindowDataset(*tiny_dataset, 6).sample(3, np.random.default_rng(2))
+    metrics = weighted_term_metrics(batch, "overshoot", 0.5, overshoot_horizon=3)
+    assert metrics["overshoot"] > 0
+    model = tiny_model(overshoot_horizon=3)
+    model.prepare(batch)
+    deter, stoch, _, _ = model._observe(batch, None, straight_through=True)
+    model.overshoot_loss(batch, batch["is_first"], deter, stoch).backward()
+    assert model.gru.weight_hh.grad.abs().sum() > 0 and model.motion_head[0].weight.grad is not None

@@ -94,6 +94,10 @@ class RSSMConfig:
     #: task's ``TaskSpec.free_motion``. See ``RSSM.conservation_loss``.
     conservation_weight: float = 0.0
     conservation_horizon: int = 5  # prior steps imagined from each posterior state for it
+    #: Weight of the open-loop state error over ``overshoot_horizon`` prior steps from every
+    #: posterior state (0: off). See ``RSSM.overshoot_loss``.
+    overshoot_weight: float = 0.0
+    overshoot_horizon: int = 8
     task: str = ""  # the task of the training data (the trainer sets it)
 
 
@@ -189,10 +193,9 @@ class RSSM(WorldModel):
                 "with background='none' set foreground_weight=0"
             )
         self.free_motion = free_motion_of(c.task) if c.conservation_weight else None
-        if c.conservation_horizon < 0:
-            raise ValueError(
-                f"RSSM conservation_horizon must be >= 0, got {c.conservation_horizon}"
-            )
+        for name in ("conservation_horizon", "overshoot_horizon"):
+            if getattr(c, name) < 0:
+                raise ValueError(f"RSSM {name} must be >= 0, got {getattr(c, name)}")
         self.stoch = c.groups * c.classes
         self.encoder = Encoder(spec, c)
         self.action_in = nn.Sequential(
@@ -396,6 +399,7 @@ class RSSM(WorldModel):
     # -- training -------------------------------------------------------------------------------
     def loss(self, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
         c = self.config
+        episode_starts = batch["is_first"]  # [B, T]: real episode starts, not cold starts
         if c.cold_start_rate > 0:
             batch = {**batch, "is_first": cold_starts(batch["is_first"], c.cold_start_rate)}
         deter, stoch, prior, post = self._observe(batch, None, straight_through=True)
@@ -450,6 +454,10 @@ class RSSM(WorldModel):
             prior_outcome = c.reward_weight * prior_reward + c.done_weight * prior_done
             total = total + c.prior_outcome_weight * prior_outcome
             metrics["prior_outcome"] = prior_outcome.item()
+        if c.overshoot_weight:
+            overshoot = self.overshoot_loss(batch, episode_starts, deter, stoch)
+            total = total + c.overshoot_weight * overshoot
+            metrics["overshoot"] = overshoot.item()
         if c.conservation_weight:  # last: the other terms draw the same samples without it
             one_step = (previous, prior_features, valid.flatten())
             conservation, marked = self.conservation_loss(batch, deter, stoch, one_step)
@@ -471,6 +479,47 @@ class RSSM(WorldModel):
             foreground = (target[:, :3] - background[..., :3, :, :]).abs().amax(1, keepdim=True)
             error = (1.0 + self.config.foreground_weight * (foreground > 0.08).float()) * error
         return error.sum((1, 2, 3))
+
+    def overshoot_loss(
+        self, batch: Batch, episode_starts: torch.Tensor, deter: torch.Tensor, stoch: torch.Tensor
+    ) -> torch.Tensor:
+        """The open-loop state error a rollout makes (PlaNet's latent overshooting, on the
+        state vector).
+
+        From every posterior state (``deter``, ``stoch`` [B, T, ...]) the prior steps
+        ``overshoot_horizon`` times under the window's own next actions, and the state vector
+        integrates the motion head's changes from the true state, as ``step`` does in a
+        learned env (the prior's mode, with straight-through gradients; it draws nothing at
+        random). Its Huber error against the data's states, in units of the data's std
+        and summed over the vector (as the state loss), is averaged over every imagined step
+        that stays in the start's episode (``episode_starts`` [B, T]; cold starts do not cut
+        it). Gradients reach the transition, the prior and the motion head through the whole
+        rollout, so the latent learns what must last: one-step losses alone let a weld break
+        or a strike's effect fade within a few imagined steps."""
+        horizon = self.config.overshoot_horizon
+        starts = deter.shape[1] - horizon  # start steps with `horizon` steps after them
+        if horizon == 0 or starts <= 0:
+            return deter.new_zeros(())
+        deter = deter[:, :starts].flatten(0, 1)  # [N, D], N = B * starts
+        stoch = stoch[:, :starts].flatten(0, 1)  # [N, G*K]
+        vector = batch["state"][:, :starts].flatten(0, 1)  # [N, S]
+        inside = torch.ones(len(vector), dtype=torch.bool, device=vector.device)  # [N]
+        total, count = vector.new_zeros(()), vector.new_zeros(())
+        for k in range(1, horizon + 1):
+            step = slice(k, k + starts)
+            inside = inside & ~episode_starts[:, step].flatten().bool()
+            deter = self._transition(deter, stoch, batch["action"][:, step].flatten(0, 1))
+            probs = self._distribution(self.prior(deter))  # [N, G, K]
+            stoch = self._draw(probs, None) + (probs - probs.detach()).flatten(1)
+            motion = self._motion(torch.cat([deter, stoch], -1), vector)  # [N, S]
+            vector = vector + motion * self.motion_std
+            target = batch["state"][:, step].flatten(0, 1)  # [N, S]
+            error = F.huber_loss(
+                self.normalise_state(vector), self.normalise_state(target), reduction="none"
+            ).sum(-1)  # [N]
+            total = total + (error * inside).sum()
+            count = count + inside.sum()
+        return total / count.clamp_min(1)
 
     def conservation_loss(
         self,
