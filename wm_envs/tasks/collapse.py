@@ -18,8 +18,12 @@ reaches a critical value.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import torch
 
 MAX_FLOORS = 4
 PILLARS_PER_FLOOR = 4
@@ -258,7 +262,9 @@ def state_blocks(state: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]
     return blocks[:, :3], blocks[:, 3:7], blocks[:, 7] > 0.5
 
 
-def state_outcome(states, held):
+def state_outcome(
+    states: torch.Tensor, held: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The physics env's success rule on state vectors [B, 209] (torch): success and
     terminated (on success only) where the height (state 8) is at most ``HEIGHT_KEPT`` of
     the initial one (state 9), each [B]; ``held`` [B] passes through (no hold is needed)."""
