@@ -164,7 +164,11 @@ class LearnedSimulator:
                 f"obs_mode 'rgbd' needs a checkpoint trained on depth; {folder} "
                 f"was trained on RGB only"
             )
-        self.task, self.obs_mode, self.success_from = task, obs_mode, success_from
+        self.task, self.obs_mode = task, obs_mode
+        #: The task's rule on the state (``success_from="state"``), resolved once; else None.
+        self.state_outcome = (
+            task_function(task, "state_outcome") if success_from == "state" else None
+        )
         self.bank = {k.removeprefix("bank/"): v for k, v in extra.items() if k.startswith("bank/")}
         self._configure(action_mode, model_settings or {})
         self.action_mode = action_mode
@@ -410,10 +414,9 @@ class LearnedSimulator:
         predicted state vector. A head must fire on exactly the step a hold completes, which
         it misses for motions unlike its training data's (the shipped Grasp agent's fast
         lifts); the rule is exact given the predicted state, and as good as that state."""
-        if self.success_from == "head":
+        if self.state_outcome is None:
             return terminated, success, held
-        rule = task_function(self.task, "state_outcome")
-        success, terminated, held = rule(self.model.state_vector(state).float(), held)
+        success, terminated, held = self.state_outcome(self.model.state_vector(state).float(), held)
         return terminated, success, held
 
     @torch.inference_mode()
@@ -797,9 +800,8 @@ class WorldModelVectorEnv(gym.vector.VectorEnv):
         fresh = {key: value[picks] for key, value in self._bank_states.items()}
         self._state = state = select_state(resetting, fresh, state)
         self._steps = torch.where(resetting, 0, self._steps + 1)
-        held = torch.where(resetting, 0, self._held)
-        terminated, success, held = sim.judge(state, terminated, success, held)
-        self._held = torch.where(resetting, 0, held)
+        terminated, success, held = sim.judge(state, terminated, success, self._held)
+        self._held = torch.where(resetting, 0, held)  # a fresh start has held nothing yet
         zero = torch.zeros_like(terminated)
         terminated = torch.where(resetting, zero, terminated)
         success = torch.where(resetting, zero, success)
