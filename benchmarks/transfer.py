@@ -1,7 +1,7 @@
 """Transfer from a learned simulator to physics: the ladder table and its scatter plot.
 
 python -m benchmarks.transfer [--task grasp] [--model rssm] [--checkpoint DIR] [--episodes 20]
-    [--policies "A B"] [--success-from "state head"]
+    [--policies "A B"] [--success-from "state head"] [--agents-in env|own]
 
 Runs ``wm-envs transfer`` (every policy closed loop on the same held-out seeds in
 ``Phys-<Task>-v0`` and ``WM-<Task>-v0``, the learned env once per success rule) and writes
@@ -16,6 +16,7 @@ import shutil
 
 import wm_envs  # noqa: F401  (registers the env ids)
 from benchmarks.common import RESULTS, write_results
+from wm_envs.evaluate import AGENTS_IN
 from wm_envs.transfer import TransferConfig, transfer
 
 
@@ -31,6 +32,12 @@ def main() -> None:
         default="",
         help="the WM's success rules, e.g. \"state head\"; default: the task's",
     )
+    parser.add_argument(
+        "--agents-in",
+        default="env",
+        choices=AGENTS_IN,
+        help="a trained agent's learned env: the one named (env) or its own world model's",
+    )
     args = parser.parse_args()
     out = RESULTS / "transfer_run"
     config = TransferConfig(
@@ -39,6 +46,7 @@ def main() -> None:
         checkpoint=args.checkpoint,
         policies=args.policies,
         success_from=args.success_from,
+        agents_in=args.agents_in,
         episodes=args.episodes,
         out=str(out),
     )
@@ -56,7 +64,7 @@ def main() -> None:
         for name, value in stats.items()
     )
     seeds = f"seeds {config.seed}-{config.seed + config.episodes - 1}"
-    model = f"{args.model} {args.checkpoint or '(shipped)'}"
+    model = f"{args.model} {args.checkpoint or '(shipped)'}, agents in {args.agents_in}"
     write_results("transfer", rows, notes=f"{args.task}, {model}, {seeds}: {notes}.")
     for name in ("transfer.png", "transfer.json"):  # the plot; every episode of both envs
         shutil.copyfile(out / name, RESULTS / name.replace(".json", "_episodes.json"))

@@ -4,6 +4,7 @@ import json
 import shutil
 from pathlib import Path
 
+import gymnasium as gym
 import numpy as np
 import pytest
 import torch
@@ -24,9 +25,10 @@ from wm_envs.agents.loop import LoopConfig, run_loop
 from wm_envs.assets import CHECKPOINTS
 from wm_envs.data import CollectConfig, collect
 from wm_envs.data.windows import WindowDataset
-from wm_envs.evaluate import EvaluateConfig, evaluate
+from wm_envs.evaluate import EvaluateConfig, evaluate, make_env, plan_policy
 from wm_envs.tasks import grasp
 from wm_envs.train import episode_seeds
+from wm_envs.wrappers import LatentObservation
 
 
 def config_for(tiny_checkpoint, tiny_dataset, out, **changes):
@@ -110,10 +112,19 @@ def test_training_checkpoints_resumes_and_the_policy_acts(tiny_checkpoint, tiny_
     assert action.shape == (4,) and np.all(np.abs(action) <= 1)
     with pytest.raises(ValueError, match="different agent run"):
         DreamerRun(config_for(tiny_checkpoint, tiny_dataset, out, horizon=3))
-    # evaluated by folder on physics (through the world model's filter) and in the model
-    for env in ("Phys-Grasp-v0", "WM-Grasp-v0"):
-        result = evaluate(EvaluateConfig(policy=str(out), env=env, episodes=1, seed=9))
-        assert result["episodes"][0]["length"] >= 1
+    # evaluated by folder on physics (through the world model's filter) and in learned envs:
+    # the one named, seen through the agent's own filter, or that of its own world model
+    runs = (("Phys-Grasp-v0", "env"), ("WM-Grasp-v0", "env"), ("WM-Grasp-v0", "own"))
+    for env, agents_in in runs:
+        config = EvaluateConfig(policy=str(out), env=env, episodes=1, seed=9, agents_in=agents_in)
+        assert evaluate(config)["episodes"][0]["length"] >= 1
+        with make_env(config, plan_policy(config)) as made:
+            filtered = isinstance(made, LatentObservation)
+            assert filtered == (agents_in == "env")
+            inner = made.env if filtered else made
+            assert isinstance(inner.observation_space, gym.spaces.Dict) == filtered  # frames
+    with pytest.raises(ValueError, match="agents_in must be one of"):
+        evaluate(EvaluateConfig(policy=str(out), env="WM-Grasp-v0", agents_in="mine"))
     # the planner in the agent's world model, with its critic and actor
     planner = f"planner:agent={out},samples=8,policy_samples=2,horizon=3,iterations=1,elites=4"
     result = evaluate(EvaluateConfig(policy=planner, episodes=1, seed=9))

@@ -32,6 +32,9 @@ from wm_envs.io import write_json
 from wm_envs.tasks import TASKS, task_function, task_of
 from wm_envs.wrappers import LatentObservation
 
+#: Where a latent agent meets a WM-* env (``EvaluateConfig.agents_in``).
+AGENTS_IN = ("own", "env")
+
 
 @dataclass(frozen=True)
 class EvaluateConfig:
@@ -44,6 +47,9 @@ class EvaluateConfig:
     checkpoint: str = ""  # its checkpoint folder; empty = the shipped one
     device: str = "auto"
     success_from: str = "head"  # a WM-* env's success: "head" (learned) or "state" (task rule)
+    #: Where a trained agent meets a WM-* env: "env" = the env of ``model`` / ``checkpoint``,
+    #: seen through its own world model's filter; "own" = the env of its own world model.
+    agents_in: str = "env"
 
 
 @dataclass(frozen=True)
@@ -109,29 +115,36 @@ def plan_policy(config: EvaluateConfig) -> PolicyPlan:
 
 
 def make_env(config: EvaluateConfig, plan: PolicyPlan, render: bool = False) -> gym.Env:
-    """The env to evaluate on, observed as the policy needs; a WM-* env gets the model and
-    checkpoint (a latent agent's own world model), a Phys-* env seen by a latent agent is
-    filtered through that world model (``LatentObservation``). ``render``: frames for a
-    video (``render_mode="rgb_array"``)."""
+    """The env to evaluate on, observed as the policy needs. A WM-* env gets ``config``'s
+    model and checkpoint, or with ``agents_in="own"`` a latent agent's own world model; any
+    other env a latent agent meets is filtered through its world model
+    (``LatentObservation``). ``render``: frames for a video (``render_mode="rgb_array"``)."""
     if not config.env.startswith(("WM-", "Phys-")):
         raise ValueError(f"--env must be a Phys-* or WM-* id, got {config.env!r}")
+    if config.agents_in not in AGENTS_IN:
+        raise ValueError(f"agents_in must be one of {AGENTS_IN}, got {config.agents_in!r}")
     latent = plan.obs_mode == "latent"
-    checkpoint = plan.world_model or config.checkpoint or None
+    learned = config.env.startswith("WM-")
+    own = learned and latent and config.agents_in == "own"  # the env serves the agent's features
+    filtered = latent and not own
+    obs_mode = "dict" if filtered else plan.obs_mode
     render_mode = "rgb_array" if render else None
-    if config.env.startswith("WM-"):
-        return gym.make(
+    if learned:
+        checkpoint = plan.world_model if own else config.checkpoint or None
+        env = gym.make(
             config.env,
-            model=read_card(checkpoint)["model"] if latent else config.model,
+            model=read_card(checkpoint)["model"] if own else config.model,
             checkpoint=checkpoint,
-            obs_mode=plan.obs_mode,
+            obs_mode=obs_mode,
             device=config.device,
             render_mode=render_mode,
             success_from=config.success_from,
         )
-    if latent:
-        physics = gym.make(config.env, obs_mode="dict", render_mode=render_mode)
-        return LatentObservation(physics, checkpoint=checkpoint, device=config.device)
-    return gym.make(config.env, obs_mode=plan.obs_mode, render_mode=render_mode)
+    else:
+        env = gym.make(config.env, obs_mode=obs_mode, render_mode=render_mode)
+    if filtered:
+        return LatentObservation(env, checkpoint=plan.world_model, device=config.device)
+    return env
 
 
 def run_episode(

@@ -4,7 +4,8 @@
 
 Each policy of a ladder of graded skill runs closed-loop on the same held-out seeds in
 ``Phys-<Task>-v0`` and in ``WM-<Task>-v0`` (each WM episode starts from the same seed's real
-first frame). The learned env runs once per success rule (``success_from``: the task's own
+first frame; a trained agent sees the learned env through its own world model's filter, as it
+sees physics). The learned env runs once per success rule (``success_from``: the task's own
 rule on the predicted state, and the learned heads), side by side. Reported per rule: each
 policy's success in both envs, its transfer gap (WM - physics) and per-seed agreement, and
 Pearson and Spearman correlation of the two success rates over the ladder, with 95%
@@ -65,6 +66,10 @@ class TransferConfig:
     #: reported side by side; space-separated, the first is the headline. Empty: "state head"
     #: where the task has a success rule on its state (``TaskSpec.state_outcome``), else "head".
     success_from: str = ""
+    #: Where a trained agent meets the learned env (``EvaluateConfig.agents_in``): "env" = the
+    #: one named above, like every other policy (chosen on validation seeds: README); "own" =
+    #: the world model it was trained in.
+    agents_in: str = "env"
 
 
 def pearson(x: np.ndarray, y: np.ndarray) -> float:
@@ -135,6 +140,7 @@ def transfer(config: TransferConfig) -> dict:
                 checkpoint=config.checkpoint,
                 device=config.device,
                 success_from=rule,
+                agents_in=config.agents_in,
             )
             runs[kind] = run_policy(evaluation)
             flags[kind].append([record["success"] for record in runs[kind]])
