@@ -150,6 +150,21 @@ def test_latent_action_mode_and_bad_actions(model):
         model.action_mode = "env"
 
 
+@pytest.mark.parametrize("context", [False, True])
+def test_the_adapter_reads_the_frame_only_with_adapter_context(context):
+    torch.manual_seed(0)
+    genie = build_model("genie", SPEC, "tiny", {"adapter_context": context})
+    genie.prepare(synthetic_batch())
+    genie.set_stage("dynamics")
+    loss, metrics = genie.loss(synthetic_batch())
+    assert torch.isfinite(loss) and 0 <= metrics["adapter/accuracy"] <= 1
+    state = genie.eval().init_state({"image": synthetic_batch()["image"][:, :2]})
+    action = torch.zeros(64, 4)  # one task action, on 64 different frames' features
+    features = torch.randn(64, genie.feature_dim, generator=torch.Generator().manual_seed(1))
+    chosen = genie.latent_action({**state, "features": features}, action)
+    assert (len(chosen.unique()) > 1) == context
+
+
 @pytest.mark.parametrize("preset", sorted(PRESETS))
 def test_inference_settings_bound_every_preset_and_exclude_an_all_mask_frame(preset):
     bounds = Genie.inference_settings

@@ -65,6 +65,9 @@ class GenieConfig:
     reward_weight: float = 1.0
     done_weight: float = 0.1  # terminated and success heads
     adapter_weight: float = 1.0
+    #: The adapter also reads the current frame's features, so that one task action can map
+    #: to different latent actions in contact and in free space.
+    adapter_context: bool = False
 
 
 PRESETS = {
@@ -171,7 +174,8 @@ class Genie(WorldModel):
                 "success": mlp(features, c.hidden, 1),
             }
         )
-        self.adapter = mlp(spec.action_dim, c.hidden, self.n_latent_actions)
+        adapter_inputs = spec.action_dim + (features if c.adapter_context else 0)
+        self.adapter = mlp(adapter_inputs, c.hidden, self.n_latent_actions)
         self.parts = {
             "tokenizer": [self.tokenizer],
             "latent_actions": [self.latent_actions],
@@ -228,7 +232,9 @@ class Genie(WorldModel):
             self.heads["success"](features).squeeze(-1),
         )
         labelled = actions != self.n_latent_actions  # transitions with an inferred action
-        adapter_logits = self.adapter(batch["action"][labelled])  # [M, n]
+        previous = F.pad(features[:, :-1].detach(), (0, 0, 1, 0))  # [B, T, F]: frame t-1's
+        adapter_inputs = self.adapter_inputs(previous, batch["action"])  # [B, T, A (+ F)]
+        adapter_logits = self.adapter(adapter_inputs[labelled])  # [M, n]
         adapter_loss = F.cross_entropy(adapter_logits, actions[labelled])
         total = (
             token_loss
@@ -260,12 +266,18 @@ class Genie(WorldModel):
         actions = F.pad(codes, (1, 0), value=self.n_latent_actions)  # [B, T]
         return actions.masked_fill(is_first, self.n_latent_actions)
 
+    def adapter_inputs(self, features: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        """The adapter's input: task actions [..., A], after them the features [..., F] of
+        the frame they act on where ``adapter_context`` is set."""
+        action = action.float()
+        return torch.cat([action, features], -1) if self.config.adapter_context else action
+
     def latent_action(
-        self, action: torch.Tensor, generator: torch.Generator | None = None
+        self, state: State, action: torch.Tensor, generator: torch.Generator | None = None
     ) -> torch.Tensor:
-        """What ``step`` was given -> latent action indices [B], per ``action_mode``: the
-        adapter's choice for task actions [B, A] (the mode, or a sample with ``generator``),
-        or the indices [B] themselves."""
+        """What ``step`` was given in ``state`` -> latent action indices [B], per
+        ``action_mode``: the adapter's choice for task actions [B, A] (the mode, or a sample
+        with ``generator``), or the indices [B] themselves."""
         if self.action_mode == "latent":
             if action.dim() != 1 or action.dtype.is_floating_point or action.dtype == torch.bool:
                 raise ValueError(
@@ -286,7 +298,7 @@ class Genie(WorldModel):
             raise ValueError(
                 f"actions must be [B, {self.spec.action_dim}], got {tuple(action.shape)}"
             )
-        logits = self.adapter(action.float())  # [B, n]
+        logits = self.adapter(self.adapter_inputs(state["features"], action))  # [B, n]
         if generator is None:
             return logits.argmax(-1)
         return torch.multinomial(logits.softmax(-1), 1, generator=generator)[:, 0]
@@ -329,7 +341,7 @@ class Genie(WorldModel):
     ) -> State:
         """One transition under ``action``: task actions [B, A] (``action_mode="env"``) or
         latent action indices [B] (``"latent"``)."""
-        return self.step_latent(state, self.latent_action(action, generator), generator)
+        return self.step_latent(state, self.latent_action(state, action, generator), generator)
 
     @torch.no_grad()
     def step_latent(
