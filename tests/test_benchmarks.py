@@ -1,12 +1,16 @@
-"""The soak and GPU benchmarks in their quick modes: they run anywhere and write their tables."""
+"""Benchmarks in their quick modes (they run anywhere and write their tables), and the parts of
+others."""
 
 import json
 import time
 
+import gymnasium as gym
+import numpy as np
 import pytest
 import torch
 
-from benchmarks import conservation, gpu, soak
+from benchmarks import collapse_hidden, conservation, gpu, soak
+from wm_envs.eval.compare import play_physics
 from wm_envs.tasks import phys_envs
 
 
@@ -94,3 +98,17 @@ def test_goal_reaching_scores_the_planner_beside_standing_still_and_the_controll
     assert table["controller"]["success_rate"] == 1.0  # the goal frames' maker reaches them
     assert table["still"]["success_rate"] == 0.0  # goals lie 4+ cm from the start
     assert table["still"]["final_distance_cm_mean"] >= 100 * goal_reaching.MIN_TRAVEL
+
+
+def test_collapse_hidden_replays_an_episode_and_bounds_the_agreement():
+    episode = play_physics("collapse", 3, "expert", 0.0, obs_mode="dict")
+    with gym.make("Phys-Collapse-v0", obs_mode="state") as env:
+        assert collapse_hidden.replay(env, 3, episode["action"], None) == bool(
+            episode["success"].any()
+        )
+    outcomes = np.array([True, True, False, False])
+    draws = np.array([[1, 1, 1, 1], [1, 0, 0, 0], [0, 0, 0, 0], [0, 1, 1, 1]], bool)
+    row = collapse_hidden.summary("all", outcomes, draws, outcomes)
+    assert row["constant_agreement"] == 0.5 and row["decided"] == 0.5
+    assert row["best_agreement"] == pytest.approx((1 + 0.75 + 1 + 0.75) / 4)
+    assert row["replay_reproduces"] == 1.0

@@ -108,6 +108,23 @@ def test_a_reset_does_not_depend_on_earlier_episodes():
     used.close()
 
 
+def test_a_strength_seed_redraws_only_the_hidden_weld_strengths():
+    env = make()
+    own_obs, own = env.reset(seed=5)
+    same_obs, same = env.reset(seed=5, options={"strength_seed": None})
+    redrawn_obs, redrawn = env.reset(seed=5, options={"strength_seed": 1})
+    np.testing.assert_array_equal(own["physics"]["strength"], same["physics"]["strength"])
+    np.testing.assert_array_equal(own_obs, redrawn_obs)  # the same building, seen the same
+    assert not np.allclose(own["physics"]["strength"], redrawn["physics"]["strength"])
+    low, high = CollapseRandomization().strength
+    assert np.all(
+        (low <= redrawn["physics"]["strength"]) & (redrawn["physics"]["strength"] <= high)
+    )
+    again = env.reset(seed=5, options={"strength_seed": 1})[1]["physics"]["strength"]
+    np.testing.assert_array_equal(again, redrawn["physics"]["strength"])
+    env.close()
+
+
 def test_the_kerb_bounds_the_site():
     model = make().unwrapped.model
     right, back = model.geom("kerb_right"), model.geom("kerb_back")

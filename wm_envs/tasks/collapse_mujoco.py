@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import mujoco
 import numpy as np
 
@@ -153,6 +155,9 @@ class CollapseMujocoEnv(PhysicsTaskEnv):
     ``info["physics"]`` reports the draw (``CollapseWorld``: layout, sizes, masses, friction,
     weld strengths, which only the weld model uses); every step's info has ``height`` (m),
     ``broken_welds`` (count) and ``weld_broken`` (bool per weld slot), for either model.
+    ``reset(seed=s, options={"strength_seed": k})`` keeps seed ``s``'s building and draws its
+    weld strengths again from seed ``k``: the strengths are in no observation, so this asks
+    how far an outcome is decided by what can be seen (``benchmarks/collapse_hidden.py``).
 
     ## Episode End
     Terminated on success: the structure's height is at most 40% of its height at reset (it
@@ -244,6 +249,10 @@ class CollapseMujocoEnv(PhysicsTaskEnv):
     def _reset_physics(self, options: dict | None) -> dict:
         model, data = self.model, self.data
         world = self._world = collapse.draw_world(self.np_random, self.randomization)
+        if options and options.get("strength_seed") is not None:
+            rng = np.random.default_rng(int(options["strength_seed"]))
+            strength = rng.uniform(*self.randomization.strength, size=len(world.welds))
+            world = self._world = dataclasses.replace(world, strength=strength)
         self._used[:] = False
         self._used[world.blocks] = True
         self._half_extents[:] = 0.0
