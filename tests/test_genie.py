@@ -165,6 +165,31 @@ def test_the_adapter_reads_the_frame_only_with_adapter_context(context):
     assert (len(chosen.unique()) > 1) == context
 
 
+def test_task_action_input_starts_neutral_trains_and_steers_the_next_frame():
+    torch.manual_seed(0)
+    genie = build_model("genie", SPEC, "tiny", {"task_action_input": True})
+    genie.prepare(synthetic_batch())
+    genie.set_stage("dynamics")
+    loss, _ = genie.loss(synthetic_batch())
+    loss.backward()
+    embed = genie.dynamics.task_action_embed
+    assert embed.weight.grad.abs().sum() > 0  # it learns, from a zero start
+    genie.eval()
+    state = genie.init_state({"image": synthetic_batch()["image"][:, :2]})
+    latent = torch.zeros(3, dtype=torch.long)
+    left, right = torch.full((3, 4), -1.0), torch.full((3, 4), 1.0)
+    same = [genie.step_latent(state, latent, None, task)["features"] for task in (left, right)]
+    torch.testing.assert_close(same[0], same[1])  # zero-initialised: no effect yet
+    with torch.no_grad():
+        embed.weight.normal_()
+    moved = [genie.step_latent(state, latent, None, task)["features"] for task in (left, right)]
+    assert not torch.allclose(moved[0], moved[1])
+    torch.testing.assert_close(
+        genie.step_latent(state, latent)["features"],
+        genie.step_latent(state, latent, None, torch.zeros(3, 4))["features"],
+    )  # no task action is a zero one
+
+
 @pytest.mark.parametrize("preset", sorted(PRESETS))
 def test_inference_settings_bound_every_preset_and_exclude_an_all_mask_frame(preset):
     bounds = Genie.inference_settings

@@ -50,6 +50,7 @@ class Dynamics(nn.Module):
         heads: int,
         memory: int,
         feature_channels: int,
+        task_actions: int = 0,
     ) -> None:
         super().__init__()
         self.fsq, self.levels = FSQ(levels), list(levels)
@@ -58,6 +59,13 @@ class Dynamics(nn.Module):
         self.code_in = nn.Linear(self.fsq.dim, width)
         self.mask_embed = nn.Parameter(0.02 * torch.randn(width))
         self.action_embed = nn.Embedding(actions + 1, width)
+        #: With ``task_actions``, the task's action [.., A] is embedded too and added to the
+        #: latent action's: linear without a bias, so a hidden (zero) action adds nothing, and
+        #: zero at the start, so a trained model continues as it was.
+        self.task_action_embed = None
+        if task_actions:
+            self.task_action_embed = nn.Linear(task_actions, width, bias=False)
+            nn.init.zeros_(self.task_action_embed.weight)
         self.position = nn.Parameter(0.02 * torch.randn(tokens, width))
         self.transformer = STTransformer(width, depth, heads, memory)
         self.to_logits = nn.Linear(width, sum(levels))  # per FSQ dimension, over its levels
@@ -70,13 +78,18 @@ class Dynamics(nn.Module):
         mask: torch.Tensor,
         time: torch.Tensor | None = None,
         past: list[KeyValues] | None = None,
+        task_action: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, list[KeyValues]]:
-        """Tokens [B, T, P] and actions [B, T] -> hidden [B, T, P, E] and per-block keys
+        """Tokens [B, T, P], latent actions [B, T] and, with ``task_actions``, the task's
+        actions [B, T, A] (None: zeros, none known) -> hidden [B, T, P, E] and per-block keys
         and values of these frames (``mask``, ``time``, ``past`` as in ``STTransformer``)."""
         codes = self.fsq.indices_to_codes(tokens.clamp_max(self.mask_token - 1))  # [B, T, P, d]
         masked = (tokens == self.mask_token)[..., None]
         x = torch.where(masked, self.mask_embed, self.code_in(codes))  # [B, T, P, E]
-        x = x + self.position + self.action_embed(actions)[:, :, None]
+        action = self.action_embed(actions)  # [B, T, E]
+        if self.task_action_embed is not None and task_action is not None:
+            action = action + self.task_action_embed(task_action.float())
+        x = x + self.position + action[:, :, None]
         return self.transformer(x, mask, time, past)
 
     def logits(self, hidden: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -88,11 +101,15 @@ class Dynamics(nn.Module):
         return self.to_features(hidden).flatten(-2)
 
     def loss(
-        self, tokens: torch.Tensor, actions: torch.Tensor, segment: torch.Tensor
+        self,
+        tokens: torch.Tensor,
+        actions: torch.Tensor,
+        segment: torch.Tensor,
+        task_action: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, dict[str, float]]:
-        """Masked-token cross-entropy on a window: tokens [B, T, P], actions [B, T], episode
-        numbers [B, T]. Returns the loss, the clean copy's hidden [B, T, P, E] (for the
-        heads) and metrics."""
+        """Masked-token cross-entropy on a window: tokens [B, T, P], latent actions [B, T],
+        episode numbers [B, T], task actions [B, T, A] or None. Returns the loss, the clean
+        copy's hidden [B, T, P, E] (for the heads) and metrics."""
         size, frames, patches = tokens.shape
         ratio = torch.cos(0.5 * math.pi * torch.rand(size, frames, 1, device=tokens.device))
         hidden_tokens = torch.rand(size, frames, patches, device=tokens.device) < ratio
@@ -108,7 +125,10 @@ class Dynamics(nn.Module):
             1,
         )  # [B, 2T, 2T]
         time = torch.arange(frames, device=tokens.device).repeat(2)  # [2T]
-        hidden, _ = self(torch.cat([tokens, masked], 1), actions.repeat(1, 2), mask, time)
+        both = None if task_action is None else task_action.repeat(1, 2, 1)  # [B, 2T, A]
+        hidden, _ = self(
+            torch.cat([tokens, masked], 1), actions.repeat(1, 2), mask, time, None, both
+        )
         # Frames with no earlier frame of their episode are never generated: no loss there.
         target = hidden_tokens & past_sees.any(-1)[..., None]  # [B, T, P]
         digits = self.fsq.indices_to_digits(tokens[target])  # [M, d]
@@ -130,8 +150,10 @@ class Dynamics(nn.Module):
         steps: int,
         temperature: float,
         generator: torch.Generator | None,
+        task_action: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Tokens [B, P] of the frame after the cached ``past`` under actions [B].
+        """Tokens [B, P] of the frame after the cached ``past`` under latent actions [B]
+        (and task actions [B, A], or None).
 
         ``mask`` [B, 1, Tp + 1] and the new frame's ``time`` [B, 1] as in ``forward``. With
         a ``generator``, each FSQ dimension is sampled at ``temperature`` (Gumbel-max);
@@ -144,8 +166,9 @@ class Dynamics(nn.Module):
             )
         size = actions.shape[0]
         tokens = actions.new_full((size, self.tokens), self.mask_token)  # [B, P]
+        task = None if task_action is None else task_action[:, None]  # [B, 1, A]
         for step in range(steps):
-            hidden, _ = self(tokens[:, None], actions[:, None], mask, time, past)
+            hidden, _ = self(tokens[:, None], actions[:, None], mask, time, past, task)
             digits, confidence = [], 0.0
             for logits in self.logits(hidden[:, 0]):  # per FSQ dimension [B, P, L_i]
                 if generator is None:

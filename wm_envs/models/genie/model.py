@@ -68,6 +68,12 @@ class GenieConfig:
     #: The adapter also reads the current frame's features, so that one task action can map
     #: to different latent actions in contact and in free space.
     adapter_context: bool = False
+    #: The dynamics also reads the task action itself beside the latent action, so that task
+    #: actions drive rollouts whatever latent action the adapter picks. Training hides it on
+    #: ``task_action_dropout`` of the transitions, so that latent actions alone still drive the
+    #: model (``action_mode="latent"``, the latent action model's inferred actions).
+    task_action_input: bool = False
+    task_action_dropout: float = 0.5
 
 
 PRESETS = {
@@ -164,6 +170,7 @@ class Genie(WorldModel):
             c.heads,
             c.memory,
             c.feature_channels,
+            spec.action_dim if c.task_action_input else 0,
         )
         features = tokens * c.feature_channels
         self.heads = nn.ModuleDict(
@@ -222,7 +229,14 @@ class Genie(WorldModel):
         with torch.no_grad():
             tokens = self.tokenizer.tokenize(pixels.flatten(0, 1)).view(size, frames, -1)
             actions = self.infer_actions(pixels, is_first)  # [B, T]
-        token_loss, hidden, metrics = self.dynamics.loss(tokens, actions, is_first.cumsum(1))
+        labelled = actions != self.n_latent_actions  # transitions with an inferred action
+        task = None
+        if c.task_action_input:
+            shown = labelled & (
+                torch.rand(labelled.shape, device=labelled.device) >= c.task_action_dropout
+            )
+            task = batch["action"].float() * shown[..., None]  # [B, T, A]; zero where hidden
+        token_loss, hidden, metrics = self.dynamics.loss(tokens, actions, is_first.cumsum(1), task)
         features = self.dynamics.features(hidden)  # [B, T, F]
         state_loss, reward_loss, done_loss = self.head_losses(
             batch,
@@ -231,7 +245,6 @@ class Genie(WorldModel):
             self.heads["terminated"](features).squeeze(-1),
             self.heads["success"](features).squeeze(-1),
         )
-        labelled = actions != self.n_latent_actions  # transitions with an inferred action
         previous = F.pad(features[:, :-1].detach(), (0, 0, 1, 0))  # [B, T, F]: frame t-1's
         adapter_inputs = self.adapter_inputs(previous, batch["action"])  # [B, T, A (+ F)]
         adapter_logits = self.adapter(adapter_inputs[labelled])  # [M, n]
@@ -320,7 +333,11 @@ class Genie(WorldModel):
         tokens = self.tokenizer.tokenize(pixels.flatten(0, 1)).view(size, frames, -1)
         actions = self.infer_actions(pixels, is_first)
         mask = temporal_mask(is_first.cumsum(1), self.config.memory)
-        hidden, cache = self.dynamics(tokens, actions, mask)
+        task = None
+        if self.config.task_action_input and action_context is not None:
+            task = action_context.float().clone()  # [B, K, A]: the action into each frame
+            task[:, 0] = 0.0  # nothing led into the first
+        hidden, cache = self.dynamics(tokens, actions, mask, task_action=task)
         memory = self.config.memory
         keys = torch.stack([k for k, _ in cache], 1)[:, :, -memory:]  # [B, L, <=K, P, E]
         values = torch.stack([v for _, v in cache], 1)[:, :, -memory:]
@@ -341,13 +358,20 @@ class Genie(WorldModel):
     ) -> State:
         """One transition under ``action``: task actions [B, A] (``action_mode="env"``) or
         latent action indices [B] (``"latent"``)."""
-        return self.step_latent(state, self.latent_action(state, action, generator), generator)
+        latent = self.latent_action(state, action, generator)
+        task = action if self.action_mode == "env" and self.config.task_action_input else None
+        return self.step_latent(state, latent, generator, task)
 
     @torch.no_grad()
     def step_latent(
-        self, state: State, actions: torch.Tensor, generator: torch.Generator | None = None
+        self,
+        state: State,
+        actions: torch.Tensor,
+        generator: torch.Generator | None = None,
+        task_action: torch.Tensor | None = None,
     ) -> State:
-        """One transition under latent action indices [B]: MaskGIT-generate the next frame's
+        """One transition under latent action indices [B] (and, for a model with
+        ``task_action_input``, task actions [B, A]): MaskGIT-generate the next frame's
         tokens, then run the finished frame once more to cache its keys and values."""
         keys, values = state["keys"], state["values"]  # [B, L, K, P, E]
         past = list(zip(keys.unbind(1), values.unbind(1), strict=True))  # per block [B, K, P, E]
@@ -355,9 +379,10 @@ class Genie(WorldModel):
         mask = valid[:, None]  # [B, 1, K+1]
         time = state["time"][:, None] + 1  # [B, 1]
         tokens = self.dynamics.generate(
-            past, mask, time, actions, self.maskgit_steps, self.temperature, generator
+            past, mask, time, actions, self.maskgit_steps, self.temperature, generator, task_action
         )  # [B, P]
-        hidden, cache = self.dynamics(tokens[:, None], actions[:, None], mask, time, past)
+        task = None if task_action is None else task_action[:, None]  # [B, 1, A]
+        hidden, cache = self.dynamics(tokens[:, None], actions[:, None], mask, time, past, task)
         new_keys = torch.stack([k for k, _ in cache], 1)  # [B, L, 1, P, E]
         new_values = torch.stack([v for _, v in cache], 1)
         return {
