@@ -103,12 +103,12 @@ def test_goal_reaching_scores_the_planner_beside_standing_still_and_the_controll
 def test_collapse_hidden_replays_an_episode_and_bounds_the_agreement():
     episode = play_physics("collapse", 3, "expert", 0.0, obs_mode="dict")
     with gym.make("Phys-Collapse-v0", obs_mode="state") as env:
-        assert collapse_hidden.replay(env, 3, episode["action"], None) == bool(
-            episode["success"].any()
-        )
+        success = bool(episode["success"].any())
+        assert collapse_hidden.replay(env, 3, episode["action"], 0, None) == success
+        assert collapse_hidden.replay(env, 3, episode["action"], 10, None) == success
     outcomes = np.array([True, True, False, False])
     draws = np.array([[1, 1, 1, 1], [1, 0, 0, 0], [0, 0, 0, 0], [0, 1, 1, 1]], bool)
-    row = collapse_hidden.summary("all", outcomes, draws, outcomes)
+    row = collapse_hidden.summary("first_frame", "all", outcomes, draws, outcomes)
     assert row["constant_agreement"] == 0.5 and row["decided"] == 0.5
     assert row["best_agreement"] == pytest.approx((1 + 0.75 + 1 + 0.75) / 4)
     assert row["replay_reproduces"] == 1.0

@@ -108,21 +108,27 @@ def test_a_reset_does_not_depend_on_earlier_episodes():
     used.close()
 
 
-def test_a_strength_seed_redraws_only_the_hidden_weld_strengths():
+def test_redrawn_strengths_stay_above_what_each_intact_weld_has_carried():
     env = make()
-    own_obs, own = env.reset(seed=5)
-    same_obs, same = env.reset(seed=5, options={"strength_seed": None})
-    redrawn_obs, redrawn = env.reset(seed=5, options={"strength_seed": 1})
-    np.testing.assert_array_equal(own["physics"]["strength"], same["physics"]["strength"])
-    np.testing.assert_array_equal(own_obs, redrawn_obs)  # the same building, seen the same
-    assert not np.allclose(own["physics"]["strength"], redrawn["physics"]["strength"])
+    env.reset(seed=5)
+    for _ in range(40):  # load the welds a little, without breaking them all
+        env.step(env.action_space.sample() * 0)
+    physics = env.unwrapped
+    intact, carried = physics._intact, physics._peak_load[physics._intact]
+    assert intact.size and carried.max() > 0
+    own = physics._strength.copy()
+    physics.redraw_strengths(1)
+    redrawn = physics._strength[intact]
     low, high = CollapseRandomization().strength
-    assert np.all(
-        (low <= redrawn["physics"]["strength"]) & (redrawn["physics"]["strength"] <= high)
-    )
-    again = env.reset(seed=5, options={"strength_seed": 1})[1]["physics"]["strength"]
-    np.testing.assert_array_equal(again, redrawn["physics"]["strength"])
+    assert np.all((np.maximum(carried, low) <= redrawn) & (redrawn <= high))
+    assert not np.allclose(redrawn, own[intact])
+    broken = np.setdiff1d(np.arange(collapse.MAX_WELDS), intact)
+    np.testing.assert_array_equal(physics._strength[broken], own[broken])  # broken stay so
+    physics.redraw_strengths(1)
+    np.testing.assert_array_equal(physics._strength[intact], redrawn)  # the seed decides
     env.close()
+    with pytest.raises(ValueError, match="only the 'weld' joint model"):
+        make(joint_model="viscoelastic").unwrapped.redraw_strengths(0)
 
 
 def test_the_kerb_bounds_the_site():

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 import mujoco
 import numpy as np
 
@@ -155,9 +153,9 @@ class CollapseMujocoEnv(PhysicsTaskEnv):
     ``info["physics"]`` reports the draw (``CollapseWorld``: layout, sizes, masses, friction,
     weld strengths, which only the weld model uses); every step's info has ``height`` (m),
     ``broken_welds`` (count) and ``weld_broken`` (bool per weld slot), for either model.
-    ``reset(seed=s, options={"strength_seed": k})`` keeps seed ``s``'s building and draws its
-    weld strengths again from seed ``k``: the strengths are in no observation, so this asks
-    how far an outcome is decided by what can be seen (``benchmarks/collapse_hidden.py``).
+    The strengths are in no observation; ``redraw_strengths`` draws the intact welds' again
+    from what the episode so far tells of them, to ask how far an outcome is decided by what
+    can be seen (``benchmarks/collapse_hidden.py``).
 
     ## Episode End
     Terminated on success: the structure's height is at most 40% of its height at reset (it
@@ -230,6 +228,7 @@ class CollapseMujocoEnv(PhysicsTaskEnv):
         self._used = np.zeros(collapse.MAX_BLOCKS, bool)
         self._half_extents = np.zeros((collapse.MAX_BLOCKS, 3))
         self._strength = np.zeros(collapse.MAX_WELDS)
+        self._peak_load = np.zeros(collapse.MAX_WELDS)  # the most each weld has carried, N
         self._intact = np.zeros(0, int)  # intact weld slots (= equality ids), ascending
         # per weld slot: the bodies it joins (pillar, slab; the ground is the world body 0)
         # and the joint in each one's frame, m (the viscoelastic bonds' anchors)
@@ -249,10 +248,6 @@ class CollapseMujocoEnv(PhysicsTaskEnv):
     def _reset_physics(self, options: dict | None) -> dict:
         model, data = self.model, self.data
         world = self._world = collapse.draw_world(self.np_random, self.randomization)
-        if options and options.get("strength_seed") is not None:
-            rng = np.random.default_rng(int(options["strength_seed"]))
-            strength = rng.uniform(*self.randomization.strength, size=len(world.welds))
-            world = self._world = dataclasses.replace(world, strength=strength)
         self._used[:] = False
         self._used[world.blocks] = True
         self._half_extents[:] = 0.0
@@ -302,6 +297,7 @@ class CollapseMujocoEnv(PhysicsTaskEnv):
                 self.model.eq_data[weld, :10] = [*offsets, 1.0, 0.0, 0.0, 0.0]
                 self.data.eq_active[weld] = 1
         self._intact = world.welds.copy()
+        self._peak_load[:] = 0.0
         self._strength[:] = 0.0
         self._strength[world.welds] = world.strength
         self._wrench[:] = 0.0  # mj_resetData has cleared xfrc_applied
@@ -320,6 +316,18 @@ class CollapseMujocoEnv(PhysicsTaskEnv):
                 self._apply_bond_forces()
                 mujoco.mj_step2(self.model, self.data)
 
+    def redraw_strengths(self, seed: int) -> None:
+        """Draw the strengths of the welds still intact again, from the prior above the most
+        each has carried so far (it has not broken: the posterior given the episode so far).
+        Only the ``"weld"`` joint model has strengths. What can an observer who knows all but
+        the strengths tell of the rest of the episode (``benchmarks/collapse_hidden.py``)?"""
+        if self.joint_model != "weld":
+            raise ValueError(f"only the 'weld' joint model has strengths, not {self.joint_model!r}")
+        low, high = self.randomization.strength
+        floor = np.clip(self._peak_load[self._intact], low, high)
+        rng = np.random.default_rng(seed)
+        self._strength[self._intact] = rng.uniform(floor, high)
+
     def _break_overloaded_welds(self) -> None:
         """Switch off every intact weld whose load exceeded its strength in the last substep.
 
@@ -334,7 +342,9 @@ class CollapseMujocoEnv(PhysicsTaskEnv):
         squared = rows * rows
         force = np.sqrt(squared[:, :3].sum(axis=1))
         torque = 0.5 * np.sqrt(squared[:, 3:].sum(axis=1))
-        broken = force + torque / collapse.WELD_LEVER > self._strength[intact]
+        load = force + torque / collapse.WELD_LEVER
+        self._peak_load[intact] = np.maximum(self._peak_load[intact], load)
+        broken = load > self._strength[intact]
         if broken.any():
             self.data.eq_active[intact[broken]] = 0
             self._intact = intact[~broken]
