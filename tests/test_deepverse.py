@@ -136,6 +136,25 @@ def test_the_consistency_loss_is_zero_for_a_perfect_warp():
     assert consistency.item() == pytest.approx(1 / 2.0 - 1 / 2.5, rel=1e-6)
 
 
+def test_the_warp_background_carries_the_frame_into_the_next_view():
+    """Under ``background="warp"`` a transparent decoder gives the current frame reprojected
+    by its own depth and the predicted pose; pixels the warp cannot fill, and an opaque
+    decoder, give the decoder's paint."""
+    model = tiny_model(background="warp").double()
+    source, target, depth, relative, camera = shifted_plane(shift_pixels=2)
+    model.disparity_mean.fill_(1.0)
+    frame = torch.cat([source - 0.5, 1 / depth[:, None]], 1)  # model space [1, 4, H, W]
+    maps = torch.zeros(1, 5, 64, 64, dtype=torch.float64)  # paint: grey (RGB 0 in model space)
+    maps[:, 4] = 1 / depth  # the decoder's disparity: the plane's
+    maps[:, 3] = -40.0  # alpha: transparent
+    painted = model._paint(maps, frame, relative)
+    torch.testing.assert_close(painted[:, :3, :, :-2], target[..., :-2] - 0.5)
+    assert painted[:, :3, :, -2:].abs().max() < 1e-12  # beyond the source's edge: the paint
+    torch.testing.assert_close(painted[:, 3], maps[:, 4])  # depth is the decoder's
+    maps[:, 3] = 40.0  # opaque
+    assert model._paint(maps, frame, relative)[:, :3].abs().max() < 1e-12
+
+
 def test_depth_metrics_on_synthetic_data_with_known_answers():
     truth = 0.5 + torch.rand(3, 8, 8, 1, generator=torch.Generator().manual_seed(0))
     absrel, delta = depth_errors(1.1 * truth, truth)

@@ -17,10 +17,14 @@ drops what a 2-core CPU cannot carry (the video diffusion backbone, text actions
   a frame every token sees every other; across time each token sees its own position in the
   last ``context - 1`` frames and itself (history tokens, fused token-wise).
 * **Heads** on the tokens of frame t predict frame t+1: RGB and disparity (a conv decoder,
-  painted over the data's static background under a fixed camera, every pixel under a moving
-  one), the camera's motion from t to t+1 (translation and axis-angle; identity under
-  Grasp's fixed camera, the ego-motion under Drive's chase camera), the state vector (its
-  change, integrated from the last real state, as in the RSSM), reward, termination, success.
+  whose RGB is painted with an alpha mask over what ``background`` names: the data's static
+  median under a fixed camera; nothing, so it paints every pixel; or frame t reprojected
+  into the next view by the predicted depth and camera motion, ``geometry.warp``, so under
+  a moving camera the decoder paints only what the warp cannot carry over: new ground at
+  the edges, moving and non-planar things), the camera's motion from t to t+1 (translation
+  and axis-angle; identity under Grasp's fixed camera, the ego-motion under Drive's chase
+  camera), the state vector (its change, integrated from the last real state, as in the
+  RSSM), reward, termination, success.
 * **Losses**: RGB and disparity errors, pose, state change and the outcome heads, plus two
   geometric terms (``geometric_losses``): the predicted depth and pose of frame t+1 must warp
   the real frame t onto the real frame t+1 (photometric reprojection, zero for a perfect
@@ -63,6 +67,8 @@ from wm_envs.models.rssm import state_motion
 from wm_envs.tasks import TASKS, camera_intrinsics, camera_poses
 
 MIN_DISPARITY = 1e-3  # 1/m: depth is clamped at 1 km
+#: What the decoder paints over (``DeepVerseConfig.background``).
+BACKGROUNDS = ("static", "none", "warp")
 
 
 @dataclass(frozen=True)
@@ -74,8 +80,9 @@ class DeepVerseConfig:
     context: int = 4  # frames in the sliding window (the current one and context - 1 past)
     channels: int = 16  # conv width at 32x32; doubles per halving of resolution
     hidden: int = 128  # width of the heads and action encoders
-    #: "static": the decoder paints over the data's per-pixel median (a fixed camera);
-    #: "none": it paints every pixel (a moving camera).
+    #: What the decoder paints over: "static", the data's per-pixel median (a fixed camera);
+    #: "none", nothing (it paints every pixel); "warp", the current frame reprojected into
+    #: the next view by the predicted depth and relative pose (a moving camera).
     background: str = "static"
     rgb_weight: float = 1.0
     disparity_weight: float = 1.0
@@ -238,9 +245,9 @@ class DeepVerse(WorldModel):
                 "deepverse models RGB-D frames; train it on a dataset collected with "
                 "`wm-envs collect --obs-mode rgbd`"
             )
-        if c.background not in ("static", "none"):
+        if c.background not in BACKGROUNDS:
             raise ValueError(
-                f"deepverse background must be 'static' or 'none', got {c.background!r}"
+                f"deepverse background must be one of {BACKGROUNDS}, got {c.background!r}"
             )
         if c.patch < 2 or c.patch & (c.patch - 1) or spec.image_size % c.patch:
             raise ValueError(
@@ -317,16 +324,32 @@ class DeepVerse(WorldModel):
         return torch.cat([image, state, act], 1) + self.position
 
     def _predict(
-        self, out: torch.Tensor, vector: torch.Tensor
+        self, out: torch.Tensor, vector: torch.Tensor, frame: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Output tokens of frames [N, P + 2, E] and their state vectors [N, S] -> the next
-        frame's model-space pixels [N, 4, H, W], normalised state change [N, S], normalised
-        relative pose [N, 6] and outcome logits [N, 3]."""
-        background = self.background if self.config.background == "static" else None
-        pixels = paint_over(self.decoder(out[:, : self.tokens]), background)
+        """Output tokens of frames [N, P + 2, E], their state vectors [N, S] and model-space
+        pixels [N, 4, H, W] -> the next frame's model-space pixels [N, 4, H, W], normalised
+        state change [N, S], normalised relative pose [N, 6] and outcome logits [N, 3]."""
         pooled = torch.cat([out[:, : self.tokens].mean(1), out[:, self.tokens]], -1)  # [N, 2E]
         motion = self.motion_head(torch.cat([pooled, self.normalise_state(vector)], -1))
-        return pixels, motion, self.pose_head(pooled), self.outcome_head(pooled)
+        pose = self.pose_head(pooled)
+        pixels = self._paint(self.decoder(out[:, : self.tokens]), frame, pose * self.pose_std)
+        return pixels, motion, pose, self.outcome_head(pooled)
+
+    def _paint(self, maps: torch.Tensor, frame: torch.Tensor, pose: torch.Tensor) -> torch.Tensor:
+        """Decoder maps [N, 5, H, W] -> the next frame's model-space pixels [N, 4, H, W],
+        painted over the configured background. Under "warp" that is ``frame`` [N, 4, H, W]
+        seen from the next camera (relative pose [N, 6]) by the decoder's own depth; the
+        disparity is the decoder's, and pixels the warp cannot fill are painted outright."""
+        background = self.config.background
+        if background != "warp":
+            return paint_over(maps, self.background if background == "static" else None)
+        painted = paint_over(maps, None)  # [N, 4, H, W]
+        relative = geometry.pose_matrix(pose)
+        warped, _, inside = geometry.warp(
+            frame[:, :3], self.depth_of(painted), relative, self.camera
+        )
+        behind = torch.where(inside[:, None], torch.cat([warped, painted[:, 3:]], 1), painted)
+        return paint_over(maps, behind)
 
     def _run(
         self,
@@ -344,7 +367,7 @@ class DeepVerse(WorldModel):
         )
         tokens = tokens.view(size, time, *tokens.shape[1:])  # [B, T, P+2, E]
         out, _ = self.transformer(tokens, temporal_mask(segment, self.memory))
-        return self._predict(out.flatten(0, 1), vector.flatten(0, 1))
+        return self._predict(out.flatten(0, 1), vector.flatten(0, 1), pixels.flatten(0, 1))
 
     # -- training ---------------------------------------------------------------------------------
     def loss(self, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
@@ -505,7 +528,7 @@ class DeepVerse(WorldModel):
         valid = F.pad(state["valid"], (0, 1), value=True)  # [B, M+1]
         time = state["time"][:, None]  # [B, 1]
         out, cache = self.transformer(tokens, valid[:, None], time, past)
-        pixels, motion, pose, outcome = self._predict(out[:, 0], state["vector"])
+        pixels, motion, pose, outcome = self._predict(out[:, 0], state["vector"], state["frame"])
         pose = pose * self.pose_std  # [B, 6]
         new_keys = torch.stack([k for k, _ in cache], 1)  # [B, L, 1, P+2, E]
         new_values = torch.stack([v for _, v in cache], 1)
