@@ -62,7 +62,7 @@ from wm_envs.models.base import (
     images_to_float,
 )
 from wm_envs.models.genie.transformer import STTransformer, temporal_mask
-from wm_envs.models.layers import median_frame, mlp, paint_over
+from wm_envs.models.layers import median_frame, mlp, paint_over, paint_over_warped
 from wm_envs.models.rssm import state_motion
 from wm_envs.tasks import TASKS, camera_intrinsics, camera_poses
 
@@ -308,9 +308,9 @@ class DeepVerse(WorldModel):
         poses = camera_poses(self.config.task, states)  # [B, T, 4, 4]
         return geometry.relative_pose(poses[:, :-1], poses[:, 1:])
 
-    def depth_of(self, pixels: torch.Tensor) -> torch.Tensor:
-        """Model-space frames [N, 4, H, W] -> depth [N, H, W] in metres."""
-        return 1 / (pixels[:, 3] * self.disparity_mean).clamp_min(MIN_DISPARITY)
+    def depth_of(self, disparity: torch.Tensor) -> torch.Tensor:
+        """Model-space disparity [N, H, W] (a frame's channel 3) -> depth [N, H, W], metres."""
+        return 1 / (disparity * self.disparity_mean).clamp_min(MIN_DISPARITY)
 
     # -- the network ------------------------------------------------------------------------------
     def _frame_tokens(
@@ -343,13 +343,9 @@ class DeepVerse(WorldModel):
         background = self.config.background
         if background != "warp":
             return paint_over(maps, self.background if background == "static" else None)
-        painted = paint_over(maps, None)  # [N, 4, H, W]
+        depth = self.depth_of(maps[:, 4])  # [N, H, W]: the decoder's disparity
         relative = geometry.pose_matrix(pose)
-        warped, _, inside = geometry.warp(
-            frame[:, :3], self.depth_of(painted), relative, self.camera
-        )
-        behind = torch.where(inside[:, None], torch.cat([warped, painted[:, 3:]], 1), painted)
-        return paint_over(maps, behind)
+        return paint_over_warped(maps, frame[:, :3], depth, relative, self.camera)
 
     def _run(
         self,
@@ -439,9 +435,9 @@ class DeepVerse(WorldModel):
         keep = valid.bool()
         photometric, depth_consistency = geometric_losses(
             source[keep, :3],
-            self.depth_of(source[keep]),
+            self.depth_of(source[keep, 3]),
             target[keep, :3],
-            self.depth_of(frames[keep]),
+            self.depth_of(frames[keep, 3]),
             pose[keep] * self.pose_std,
             self.camera,
         )
@@ -549,7 +545,7 @@ class DeepVerse(WorldModel):
         return {
             "image": float_to_images(frame[:, :3]),
             "state": state["vector"],
-            "depth": self.depth_of(frame)[..., None],  # [B, H, W, 1], metres
+            "depth": self.depth_of(frame[:, 3])[..., None],  # [B, H, W, 1], metres
         }
 
     def state_vector(self, state: State) -> torch.Tensor:

@@ -1,14 +1,18 @@
 """Building blocks that more than one model uses: the MLP of heads and adapters, and the
-decoder output painted over a fixed background.
+decoder output painted over a background.
 
 Decoders paint RGB and an alpha mask over the per-pixel median of the data, so a small
-model spends its capacity on what moves, not on the static scene.
+model spends its capacity on what moves, not on the static scene; under a moving camera they
+paint over an earlier frame reprojected into the new view (``paint_over_warped``), so they
+paint only what the reprojection cannot carry over.
 """
 
 from __future__ import annotations
 
 import torch
 from torch import nn
+
+from wm_envs import geometry
 
 
 def mlp(inputs: int, hidden: int, outputs: int) -> nn.Sequential:
@@ -35,3 +39,21 @@ def paint_over(maps: torch.Tensor, background: torch.Tensor | None) -> torch.Ten
         return layers
     alpha = torch.sigmoid(maps[:, 3:4])  # [N, 1, H, W]
     return alpha * layers + (1 - alpha) * background
+
+
+def paint_over_warped(
+    maps: torch.Tensor,
+    frame: torch.Tensor,
+    depth: torch.Tensor,
+    relative: torch.Tensor,
+    camera: torch.Tensor,
+) -> torch.Tensor:
+    """Decoder maps [N, 4 + D, H, W] (as ``paint_over``) composited over an earlier RGB frame
+    [N, 3, H, W] seen from the new camera: ``geometry.warp`` with the new view's depth
+    [N, H, W] (m), the relative pose [N, 4, 4] (earlier camera from new camera) and the
+    intrinsics ``camera`` [4]. The D maps stay the decoder's, and pixels whose point falls
+    outside the earlier frame are painted outright -> pixels [N, 3 + D, H, W]."""
+    painted = paint_over(maps, None)  # [N, 3 + D, H, W]
+    warped, _, inside = geometry.warp(frame, depth, relative, camera)
+    behind = torch.where(inside[:, None], torch.cat([warped, painted[:, 3:]], 1), painted)
+    return paint_over(maps, behind)
