@@ -125,8 +125,8 @@ def warp(
     Each target pixel is unprojected with its depth ``target_depth`` [N, H, W], moved into
     the source camera by ``relative`` [N, 4, 4] (source from target), projected and sampled
     bilinearly. Returns the warped frame [N, C, H, W], the depth of each point in the source
-    camera [N, H, W] and where the point lands inside the source frame, in front of it
-    [N, H, W] (bool).
+    camera [N, H, W] and where the point lands inside the source frame (within its pixels'
+    footprints), in front of it [N, H, W] (bool).
     """
     height, width = target_depth.shape[-2:]
     points = transform(unproject(target_depth, camera), relative)  # [N, H, W, 3]
@@ -137,7 +137,8 @@ def warp(
     v = fy * points[..., 1] / zs + cy
     grid = torch.stack([2 * u / (width - 1) - 1, 2 * v / (height - 1) - 1], -1)  # [N, H, W, 2]
     warped = F.grid_sample(source, grid, align_corners=True, padding_mode="border")
-    inside = (z > 1e-3) & (u >= 0) & (u <= width - 1) & (v >= 0) & (v <= height - 1)
+    # the source pixels' footprints reach half a pixel past the edge pixels' centres
+    inside = (z > 1e-3) & (u >= -0.5) & (u <= width - 0.5) & (v >= -0.5) & (v <= height - 0.5)
     return warped, z, inside
 
 

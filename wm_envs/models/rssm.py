@@ -15,8 +15,12 @@ handful of pixels. With ``background="anchor"`` the decoder paints over the last
 state was given instead (the context's last frame, replaced on every ``observe``, carried in the
 state through a rollout), so what did not move comes from a real frame and the decoder paints
 only what changed; see ``anchor_frames`` for how training matches that. Under a moving camera
-(Drive's chase view) no pixel stays put, so the task sets ``background="none"``
-(``TaskSpec.model_settings``): the decoder paints every pixel and no pixel weighs more. Training
+(Drive's chase view) no pixel stays put: with ``background="warp"`` (RGB-D data and a task
+camera model, ``TaskSpec.camera``) the decoder paints over that last real frame reprojected
+into the current view, by the decoded depth and the camera moved from the anchor's state to
+the state now (``layers.paint_over_warped``), so it paints only what the reprojection cannot
+carry over: the car, which moves with the camera, and ground that comes into view. With
+``background="none"`` it paints every pixel. Either way no pixel weighs more. Training
 windows restart the latent at a random step (``cold_start_rate``), so the model learns to know a
 scene from one real frame anywhere in an episode, not only from an episode's first frame.
 
@@ -52,11 +56,11 @@ from wm_envs.models.base import (
     float_to_images,
     images_to_float,
 )
-from wm_envs.models.layers import median_frame, mlp, paint_over
-from wm_envs.tasks import TASKS, FreeMotion
+from wm_envs.models.layers import median_frame, mlp, paint_over, paint_over_warped
+from wm_envs.tasks import TASKS, FreeMotion, camera_intrinsics, camera_poses
 
 #: What the decoder paints over (``RSSMConfig.background``).
-BACKGROUNDS = ("static", "anchor", "none")
+BACKGROUNDS = ("static", "anchor", "warp", "none")
 
 
 @dataclass(frozen=True)
@@ -74,8 +78,9 @@ class RSSMConfig:
     image_weight: float = 1.0
     #: "static": the decoder paints over the data's per-pixel median (a fixed camera);
     #: "anchor": over the last real frame the state was given (a scene that mostly stays put,
-    #: but not where the median shows: Collapse's structure); "none": it paints every pixel
-    #: (a moving camera, where no pixel stays put).
+    #: but not where the median shows: Collapse's structure); "warp": over that frame seen
+    #: from the current camera (a moving camera; needs depth and the task's camera model);
+    #: "none": it paints every pixel.
     background: str = "static"
     foreground_weight: float = 9.0  # extra loss weight of pixels that differ from background
     state_weight: float = 1.0
@@ -187,10 +192,16 @@ class RSSM(WorldModel):
         c = config
         if c.background not in BACKGROUNDS:
             raise ValueError(f"RSSM background must be one of {BACKGROUNDS}, got {c.background!r}")
-        if c.background == "none" and c.foreground_weight:
+        if c.background in ("warp", "none") and c.foreground_weight:
             raise ValueError(
-                "RSSM foreground_weight weighs pixels that differ from the background; "
-                "with background='none' set foreground_weight=0"
+                "RSSM foreground_weight weighs pixels that differ from a fixed background; "
+                f"with background={c.background!r} set foreground_weight=0"
+            )
+        if c.background == "warp" and not (spec.depth and c.task in TASKS and TASKS[c.task].camera):
+            raise ValueError(
+                "RSSM background='warp' reprojects frames by depth and the task camera: train "
+                "it on data collected with `wm-envs collect --obs-mode rgbd` of a task with a "
+                f"camera model (TaskSpec.camera); got task {c.task!r}, depth={spec.depth}"
             )
         self.free_motion = free_motion_of(c.task) if c.conservation_weight else None
         for name in ("conservation_horizon", "overshoot_horizon"):
@@ -206,7 +217,7 @@ class RSSM(WorldModel):
         self.posterior = mlp(c.deter + c.hidden, c.hidden, self.stoch)
         features = c.deter + self.stoch
         self.decoder = Decoder(spec, features, c)
-        if c.background == "anchor":  # start as the copy: the anchor shows through everywhere
+        if c.background in ("anchor", "warp"):  # start as the copy: the anchor shows through
             nn.init.constant_(self.decoder.deconvs[-1].bias[3], -3.0)
         self.state_head = mlp(features, c.hidden, spec.state_dim)  # a training target only
         self.motion_head = mlp(features + spec.state_dim, c.hidden, spec.state_dim)
@@ -339,9 +350,16 @@ class RSSM(WorldModel):
         return {"deter": deter, "stoch": stoch, "vector": obs["state"]} | self._anchor(obs)
 
     def _anchor(self, obs: Batch) -> State:
-        """The state entry of ``background="anchor"``: a real frame (image [B, H, W, 3], ...)
-        as model-space pixels {"anchor": [B, C, H, W]}; none for the other backgrounds."""
-        return {"anchor": self._pixels(obs)} if self.config.background == "anchor" else {}
+        """The state entries of ``background="anchor"`` and ``"warp"``: a real frame (image
+        [B, H, W, 3], ...) as model-space pixels {"anchor": [B, C, H, W]} and, to warp it,
+        the camera that saw it {"anchor_camera": [B, 4, 4]}; none for the other backgrounds."""
+        background = self.config.background
+        if background not in ("anchor", "warp"):
+            return {}
+        anchor = {"anchor": self._pixels(obs)}
+        if background == "warp":
+            anchor["anchor_camera"] = camera_poses(self.config.task, obs["state"])
+        return anchor
 
     def step(
         self, state: State, action: torch.Tensor, generator: torch.Generator | None = None
@@ -351,9 +369,8 @@ class RSSM(WorldModel):
         vector = state["vector"]  # [B, S]
         motion = self._motion(torch.cat([deter, stoch], -1), vector) * self.motion_std
         stepped = {"deter": deter, "stoch": stoch, "vector": vector + motion}
-        if "anchor" in state:  # the last real frame stays the background of the rollout
-            stepped["anchor"] = state["anchor"]
-        return stepped
+        # the last real frame (and its camera) stays the background of the rollout
+        return stepped | {key: state[key] for key in ("anchor", "anchor_camera") if key in state}
 
     def _motion(self, features: torch.Tensor, vector: torch.Tensor) -> torch.Tensor:
         """Features [N, F] and the state before the step [N, S] -> its normalised change [N, S]."""
@@ -362,28 +379,48 @@ class RSSM(WorldModel):
     def features(self, state: State) -> torch.Tensor:
         return torch.cat([state["deter"], state["stoch"]], -1)
 
+    def _relative_to_anchor(
+        self, anchor_camera: torch.Tensor, vector: torch.Tensor
+    ) -> torch.Tensor:
+        """The anchor's camera [N, 4, 4] and the state vectors now [N, S] -> the anchor
+        camera from the camera now [N, 4, 4] (the task camera model at that state)."""
+        return torch.linalg.inv(anchor_camera) @ camera_poses(self.config.task, vector)
+
     def _render(
         self,
         features: torch.Tensor,
         anchor: torch.Tensor | None = None,
+        relative: torch.Tensor | None = None,
         chunk: int | None = None,
     ) -> torch.Tensor:
         """Features [N, F] -> model-space pixels [N, C, H, W] composited over the background:
-        the static median, ``anchor`` [N, C, H, W] (``background="anchor"``) or none;
-        ``chunk`` frames per pass (None: all at once)."""
+        the static median, ``anchor`` [N, C, H, W] (``background="anchor"``), the anchor
+        seen from the camera ``relative`` to it [N, 4, 4] (``"warp"``) or none; ``chunk``
+        frames per pass (None: all at once)."""
         if chunk is not None and len(features) > chunk:
-            parts = features.split(chunk)
-            anchors = [None] * len(parts) if anchor is None else anchor.split(chunk)
-            return torch.cat([self._render(*pair) for pair in zip(parts, anchors, strict=True)])
-        background = {"static": self.background, "anchor": anchor}.get(self.config.background)
-        if self.config.background == "anchor" and anchor is None:
-            raise ValueError("an RSSM with background='anchor' renders over a state's 'anchor'")
-        return paint_over(self.decoder(features), background)
+            parts = [
+                [None] * -(-len(features) // chunk) if x is None else x.split(chunk)
+                for x in (features, anchor, relative)
+            ]
+            return torch.cat([self._render(*part) for part in zip(*parts, strict=True)])
+        background = self.config.background
+        if background in ("anchor", "warp") and anchor is None:
+            raise ValueError(
+                f"an RSSM with background={background!r} renders over a state's 'anchor'"
+            )
+        maps = self.decoder(features)  # [N, 4 + D, H, W]
+        if background == "warp":
+            camera = camera_intrinsics(self.config.task, self.spec.image_size).to(maps)
+            return paint_over_warped(maps, anchor[:, :3], maps[:, 4], relative, camera)
+        return paint_over(maps, {"static": self.background, "anchor": anchor}.get(background))
 
     def decode(self, state: State) -> dict[str, torch.Tensor]:
         features = self.features(state)  # [B, F]
         chunk = decode_chunk(features.device)
-        pixels = self._render(features, state.get("anchor"), chunk)  # [B, C, H, W]
+        relative = None
+        if "anchor_camera" in state:
+            relative = self._relative_to_anchor(state["anchor_camera"], state["vector"])
+        pixels = self._render(features, state.get("anchor"), relative, chunk)  # [B, C, H, W]
         out = {"image": float_to_images(pixels[:, :3]), "state": self.state_vector(state)}
         if self.spec.depth:
             out["depth"] = rearrange(pixels[:, 3:].clamp_min(0), "b c h w -> b h w c")
@@ -406,10 +443,15 @@ class RSSM(WorldModel):
         features = torch.cat([deter, stoch], -1).flatten(0, 1)  # [B*T, F]
         pixels = self._pixels(batch)  # [B, T, C, H, W]
         target = pixels.flatten(0, 1)  # [B*T, C, H, W]
-        anchor = None
-        if c.background == "anchor":
+        anchor = relative = None
+        if c.background in ("anchor", "warp"):
             anchor = anchor_frames(pixels, batch["is_first"]).flatten(0, 1)  # [B*T, C, H, W]
-        image_loss = self._image_error(features, target, anchor).mean()
+        if c.background == "warp":
+            anchor_states = anchor_frames(batch["state"], batch["is_first"]).flatten(0, 1)
+            relative = self._relative_to_anchor(
+                camera_poses(c.task, anchor_states), batch["state"].flatten(0, 1)
+            )  # [B*T, 4, 4]
+        image_loss = self._image_error(features, target, anchor, relative).mean()
         # The motion head reads what a rollout has: the deterministic path, a prior sample and
         # the state before the step.
         prior_stoch = self._draw(prior.flatten(0, 1), None, straight_through=True)  # [B*T, G*K]
@@ -444,7 +486,7 @@ class RSSM(WorldModel):
             "kl": categorical_kl(post, prior).mean().item(),
         }
         if c.prior_image_weight:  # it draws nothing: the samples below stay those without it
-            prior_error = self._image_error(prior_features, target, anchor)  # [B*T]
+            prior_error = self._image_error(prior_features, target, anchor, relative)  # [B*T]
             prior_image = (prior_error * valid.flatten()).sum() / valid.sum().clamp_min(1)
             total = total + c.prior_image_weight * prior_image
             metrics["prior_image"] = prior_image.item()
@@ -466,14 +508,19 @@ class RSSM(WorldModel):
         return total, {"loss": total.item(), **metrics}
 
     def _image_error(
-        self, features: torch.Tensor, target: torch.Tensor, anchor: torch.Tensor | None
+        self,
+        features: torch.Tensor,
+        target: torch.Tensor,
+        anchor: torch.Tensor | None,
+        relative: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Features [N, F], target pixels [N, C, H, W] and the anchors [N, C, H, W] (None
-        unless ``background="anchor"``) -> the weighted squared image error of each frame [N].
+        """Features [N, F], target pixels [N, C, H, W], the anchors [N, C, H, W] and their
+        cameras relative to now [N, 4, 4] (as ``_render``) -> the weighted squared image
+        error of each frame [N].
 
         Pixels that differ from the background (gripper, object; with an anchor, what moved)
         weigh 1 + ``foreground_weight``: a 10 px object must not drown in a 4096 px table."""
-        error = (self._render(features, anchor) - target).square()  # [N, C, H, W]
+        error = (self._render(features, anchor, relative) - target).square()  # [N, C, H, W]
         if self.config.foreground_weight:
             background = self.background if anchor is None else anchor  # [(N,) C, H, W]
             foreground = (target[:, :3] - background[..., :3, :, :]).abs().amax(1, keepdim=True)

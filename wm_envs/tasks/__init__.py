@@ -134,7 +134,7 @@ TASKS: dict[str, TaskSpec] = {
         action_spec="vehicle",
         model_settings={
             "rssm": {"background": "none", "foreground_weight": 0.0},
-            "deepverse": {"background": "none"},
+            "deepverse": {"background": "warp"},
         },
         keys={
             "left": (0, 1.0),  # steering +1 is left
