@@ -235,6 +235,9 @@ class RSSM(WorldModel):
         super().prepare(batch)
         if self.config.background == "static":
             self.background.copy_(median_frame(self._pixels(batch)))
+        if self.config.background == "warp":  # decoded depth starts where the warp lands inside
+            with torch.no_grad():
+                self.decoder.deconvs[-1].bias[4] = batch["depth"].mean()
         motion, valid = state_motion(batch)
         self.motion_std.copy_(motion[valid].std(0).clamp_min(1e-4))
 
