@@ -7,7 +7,6 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 from gymnasium.utils.env_checker import check_env
 
 from wm_envs import geometry
@@ -46,9 +45,8 @@ def tiny_model(**overrides):
     return model.eval()
 
 
-@pytest.mark.parametrize("background", ["static", "warp"])
-def test_the_protocol_on_synthetic_rgbd_windows(background):
-    model = tiny_model(background=background)
+def test_the_protocol_on_synthetic_rgbd_windows():
+    model = tiny_model()
     batch = synthetic_batch()
     loss, metrics = model.loss(batch)
     loss.backward()
@@ -139,9 +137,9 @@ def test_the_consistency_loss_is_zero_for_a_perfect_warp():
 
 
 def test_the_warp_background_carries_the_frame_into_the_next_view():
-    """Under ``background="warp"`` a transparent decoder gives the current frame (and, first,
-    the anchor) reprojected by its own depth and the predicted pose; pixels the warp cannot
-    fill, and an opaque decoder, give the decoder's paint."""
+    """Under ``background="warp"`` a transparent decoder gives the current frame reprojected
+    by its own depth and the predicted pose; pixels the warp cannot fill, and an opaque
+    decoder, give the decoder's paint."""
     model = tiny_model(background="warp").double()
     source, target, depth, relative, camera = shifted_plane(shift_pixels=2)
     model.disparity_mean.fill_(1.0)
@@ -155,33 +153,6 @@ def test_the_warp_background_carries_the_frame_into_the_next_view():
     torch.testing.assert_close(painted[:, 3], maps[:, 4])  # depth is the decoder's
     maps[:, 3] = 40.0  # opaque
     assert model._paint(maps, frame, relative)[:, :3].abs().max() < 1e-12
-    # an anchor (another world, to tell them apart) 2 px left of frame t: it fills what it
-    # holds, 4 px on from the new view (columns 0-59); frame t the next two; the paint the rest
-    anchor = 0.5 - torch.rand(1, 3, 64, 64, dtype=torch.float64)
-    maps[:, 3] = -40.0
-    painted = model._paint(maps, frame, relative, (anchor, geometry.pose_matrix(relative)))
-    torch.testing.assert_close(painted[:, :3, :, :60], anchor[..., 4:])
-    torch.testing.assert_close(painted[:, :3, :, 60:62], target[..., 60:62] - 0.5)
-    assert painted[:, :3, :, 62:].abs().max() < 1e-12
-
-
-def test_training_anchors_compose_the_predicted_poses_as_a_rollout_does():
-    """The feedback pass's anchor cameras compose the predicted relative poses from each
-    window's (or episode's) first frame on: given the true ones, they are the task camera's."""
-    torch.manual_seed(0)
-    spec = ModelSpec(image_size=64, state_dim=34, action_dim=3, depth=True)
-    model = build_model("deepverse", spec, "tiny", {"background": "warp"}, task="drive")
-    batch = synthetic_batch()
-    batch["state"] = torch.randn(2, 6, 34, generator=torch.Generator().manual_seed(1))
-    pixels = model._pixels(batch)
-    true = F.pad(model._relative_poses(batch["state"]), (0, 0, 0, 1))  # [B, T, 6], t -> t+1
-    frames, cameras = model._anchors(pixels, batch["state"], batch["is_first"])
-    composed_frames, composed = model._anchors(
-        pixels, batch["state"], batch["is_first"], (true / model.pose_std).flatten(0, 1)
-    )
-    assert torch.equal(frames, composed_frames)
-    assert torch.equal(frames[9], pixels[1, 3, :3])  # the second window's episode from t = 3
-    torch.testing.assert_close(composed, cameras, atol=1e-4, rtol=1e-4)
 
 
 def test_depth_metrics_on_synthetic_data_with_known_answers():

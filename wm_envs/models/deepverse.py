@@ -18,11 +18,10 @@ drops what a 2-core CPU cannot carry (the video diffusion backbone, text actions
   last ``context - 1`` frames and itself (history tokens, fused token-wise).
 * **Heads** on the tokens of frame t predict frame t+1: RGB and disparity (a conv decoder,
   whose RGB is painted with an alpha mask over what ``background`` names: the data's static
-  median under a fixed camera; nothing, so it paints every pixel; or, under a moving
-  camera, the last real frame and frame t reprojected into the next view by the predicted
-  depth and camera motion (``geometry.warp``; the real frame where it saw the point), so
-  the decoder paints only what the warp cannot carry over: new ground at the edges, moving
-  and non-planar things), the camera's motion from t to t+1 (translation
+  median under a fixed camera; nothing, so it paints every pixel; or frame t reprojected
+  into the next view by the predicted depth and camera motion, ``geometry.warp``, so under
+  a moving camera the decoder paints only what the warp cannot carry over: new ground at
+  the edges, moving and non-planar things), the camera's motion from t to t+1 (translation
   and axis-angle; identity under Grasp's fixed camera, the ego-motion under Drive's chase
   camera), the state vector (its change, integrated from the last real state, as in the
   RSSM), reward, termination, success.
@@ -64,7 +63,7 @@ from wm_envs.models.base import (
 )
 from wm_envs.models.genie.transformer import STTransformer, temporal_mask
 from wm_envs.models.layers import median_frame, mlp, paint_over, paint_over_warped
-from wm_envs.models.rssm import anchor_frames, state_motion
+from wm_envs.models.rssm import state_motion
 from wm_envs.tasks import TASKS, camera_intrinsics, camera_poses
 
 MIN_DISPARITY = 1e-3  # 1/m: depth is clamped at 1 km
@@ -325,75 +324,28 @@ class DeepVerse(WorldModel):
         return torch.cat([image, state, act], 1) + self.position
 
     def _predict(
-        self,
-        out: torch.Tensor,
-        vector: torch.Tensor,
-        frame: torch.Tensor,
-        anchor: tuple[torch.Tensor, torch.Tensor] | None = None,
+        self, out: torch.Tensor, vector: torch.Tensor, frame: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Output tokens of frames [N, P + 2, E], their state vectors [N, S], model-space
-        pixels [N, 4, H, W] and anchors (``_paint``) -> the next frame's model-space pixels
-        [N, 4, H, W], normalised state change [N, S], normalised relative pose [N, 6] and
-        outcome logits [N, 3]."""
+        """Output tokens of frames [N, P + 2, E], their state vectors [N, S] and model-space
+        pixels [N, 4, H, W] -> the next frame's model-space pixels [N, 4, H, W], normalised
+        state change [N, S], normalised relative pose [N, 6] and outcome logits [N, 3]."""
         pooled = torch.cat([out[:, : self.tokens].mean(1), out[:, self.tokens]], -1)  # [N, 2E]
         motion = self.motion_head(torch.cat([pooled, self.normalise_state(vector)], -1))
         pose = self.pose_head(pooled)
-        maps = self.decoder(out[:, : self.tokens])  # [N, 5, H, W]
-        pixels = self._paint(maps, frame, pose * self.pose_std, anchor)
+        pixels = self._paint(self.decoder(out[:, : self.tokens]), frame, pose * self.pose_std)
         return pixels, motion, pose, self.outcome_head(pooled)
 
-    def _paint(
-        self,
-        maps: torch.Tensor,
-        frame: torch.Tensor,
-        pose: torch.Tensor,
-        anchor: tuple[torch.Tensor, torch.Tensor] | None = None,
-    ) -> torch.Tensor:
+    def _paint(self, maps: torch.Tensor, frame: torch.Tensor, pose: torch.Tensor) -> torch.Tensor:
         """Decoder maps [N, 5, H, W] -> the next frame's model-space pixels [N, 4, H, W],
-        painted over the configured background. Under "warp" that is, by the decoder's own
-        depth, the anchor -- the last real RGB frame [N, 3, H, W] and its camera from frame
-        t's [N, 4, 4] -- seen from the next camera where it holds the point (one resampling of
-        a real frame, however long the rollout), else ``frame`` t [N, 4, H, W] seen from it
-        (relative pose [N, 6]); pixels neither holds are painted outright, and the disparity
-        is the decoder's."""
+        painted over the configured background. Under "warp" that is ``frame`` [N, 4, H, W]
+        seen from the next camera (relative pose [N, 6]) by the decoder's own depth; the
+        disparity is the decoder's, and pixels the warp cannot fill are painted outright."""
         background = self.config.background
         if background != "warp":
             return paint_over(maps, self.background if background == "static" else None)
         depth = self.depth_of(maps[:, 4])  # [N, H, W]: the decoder's disparity
-        relative = geometry.pose_matrix(pose)  # [N, 4, 4]: camera t from camera t+1
-        views = [(frame[:, :3], relative)]
-        if anchor is not None:
-            anchor_frame, anchor_from_frame = anchor
-            views.insert(0, (anchor_frame, anchor_from_frame @ relative))
-        return paint_over_warped(maps, views, depth, self.camera)
-
-    def _anchors(
-        self,
-        pixels: torch.Tensor,
-        vector: torch.Tensor,
-        is_first: torch.Tensor,
-        pose: torch.Tensor | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """The anchor of each training frame under "warp" (None otherwise): frames [B, T, 4,
-        H, W], states [B, T, S] and episode starts [B, T] -> the RGB of the window's or
-        episode's first frame [B*T, 3, H, W], as a rollout's last real frame, and its camera
-        from each frame's [B*T, 4, 4]: the task camera's, or, given the predicted relative
-        poses of each frame to the next ``pose`` [B*T, 6] (normalised), their composition
-        from the anchor on, which drifts as a rollout's camera does."""
-        if self.config.background != "warp":
-            return None
-        frames = anchor_frames(pixels[:, :, :3], is_first).flatten(0, 1)
-        if pose is None:
-            cameras = camera_poses(self.config.task, vector)  # [B, T, 4, 4]
-            from_frame = torch.linalg.inv(anchor_frames(cameras, is_first)) @ cameras
-            return frames, from_frame.flatten(0, 1)
-        size, time = is_first.shape
-        steps = geometry.pose_matrix(pose.view(size, time, 6) * self.pose_std)  # t from t+1
-        composed = [torch.eye(4, device=pose.device).expand(size, 4, 4)]
-        for t in range(1, time):
-            restart = is_first[:, t].view(size, 1, 1)
-            composed.append(torch.where(restart, composed[0], composed[-1] @ steps[:, t - 1]))
-        return frames, torch.stack(composed, 1).flatten(0, 1)
+        relative = geometry.pose_matrix(pose)
+        return paint_over_warped(maps, frame[:, :3], depth, relative, self.camera)
 
     def _run(
         self,
@@ -401,18 +353,17 @@ class DeepVerse(WorldModel):
         vector: torch.Tensor,
         action: torch.Tensor,
         segment: torch.Tensor,
-        anchors: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """Teacher-forced pass over frames [B, T, 4, H, W] with states [B, T, S], the
-        actions taken from them [B, T, A], episode numbers [B, T] and anchors (``_anchors``)
-        -> ``_predict``'s outputs for every frame, [B*T, ...]."""
+        actions taken from them [B, T, A] and episode numbers [B, T] -> ``_predict``'s
+        outputs for every frame, [B*T, ...]."""
         size, time = vector.shape[:2]
         tokens = self._frame_tokens(
             pixels.flatten(0, 1), vector.flatten(0, 1), action.flatten(0, 1)
         )
         tokens = tokens.view(size, time, *tokens.shape[1:])  # [B, T, P+2, E]
         out, _ = self.transformer(tokens, temporal_mask(segment, self.memory))
-        return self._predict(out.flatten(0, 1), vector.flatten(0, 1), pixels.flatten(0, 1), anchors)
+        return self._predict(out.flatten(0, 1), vector.flatten(0, 1), pixels.flatten(0, 1))
 
     # -- training ---------------------------------------------------------------------------------
     def loss(self, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
@@ -425,8 +376,7 @@ class DeepVerse(WorldModel):
         valid = (~is_first[:, 1:]).flatten().float()  # [N]: t+1 in the same episode
         inputs, vectors = pixels[:, :-1], states[:, :-1]
         actions = batch["action"][:, 1:]
-        anchors = self._anchors(inputs, vectors, is_first[:, :-1])
-        predicted = self._run(inputs, vectors, actions, segment, anchors)
+        predicted = self._run(inputs, vectors, actions, segment)
         total, metrics = self._prediction_losses(batch, pixels, predicted, valid)
         if c.feedback_weight:
             # Second pass: frames after each window's first come from the first pass's
@@ -436,9 +386,7 @@ class DeepVerse(WorldModel):
             fed = torch.cat([inputs[:, :1], fed_pixels[:, :-1]], 1)
             fed_vectors = torch.cat([vectors[:, :1], fed_states[:, :-1]], 1)
             first = (segment == segment[:, :1]).flatten().float()  # the window's first episode
-            if anchors is not None:  # the fed frames' cameras drift as a rollout's do
-                anchors = self._anchors(inputs, vectors, is_first[:, :-1], predicted[2].detach())
-            second = self._run(fed, fed_vectors, actions, segment, anchors)
+            second = self._run(fed, fed_vectors, actions, segment)
             fed_total, fed_metrics = self._prediction_losses(
                 {**batch, "state": torch.cat([states[:, :1], fed_vectors], 1)},
                 torch.cat([pixels[:, :1], fed], 1),
@@ -548,11 +496,7 @@ class DeepVerse(WorldModel):
             values[:, :, memory - past :] = torch.stack([v[:, -past:] for _, v in cache], 1)
         valid = torch.arange(memory, device=pixels.device).expand(size, -1) >= memory - past
         current = vectors[:, -1]
-        camera = camera_poses(self.config.task, current).to(current.device)
-        anchor = {}
-        if self.config.background == "warp":  # the last real frame and the camera that saw it
-            anchor = {"anchor": pixels[:, -1, :3], "anchor_camera": camera}
-        return anchor | {
+        return {
             "frame": pixels[:, -1],
             "vector": current,
             "keys": keys,
@@ -561,7 +505,7 @@ class DeepVerse(WorldModel):
             "time": torch.full((size,), frames - 1, device=pixels.device),
             "outcome": current.new_tensor([0.0, -20.0, -20.0]).expand(size, 3),
             "pose": current.new_zeros(size, 6),
-            "camera": camera,
+            "camera": camera_poses(self.config.task, current).to(current.device),
         }
 
     @torch.no_grad()
@@ -574,25 +518,19 @@ class DeepVerse(WorldModel):
             raise ValueError(
                 f"actions must be [B, {self.spec.action_dim}], got {tuple(action.shape)}"
             )
-        frame, vector = state["frame"], state["vector"]
-        tokens = self._frame_tokens(frame, vector, action.float())[:, None]
+        tokens = self._frame_tokens(state["frame"], state["vector"], action.float())[:, None]
         keys, values = state["keys"], state["values"]  # [B, L, M, P+2, E]
         past = list(zip(keys.unbind(1), values.unbind(1), strict=True))
         valid = F.pad(state["valid"], (0, 1), value=True)  # [B, M+1]
         time = state["time"][:, None]  # [B, 1]
         out, cache = self.transformer(tokens, valid[:, None], time, past)
-        anchor = None
-        if "anchor" in state:
-            from_frame = torch.linalg.inv(state["anchor_camera"]) @ state["camera"]
-            anchor = (state["anchor"], from_frame)
-        pixels, motion, pose, outcome = self._predict(out[:, 0], vector, frame, anchor)
+        pixels, motion, pose, outcome = self._predict(out[:, 0], state["vector"], state["frame"])
         pose = pose * self.pose_std  # [B, 6]
         new_keys = torch.stack([k for k, _ in cache], 1)  # [B, L, 1, P+2, E]
         new_values = torch.stack([v for _, v in cache], 1)
-        kept = {key: state[key] for key in ("anchor", "anchor_camera") if key in state}
-        return kept | {
+        return {
             "frame": pixels,
-            "vector": vector + motion * self.motion_std,
+            "vector": state["vector"] + motion * self.motion_std,
             "keys": torch.cat([keys, new_keys], 2)[:, :, 1:],
             "values": torch.cat([values, new_values], 2)[:, :, 1:],
             "valid": valid[:, 1:],

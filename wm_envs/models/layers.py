@@ -43,19 +43,17 @@ def paint_over(maps: torch.Tensor, background: torch.Tensor | None) -> torch.Ten
 
 def paint_over_warped(
     maps: torch.Tensor,
-    views: list[tuple[torch.Tensor, torch.Tensor]],
+    frame: torch.Tensor,
     depth: torch.Tensor,
+    relative: torch.Tensor,
     camera: torch.Tensor,
 ) -> torch.Tensor:
-    """Decoder maps [N, 4 + D, H, W] (as ``paint_over``) composited over earlier RGB frames
-    seen from the new camera: each view is a frame [N, 3, H, W] and its camera relative to
-    the new one [N, 4, 4] (earlier camera from new camera), reprojected by ``geometry.warp``
-    with the new view's depth [N, H, W] (m) and the intrinsics ``camera`` [4]. The first view
-    whose frame holds a pixel's point fills it; pixels no view holds are painted outright,
-    and the D maps stay the decoder's -> pixels [N, 3 + D, H, W]."""
+    """Decoder maps [N, 4 + D, H, W] (as ``paint_over``) composited over an earlier RGB frame
+    [N, 3, H, W] seen from the new camera: ``geometry.warp`` with the new view's depth
+    [N, H, W] (m), the relative pose [N, 4, 4] (earlier camera from new camera) and the
+    intrinsics ``camera`` [4]. The D maps stay the decoder's, and pixels whose point falls
+    outside the earlier frame are painted outright -> pixels [N, 3 + D, H, W]."""
     painted = paint_over(maps, None)  # [N, 3 + D, H, W]
-    behind = painted
-    for frame, relative in reversed(views):  # earlier views in the list overwrite later ones
-        warped, _, inside = geometry.warp(frame, depth, relative, camera)
-        behind = torch.where(inside[:, None], torch.cat([warped, painted[:, 3:]], 1), behind)
+    warped, _, inside = geometry.warp(frame, depth, relative, camera)
+    behind = torch.where(inside[:, None], torch.cat([warped, painted[:, 3:]], 1), painted)
     return paint_over(maps, behind)

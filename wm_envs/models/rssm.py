@@ -414,7 +414,7 @@ class RSSM(WorldModel):
         maps = self.decoder(features)  # [N, 4 + D, H, W]
         if background == "warp":
             camera = camera_intrinsics(self.config.task, self.spec.image_size).to(maps)
-            return paint_over_warped(maps, [(anchor[:, :3], relative)], maps[:, 4], camera)
+            return paint_over_warped(maps, anchor[:, :3], maps[:, 4], relative, camera)
         return paint_over(maps, {"static": self.background, "anchor": anchor}.get(background))
 
     def decode(self, state: State) -> dict[str, torch.Tensor]:
