@@ -2,8 +2,11 @@
 
 One frame = ``step`` (one transition for N envs at once, taking the mode) and ``decode``
 (the 64x64 frame and state vector; DeepVerse's also its depth map, the RSSM's and Genie's
-RGB only: the shipped ones model no depth). Rows: each model at N = 1, 16, 64, with the
-ratio to the 4 frames/s the DeepVerse paper reports on one A800 GPU. That ratio compares
+RGB only: the shipped ones model no depth). DeepVerse runs twice: on Grasp it paints over a
+static background, on Drive over the last real and the previous frame reprojected into the
+new view (``background="warp"``, two more resamplings per frame). Rows: each model at
+N = 1, 16, 64, with the ratio to the 4 frames/s the DeepVerse paper reports on one A800
+GPU. That ratio compares
 different things: DeepVerse is a large video diffusion model generating frames many times
 larger; this one has ~0.3M parameters and 64x64 frames. It says what a CPU-scale model of
 the same shape buys, not that one is faster than the other.
@@ -71,14 +74,16 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     rows, sources = [], []
     load_before = os.getloadavg()[0]
-    for name in ("deepverse", "rssm", "genie"):
-        model, source = load(name, "grasp")
+    pairs = (("deepverse", "grasp"), ("deepverse", "drive"), ("rssm", "grasp"), ("genie", "grasp"))
+    for name, task in pairs:
+        model, source = load(name, task)
         sources.append(f"{source} ({sum(p.numel() for p in model.parameters()):,} parameters)")
         for envs in (1, 16, 64):
             frames = frame_rate(model, envs, args.seconds)
             rows.append(
                 {
                     "model": name,
+                    "task": task,
                     "frame": "RGB-D + state" if model.spec.depth else "RGB + state",
                     "N": envs,
                     "frames/s": frames,

@@ -45,8 +45,9 @@ def tiny_model(**overrides):
     return model.eval()
 
 
-def test_the_protocol_on_synthetic_rgbd_windows():
-    model = tiny_model()
+@pytest.mark.parametrize("background", ["static", "warp"])
+def test_the_protocol_on_synthetic_rgbd_windows(background):
+    model = tiny_model(background=background)
     batch = synthetic_batch()
     loss, metrics = model.loss(batch)
     loss.backward()
