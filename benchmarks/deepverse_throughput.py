@@ -3,8 +3,8 @@
 One frame = ``step`` (one transition for N envs at once, taking the mode) and ``decode``
 (the 64x64 frame and state vector; DeepVerse's also its depth map, the RSSM's and Genie's
 RGB only: the shipped ones model no depth). DeepVerse runs twice: on Grasp it paints over a
-static background, on Drive over the last real and the previous frame reprojected into the
-new view (``background="warp"``, two more resamplings per frame). Rows: each model at
+static background, on Drive over the previous frame reprojected into the new view
+(``background="warp"``, one more resampling per frame). Rows: each model at
 N = 1, 16, 64, with the ratio to the 4 frames/s the DeepVerse paper reports on one A800
 GPU. That ratio compares
 different things: DeepVerse is a large video diffusion model generating frames many times
