@@ -390,6 +390,8 @@ def test_a_warp_background_shows_the_real_frame_from_the_moved_camera():
     ground[40:, 20:44] = False  # the car, which moves with the camera
     error = lambda image: (image - truth).square().mean(1)[0][ground].mean()  # noqa: E731
     assert error(shown) < 0.25 * error(first)  # 0.15 when written
+    loss, _ = model.loss(frames)  # training warps each step's anchor by the true cameras
+    assert torch.isfinite(loss)
     with pytest.raises(ValueError, match="--obs-mode rgbd"):
         settings = {"background": "warp", "foreground_weight": 0.0}
         build_model("rssm", ModelSpec(64, 34, 3), "tiny", settings, task="drive")

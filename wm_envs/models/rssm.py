@@ -382,13 +382,6 @@ class RSSM(WorldModel):
     def features(self, state: State) -> torch.Tensor:
         return torch.cat([state["deter"], state["stoch"]], -1)
 
-    def _relative_to_anchor(
-        self, anchor_camera: torch.Tensor, vector: torch.Tensor
-    ) -> torch.Tensor:
-        """The anchor's camera [N, 4, 4] and the state vectors now [N, S] -> the anchor
-        camera from the camera now [N, 4, 4] (the task camera model at that state)."""
-        return torch.linalg.inv(anchor_camera) @ camera_poses(self.config.task, vector)
-
     def _render(
         self,
         features: torch.Tensor,
@@ -421,8 +414,9 @@ class RSSM(WorldModel):
         features = self.features(state)  # [B, F]
         chunk = decode_chunk(features.device)
         relative = None
-        if "anchor_camera" in state:
-            relative = self._relative_to_anchor(state["anchor_camera"], state["vector"])
+        if "anchor_camera" in state:  # the anchor's camera from the task camera now
+            now = camera_poses(self.config.task, state["vector"])  # [B, 4, 4]
+            relative = torch.linalg.inv(state["anchor_camera"]) @ now
         pixels = self._render(features, state.get("anchor"), relative, chunk)  # [B, C, H, W]
         out = {"image": float_to_images(pixels[:, :3]), "state": self.state_vector(state)}
         if self.spec.depth:
@@ -449,11 +443,10 @@ class RSSM(WorldModel):
         anchor = relative = None
         if c.background in ("anchor", "warp"):
             anchor = anchor_frames(pixels, batch["is_first"]).flatten(0, 1)  # [B*T, C, H, W]
-        if c.background == "warp":
-            anchor_states = anchor_frames(batch["state"], batch["is_first"]).flatten(0, 1)
-            relative = self._relative_to_anchor(
-                camera_poses(c.task, anchor_states), batch["state"].flatten(0, 1)
-            )  # [B*T, 4, 4]
+        if c.background == "warp":  # each anchor's camera from the task camera at each step
+            cameras = camera_poses(c.task, batch["state"])  # [B, T, 4, 4]
+            anchor_cameras = anchor_frames(cameras, batch["is_first"])
+            relative = (torch.linalg.inv(anchor_cameras) @ cameras).flatten(0, 1)  # [B*T, 4, 4]
         image_loss = self._image_error(features, target, anchor, relative).mean()
         # The motion head reads what a rollout has: the deterministic path, a prior sample and
         # the state before the step.
