@@ -347,7 +347,8 @@ def test_an_anchor_rollout_with_zero_alpha_shows_the_last_real_frame(tiny_datase
 
 
 def drive_frames(steps: int = 4) -> dict[str, torch.Tensor]:
-    """RGB-D frames, states and actions of ``Phys-Drive-v0`` driving ahead, [1, T, ...]."""
+    """RGB-D frames, states and actions of ``Phys-Drive-v0`` driving ahead in the replay
+    layout, [1, T, ...] (no reward or outcome: zeros)."""
     import gymnasium as gym
 
     action = np.array([0.2, 1.0, -1.0], np.float32)  # a little left, full throttle
@@ -358,7 +359,9 @@ def drive_frames(steps: int = 4) -> dict[str, torch.Tensor]:
     is_first = torch.zeros(1, steps + 1, dtype=torch.bool)
     is_first[:, 0] = True
     action = torch.from_numpy(np.tile(action, (1, steps + 1, 1)))
-    return batch | {"action": action, "is_first": is_first}
+    flags = torch.zeros(1, steps + 1, dtype=torch.bool)
+    outcomes = {"reward": torch.zeros(1, steps + 1), "terminated": flags, "success": flags}
+    return batch | outcomes | {"action": action, "is_first": is_first}
 
 
 def test_a_warp_background_shows_the_real_frame_from_the_moved_camera():
@@ -390,6 +393,7 @@ def test_a_warp_background_shows_the_real_frame_from_the_moved_camera():
     ground[40:, 20:44] = False  # the car, which moves with the camera
     error = lambda image: (image - truth).square().mean(1)[0][ground].mean()  # noqa: E731
     assert error(shown) < 0.25 * error(first)  # 0.15 when written
+    del model.decoder.forward  # the decoder's own depth again, for every training frame
     loss, _ = model.loss(frames)  # training warps each step's anchor by the true cameras
     assert torch.isfinite(loss)
     with pytest.raises(ValueError, match="--obs-mode rgbd"):
