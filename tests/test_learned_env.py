@@ -1,5 +1,6 @@
 """WM-*-v0: Gymnasium API, vector autoreset, determinism, start frames and refusals."""
 
+import dataclasses
 import json
 import shutil
 import warnings
@@ -442,8 +443,10 @@ def test_success_from_state_ends_episodes_by_the_tasks_rule(tiny_checkpoint, lif
     assert [bool(flag[0]) for flag in success] == [False] * 4 + [True] + [False] * 5 + [True]
 
 
-def test_an_unknown_success_rule_or_a_task_without_one_is_refused():
+def test_an_unknown_success_rule_or_a_task_without_one_is_refused(monkeypatch):
     with pytest.raises(ValueError, match="success_from must be one of"):
         gym.make("WM-Grasp-v0", success_from="heads")
+    ruleless = dataclasses.replace(wm_envs.TASKS["drive"], state_outcome="")
+    monkeypatch.setitem(wm_envs.TASKS, "drive", ruleless)
     with pytest.raises(ValueError, match="declares no success rule"):
         gym.make("WM-Drive-v0", success_from="state")

@@ -131,6 +131,7 @@ TASKS: dict[str, TaskSpec] = {
         "DriveExpert",
         tracked="wm_envs.tasks.drive:tracked_errors",
         camera="wm_envs.tasks.drive:camera_poses",
+        state_outcome="wm_envs.tasks.drive:state_outcome",
         action_spec="vehicle",
         model_settings={
             "rssm": {"background": "none", "foreground_weight": 0.0},

@@ -28,6 +28,9 @@ LATERAL_PENALTY, FAILURE_PENALTY = 0.05, 10.0
 #: Chase camera relative to the car: behind, above, and the ground point it looks at, m;
 #: vertical field of view, degrees. It follows the car's position and yaw, not its tilt.
 CAMERA_BACK, CAMERA_HEIGHT, CAMERA_AHEAD, CAMERA_FOVY = 1.3, 2.0, 1.5, 45.0
+#: The car's footprint in its frame for ``state_outcome``'s obstacle test: rear and front
+#: edge (x, from the rear axle) and half width, m. Fitted to physics' contact-based ends.
+FOOTPRINT_BACK, FOOTPRINT_FRONT, FOOTPRINT_HALF_WIDTH = -0.10, 0.42, 0.13
 
 
 @dataclass(frozen=True)
@@ -123,6 +126,40 @@ def tracked_errors(predicted: np.ndarray, true: np.ndarray) -> dict[str, np.ndar
         "position_cm": 100.0 * np.linalg.norm(predicted[:, :2] - true[:, :2], axis=1),
         "heading_deg": np.degrees(np.abs(wrap(heading(predicted) - heading(true)))),
     }
+
+
+def obstacle_touched(states: torch.Tensor) -> torch.Tensor:
+    """Whether the car's footprint overlaps one of the obstacles its state vectors [B, 34]
+    show -> [B]. A separating-axis test of two rectangles in the car frame: the footprint,
+    and each obstacle's square (centre, half size: state 22-33), turned by the centre-line
+    heading minus the car's yaw (state 9; obstacles stand square to the road)."""
+    obstacles = states[:, 12 + 2 * N_WAYPOINTS :].reshape(-1, N_OBSTACLES, 4)  # [B, K, 4]
+    x, y, half = obstacles[..., :3].unbind(-1)  # [B, K] each
+    turn = -states[:, 9:10]  # [B, 1]
+    cos, sin = torch.cos(turn), torch.sin(turn)
+    along, across = cos.abs(), sin.abs()
+    length, width = (FOOTPRINT_FRONT - FOOTPRINT_BACK) / 2, FOOTPRINT_HALF_WIDTH
+    dx, dy = x - (FOOTPRINT_FRONT + FOOTPRINT_BACK) / 2, y
+    separated = (  # on the car's two axes, then on the obstacle's
+        (dx.abs() >= length + half * (along + across))
+        | (dy.abs() >= width + half * (along + across))
+        | ((dx * cos + dy * sin).abs() >= half + length * along + width * across)
+        | ((dy * cos - dx * sin).abs() >= half + length * across + width * along)
+    )
+    return ((half > 0) & ~separated).any(-1)  # an empty slot has half size 0
+
+
+def state_outcome(
+    states: torch.Tensor, held: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The physics env's end rule on state vectors [B, 34] (torch): success where the car
+    has crossed the finish line (progress, state 10, at least 1) without failing; terminated
+    there and on failure: the rear axle off the road (lateral offset, state 8, beyond the
+    half width, state 11) or the footprint touching an obstacle (``obstacle_touched``, in
+    place of physics' contact points), each [B]; ``held`` [B] passes through (no hold)."""
+    failure = (states[:, 8].abs() > states[:, 11]) | obstacle_touched(states)
+    success = (states[:, 10] >= 1) & ~failure
+    return success, success | failure, held
 
 
 def chase_camera(xy: torch.Tensor, forward: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
