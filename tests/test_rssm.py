@@ -9,7 +9,7 @@ from wm_envs.data.windows import WindowDataset
 from wm_envs.models import ModelSpec, build_model
 from wm_envs.models.base import float_to_images, images_to_float, select_state
 from wm_envs.models.rssm import anchor_frames, cold_starts, decode_chunk, state_motion
-from wm_envs.tasks import TASKS, grasp
+from wm_envs.tasks import TASKS, camera_poses, grasp
 
 
 def tiny_model(**overrides):
@@ -401,6 +401,32 @@ def test_a_warp_background_shows_the_real_frame_from_the_moved_camera():
         build_model("rssm", ModelSpec(64, 34, 3), "tiny", settings, task="drive")
 
 
+def test_an_rgb_twin_continues_on_rgbd_with_its_latent_and_colours():
+    """``adapt_weights``: an RSSM that painted every pixel of RGB frames loads into a warp
+    model on RGB-D frames. The encoder ignores depth at first, so the posterior is the
+    checkpoint's; the decoder keeps its RGB, and its alpha starts by showing the warped
+    frame. Depth to RGB, and any other change of spec, is refused."""
+    frames = drive_frames()
+    none, warp = {"background": "none", "foreground_weight": 0.0}, {"background": "warp"}
+    rgb = build_model("rssm", ModelSpec(64, 34, 3), "tiny", none, task="drive")
+    rgbd = build_model("rssm", ModelSpec(64, 34, 3, True), "tiny", none | warp, task="drive")
+    for model in (rgb, rgbd):
+        model.prepare(frames)
+    rgbd.load_state_dict(rgbd.adapt_weights(rgb.state_dict(), rgb.spec, none))
+    with torch.no_grad():
+        before = rgb.init_state({key: frames[key] for key in ("image", "state")})
+        after = rgbd.init_state({key: frames[key] for key in ("image", "depth", "state")})
+        for key in ("deter", "stoch"):
+            torch.testing.assert_close(after[key], before[key])
+        maps = rgbd.decoder(rgbd.features(after))  # [1, 5, H, W]
+        torch.testing.assert_close(maps[:, :3], rgb.decoder(rgb.features(before))[:, :3])
+    assert rgbd.decoder.deconvs[-1].bias[3] == -3.0  # the warped frame shows through
+    with pytest.raises(ValueError, match="cannot continue"):
+        rgb.adapt_weights(rgbd.state_dict(), rgbd.spec, none | warp)
+    with pytest.raises(ValueError, match="cannot continue"):
+        rgbd.adapt_weights(rgb.state_dict(), ModelSpec(64, 24, 3), none)
+
+
 def weighted_term_metrics(batch, term: str, weight: float, wrap=None, **settings) -> dict:
     """The loss metrics of a tiny model with ``<term>_weight`` set (and ``settings``; ``wrap``
     applied to the model), after checking that the term adds exactly its weighted value and
@@ -480,3 +506,33 @@ def test_the_overshoot_term_adds_its_weight_and_trains_the_transition(tiny_datas
     deter, stoch, _, _ = model._observe(batch, None, straight_through=True)
     model.overshoot_loss(batch, batch["is_first"], deter, stoch).backward()
     assert model.gru.weight_hh.grad.abs().sum() > 0 and model.motion_head[0].weight.grad is not None
+
+
+def test_the_rollout_image_term_scores_learned_env_rollouts_and_trains_the_decoder_alone():
+    """rollout_image_loss renders ``step`` rollouts from the posterior after four frames over
+    the start frame warped to the integrated state's camera, as a learned env decodes them;
+    its gradient reaches the decoder and nothing else."""
+    batch = drive_frames(steps=7)  # [1, 8, ...]
+    settings = {"background": "warp", "foreground_weight": 0.0, "rollout_image_horizon": 3}
+    model = build_model("rssm", ModelSpec(64, 34, 3, True), "tiny", settings, task="drive")
+    model.prepare(batch)
+    deter, stoch, _, _ = model._observe(batch, None, straight_through=False)
+    pixels = model._pixels(batch)  # [1, 8, 4, H, W]
+    loss = model.rollout_image_loss(batch, batch["is_first"], deter, stoch, pixels)
+    with torch.no_grad():
+        start = {key: batch[key][:, 3] for key in ("image", "depth", "state")}
+        state = {"deter": deter[:, 3], "stoch": stoch[:, 3], "vector": start["state"]}
+        state |= model._anchor(start)
+        errors = []
+        for t in (4, 5, 6):
+            state = model.step(state, batch["action"][:, t])
+            now = camera_poses("drive", state["vector"])
+            relative = torch.linalg.inv(state["anchor_camera"]) @ now
+            shown = model._render(model.features(state), state["anchor"], relative)
+            errors.append((shown - pixels[:, t]).square().sum())
+    torch.testing.assert_close(loss, torch.stack(errors).mean())
+    model.zero_grad()
+    loss.backward()
+    grads = {name: p.grad for name, p in model.named_parameters()}
+    assert grads["decoder.linear.weight"].abs().sum() > 0
+    assert all(g is None for name, g in grads.items() if not name.startswith("decoder."))

@@ -256,12 +256,16 @@ class Trainer:
         and parts named in ``fresh`` (a head whose inputs changed) start fresh and are listed.
         The card's history adds up updates and wall time."""
         card = read_card(folder)
-        if card["model"] != self.config.model or card["spec"] != asdict(self.spec):
+        if card["model"] != self.config.model:
             raise ValueError(
                 f"{folder} holds a {card['model']} for {card['spec']}, not a "
                 f"{self.config.model} for {asdict(self.spec)}"
             )
         weights, _ = read_weights(folder)
+        try:
+            weights = self.model.adapt_weights(weights, ModelSpec(**card["spec"]), card["config"])
+        except ValueError as error:
+            raise ValueError(f"{folder}: {error}") from error
         fresh = named_parts(
             self.config.fresh, self.model.state_dict(), "--fresh", f"{self.config.model} lacks"
         )

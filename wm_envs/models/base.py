@@ -96,6 +96,20 @@ class WorldModel(nn.Module):
         """The inverse of ``normalise_state``: [..., S] -> state vectors [..., S]."""
         return normalised * self.state_std + self.state_mean
 
+    def adapt_weights(
+        self, weights: dict[str, torch.Tensor], spec: ModelSpec, config: dict
+    ) -> dict[str, torch.Tensor]:
+        """A checkpoint's weights, saved by a model of ``spec`` and ``config`` (its card's), as
+        weights this model can continue from (``wm-envs train --init-from``). Here the specs
+        must be equal; a model whose architecture can absorb a difference (the RSSM: RGB to
+        RGB-D) extends this."""
+        if spec != self.spec:
+            raise ValueError(
+                f"the checkpoint is a {self.name} for {spec}, not for {self.spec}; "
+                f"{self.name} cannot continue it"
+            )
+        return weights
+
     def set_stage(self, stage: str) -> None:
         """Select which parts train (multi-stage models)."""
 

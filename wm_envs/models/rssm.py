@@ -41,7 +41,7 @@ short prior rollouts under another window's actions, where the data has no targe
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -61,6 +61,8 @@ from wm_envs.tasks import TASKS, FreeMotion, camera_intrinsics, camera_poses
 
 #: What the decoder paints over (``RSSMConfig.background``).
 BACKGROUNDS = ("static", "anchor", "warp", "none")
+#: Real frames a rollout of ``rollout_image_loss`` starts after: compare's mid-episode context.
+ROLLOUT_CONTEXT = 4
 
 
 @dataclass(frozen=True)
@@ -103,6 +105,11 @@ class RSSMConfig:
     #: posterior state (0: off). See ``RSSM.overshoot_loss``.
     overshoot_weight: float = 0.0
     overshoot_horizon: int = 8
+    #: Weight of the image error of open-loop rollouts of ``rollout_image_horizon`` steps
+    #: (0: off): the decoder learns to paint what a learned env's rollout gives it, drifted
+    #: latent and camera included. See ``RSSM.rollout_image_loss``.
+    rollout_image_weight: float = 0.0
+    rollout_image_horizon: int = 15
     task: str = ""  # the task of the training data (the trainer sets it)
 
 
@@ -229,6 +236,33 @@ class RSSM(WorldModel):
     @property
     def feature_dim(self) -> int:
         return self.config.deter + self.stoch
+
+    def adapt_weights(
+        self, weights: dict[str, torch.Tensor], spec: ModelSpec, config: dict
+    ) -> dict[str, torch.Tensor]:
+        """As ``WorldModel.adapt_weights``, and an RGB checkpoint continues on RGB-D data (so
+        that a trained twin can take up ``background="warp"``): the encoder's depth input
+        starts at zero weight, so the latent is the checkpoint's until training moves it; the
+        decoder's depth map starts as this model's (its bias at the data's mean depth). A
+        checkpoint that painted every pixel (``background="none"``) never trained its alpha,
+        so a compositing model takes its own, which starts by showing the background."""
+        if spec.depth or not self.spec.depth or replace(spec, depth=True) != self.spec:
+            return super().adapt_weights(weights, spec, config)
+        own, weights = self.state_dict(), dict(weights)
+
+        def joined(name: str, dim: int, kept: int) -> torch.Tensor:
+            """The checkpoint's first ``kept`` channels along ``dim``, this model's after."""
+            ours = own[name].narrow(dim, kept, own[name].shape[dim] - kept)
+            return torch.cat([weights[name].narrow(dim, 0, kept), ours], dim)
+
+        conv = "encoder.convs.0.weight"  # [out, 3 (+ depth), k, k]
+        weights[conv] = torch.cat([weights[conv], torch.zeros_like(own[conv][:, 3:])], 1)
+        last = f"decoder.deconvs.{len(self.decoder.deconvs) - 1}"  # out: RGB, alpha, depth
+        kept = 3 if config.get("background") == "none" and self.config.background != "none" else 4
+        weights[f"{last}.weight"] = joined(f"{last}.weight", 1, kept)  # [in, out, k, k]
+        weights[f"{last}.bias"] = joined(f"{last}.bias", 0, kept)
+        weights["background"] = joined("background", 0, 3)  # [3 (+ depth), H, W]
+        return weights
 
     # -- data statistics ----------------------------------------------------------------
     def prepare(self, batch: Batch) -> None:
@@ -496,6 +530,10 @@ class RSSM(WorldModel):
             overshoot = self.overshoot_loss(batch, episode_starts, deter, stoch)
             total = total + c.overshoot_weight * overshoot
             metrics["overshoot"] = overshoot.item()
+        if c.rollout_image_weight:  # it draws nothing
+            rollout_image = self.rollout_image_loss(batch, episode_starts, deter, stoch, pixels)
+            total = total + c.rollout_image_weight * rollout_image
+            metrics["rollout_image"] = rollout_image.item()
         if c.conservation_weight:  # last: the other terms draw the same samples without it
             one_step = (previous, prior_features, valid.flatten())
             conservation, marked = self.conservation_loss(batch, deter, stoch, one_step)
@@ -563,6 +601,55 @@ class RSSM(WorldModel):
             total = total + (error * inside).sum()
             count = count + inside.sum()
         return total / count.clamp_min(1)
+
+    def rollout_image_loss(
+        self,
+        batch: Batch,
+        episode_starts: torch.Tensor,
+        deter: torch.Tensor,
+        stoch: torch.Tensor,
+        pixels: torch.Tensor,
+    ) -> torch.Tensor:
+        """The image error of open-loop rollouts, as a learned env shows them.
+
+        From each window's posterior after ``ROLLOUT_CONTEXT`` frames (fewer where a cold
+        start cut them), the prior steps ``rollout_image_horizon`` times under the window's
+        next actions and the state vector integrates the motion head, as ``step`` does (the
+        prior's mode). Each imagined frame is rendered over the real frame the rollout
+        started from, for ``background="warp"`` seen from the camera at the integrated state,
+        and scored against the real frame (``_image_error``), averaged over the imagined
+        steps that stay in the start's episode. The rollout is detached: this term trains
+        the decoder to paint what a drifted latent and camera give it, not the dynamics."""
+        start = ROLLOUT_CONTEXT - 1
+        horizon = min(self.config.rollout_image_horizon, deter.shape[1] - 1 - start)
+        if horizon <= 0:
+            return deter.new_zeros(())
+        with torch.no_grad():
+            now, stoch_now = deter[:, start], stoch[:, start]  # [B, D], [B, G*K]
+            vector = batch["state"][:, start]  # [B, S]
+            features, vectors = [], []
+            for t in range(start + 1, start + horizon + 1):
+                now = self._transition(now, stoch_now, batch["action"][:, t])
+                stoch_now = self._draw(self._distribution(self.prior(now)), None)
+                motion = self._motion(torch.cat([now, stoch_now], -1), vector)  # [B, S]
+                vector = vector + motion * self.motion_std
+                features.append(torch.cat([now, stoch_now], -1))
+                vectors.append(vector)
+        steps = slice(start + 1, start + horizon + 1)
+        inside = episode_starts[:, steps].cumsum(1) == 0  # [B, H]: still the start's episode
+        anchor = pixels[:, start, None].expand(-1, horizon, -1, -1, -1)  # [B, H, C, H, W]
+        relative = None
+        if self.config.background == "warp":
+            started = camera_poses(self.config.task, batch["state"][:, start])  # [B, 4, 4]
+            cameras = camera_poses(self.config.task, torch.stack(vectors, 1))  # [B, H, 4, 4]
+            relative = (torch.linalg.inv(started)[:, None] @ cameras).flatten(0, 1)
+        error = self._image_error(
+            torch.stack(features, 1).flatten(0, 1),  # [B*H, F]
+            pixels[:, steps].flatten(0, 1),
+            anchor.flatten(0, 1) if self.config.background in ("anchor", "warp") else None,
+            relative,
+        )  # [B*H]
+        return (error * inside.flatten()).sum() / inside.sum().clamp_min(1)
 
     def conservation_loss(
         self,
