@@ -329,18 +329,19 @@ def depth_scores(task: str, prediction: dict, episode: dict, start: int, steps: 
     """Depth and camera errors of one rollout [steps] beside repeating the start frame:
     depth AbsRel and δ<1.25; the Chamfer distance (cm) between the world point clouds of
     predicted and true depth, each unprojected with its camera (the model's predicted pose
-    where it reports one, else the true one; the start frame's for the copy); and where the
-    model reports its camera, the camera's position (cm) and rotation (degrees) errors beside
-    a camera that stands still at the start pose. True poses come from the task's camera
+    where it reports one, else the task camera at its predicted state; the start frame's for
+    the copy); and that camera's position (cm) and rotation (degrees) errors beside a camera
+    that stands still at the start pose. True poses come from the task's camera
     definition (``TaskSpec.camera``), which the physics env's ``info["camera_pose"]`` matches."""
     truth = torch.from_numpy(episode["depth"][start + 1 : start + 1 + steps])  # [T, H, W, 1]
     model = torch.from_numpy(prediction["depth"][:steps])
     copy = torch.from_numpy(episode["depth"][start]).expand_as(truth)
     poses = camera_poses(task, episode["state"][start : start + 1 + steps]).double()
     true_pose, still = poses[1:], poses[:1].expand_as(poses[1:])  # [T, 4, 4]
-    model_pose = true_pose
     if "camera_pose" in prediction:
         model_pose = torch.from_numpy(prediction["camera_pose"][:steps]).double()
+    else:  # what the model's own state says of the camera
+        model_pose = camera_poses(task, prediction["state"][:steps]).double()
     camera = camera_intrinsics(task, truth.shape[-2])
     scores = {}
     for prefix, depth, pose in (("", model, model_pose), ("copy_", copy, still)):
@@ -350,13 +351,12 @@ def depth_scores(task: str, prediction: dict, episode: dict, start: int, steps: 
             f"{prefix}depth_delta1": delta.numpy(),
             f"{prefix}chamfer_cm": chamfer_cm(depth, pose, truth, true_pose, camera).numpy(),
         }
-    if "camera_pose" in prediction:
-        for prefix, pose in (("", model_pose), ("still_", still)):
-            translation, rotation = pose_errors(pose, true_pose)
-            scores |= {
-                f"{prefix}camera_translation_cm": translation.numpy(),
-                f"{prefix}camera_rotation_deg": rotation.numpy(),
-            }
+    for prefix, pose in (("", model_pose), ("still_", still)):
+        translation, rotation = pose_errors(pose, true_pose)
+        scores |= {
+            f"{prefix}camera_translation_cm": translation.numpy(),
+            f"{prefix}camera_rotation_deg": rotation.numpy(),
+        }
     return scores
 
 
