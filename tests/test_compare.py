@@ -14,6 +14,7 @@ from wm_envs.eval.compare import (
     baseline_states,
     check_held_out,
     compare,
+    depth_scores,
     headline,
     mid_episode_start,
     split_seeds,
@@ -217,3 +218,24 @@ def test_rollouts_end_where_the_success_rule_says(tiny_checkpoint, lift_predicti
     episode = held_out_episodes("grasp", 90_000, 1, 0.3)
     (prediction,) = rollout_learned(simulator, episode, [0], context=1)
     assert prediction["success"] and len(prediction["state"]) == 5
+
+
+def test_a_depth_model_without_a_pose_is_scored_with_the_camera_at_its_own_state():
+    """Without ``camera_pose``, depth_scores unprojects the model's depth with the task camera
+    at the model's predicted state: exact depth at the true state scores zero; the same depth
+    from a state 0.5 m off scores that camera error and a point-cloud error."""
+    import gymnasium as gym
+
+    with gym.make("Phys-Drive-v0", obs_mode="rgbd") as env:
+        obs, _ = env.reset(seed=0)
+        frames = [obs] + [env.step(np.array([0.0, 1.0, 0.0], np.float32))[0] for _ in range(3)]
+    episode = {key: np.stack([f[key] for f in frames]) for key in ("depth", "state")}
+    exact = {key: episode[key][1:] for key in ("depth", "state")}
+    scores = depth_scores("drive", exact, episode, 0, 3)
+    assert np.allclose(scores["chamfer_cm"], 0, atol=1e-4)
+    assert np.allclose(scores["camera_translation_cm"], 0)
+    moved = exact | {"state": exact["state"].copy()}
+    moved["state"][:, 0] += 0.5  # the car's x, 0.5 m ahead of where it is
+    scores = depth_scores("drive", moved, episode, 0, 3)
+    assert np.allclose(scores["camera_translation_cm"], 50, atol=1e-3)
+    assert (scores["chamfer_cm"] > 1).all()
