@@ -190,6 +190,27 @@ def test_task_action_input_starts_neutral_trains_and_steers_the_next_frame():
     )  # no task action is a zero one
 
 
+def test_changed_tokens_weigh_more_only_where_tokens_change():
+    """changed_token_weight reweighs the masked-token loss toward tokens that differ from the
+    frame before: on a still video (no token changes) every weight gives the same loss, on
+    a moving one a larger weight gives another."""
+    dynamics = build_model("genie", SPEC, "tiny").dynamics
+    tokens = torch.randint(0, dynamics.fsq.size, (2, 5, dynamics.tokens))  # [B, T, P]
+    still = tokens[:, :1].expand(-1, 5, -1)
+    actions = torch.zeros(2, 5, dtype=torch.long)
+    segment = torch.zeros(2, 5, dtype=torch.long)
+
+    def loss(video: torch.Tensor, weight: float) -> tuple[float, dict]:
+        dynamics.changed_weight = weight
+        torch.manual_seed(3)  # the same masks for every weight
+        value, _, metrics = dynamics.loss(video, actions, segment)
+        return value.item(), metrics
+
+    assert loss(still, 5.0)[0] == pytest.approx(loss(still, 1.0)[0])
+    assert loss(tokens, 5.0)[0] != pytest.approx(loss(tokens, 1.0)[0])
+    assert 0 <= loss(tokens, 5.0)[1]["dynamics/changed_accuracy"] <= 1
+
+
 @pytest.mark.parametrize("preset", sorted(PRESETS))
 def test_inference_settings_bound_every_preset_and_exclude_an_all_mask_frame(preset):
     bounds = Genie.inference_settings

@@ -15,7 +15,11 @@ structure. A token's dimensions are chosen independently given the context, as t
 of one MaskGIT pass are.
 
 Training masks a random fraction of each frame's tokens (MaskGIT's cosine schedule) and
-predicts them. The window runs twice in one pass: a clean copy, in which frame t sees clean
+predicts them; tokens that differ from the frame before (the gripper, the object: about a
+tenth) may weigh ``changed_weight`` times the others, since those are what a rollout must
+get right and a loss over all tokens is mostly won by copying.
+
+The window runs twice in one pass: a clean copy, in which frame t sees clean
 frames t-memory..t, and a masked copy, in which masked frame t sees the clean frames before
 it and itself. That is exactly the situation at generation, where past frames are finished
 and cached, so no context is ever masked in training that is not masked in use.
@@ -51,9 +55,11 @@ class Dynamics(nn.Module):
         memory: int,
         feature_channels: int,
         task_actions: int = 0,
+        changed_weight: float = 1.0,
     ) -> None:
         super().__init__()
         self.fsq, self.levels = FSQ(levels), list(levels)
+        self.changed_weight = changed_weight
         self.tokens, self.memory = tokens, memory
         self.mask_token, self.no_action = self.fsq.size, actions  # the indices after the last
         self.code_in = nn.Linear(self.fsq.dim, width)
@@ -132,13 +138,20 @@ class Dynamics(nn.Module):
         # Frames with no earlier frame of their episode are never generated: no loss there.
         target = hidden_tokens & past_sees.any(-1)[..., None]  # [B, T, P]
         digits = self.fsq.indices_to_digits(tokens[target])  # [M, d]
-        count = target.sum().clamp_min(1)
-        loss, correct = 0.0, torch.ones_like(digits[:, 0], dtype=torch.bool)
+        changed = (tokens != F.pad(tokens[:, :-1], (0, 0, 1, 0)))[target]  # [M]: vs frame t-1
+        weight = 1.0 + (self.changed_weight - 1.0) * changed.float()  # [M]
+        loss, correct = 0.0, torch.ones_like(changed)
         for i, logits in enumerate(self.logits(hidden[:, frames:][target])):  # [M, L_i]
-            loss = loss + F.cross_entropy(logits, digits[:, i], reduction="sum") / count
+            error = F.cross_entropy(logits, digits[:, i], reduction="none")  # [M]
+            loss = loss + (weight * error).sum() / weight.sum().clamp_min(1)
             correct &= logits.argmax(-1) == digits[:, i]
-        accuracy = correct.sum() / count
-        return loss, hidden[:, :frames], {"dynamics/accuracy": accuracy.item()}
+        count = target.sum().clamp_min(1)
+        metrics = {
+            "dynamics/accuracy": (correct.sum() / count).item(),
+            "dynamics/changed_accuracy": (correct & changed).sum().item()
+            / max(changed.sum().item(), 1),
+        }
+        return loss, hidden[:, :frames], metrics
 
     @torch.no_grad()
     def generate(

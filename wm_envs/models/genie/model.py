@@ -74,6 +74,9 @@ class GenieConfig:
     #: model (``action_mode="latent"``, the latent action model's inferred actions).
     task_action_input: bool = False
     task_action_dropout: float = 0.5
+    #: Loss weight of the dynamics' target tokens that differ from the frame before, against
+    #: 1 for the others (see ``Dynamics``).
+    changed_token_weight: float = 1.0
 
 
 PRESETS = {
@@ -171,6 +174,7 @@ class Genie(WorldModel):
             c.memory,
             c.feature_channels,
             spec.action_dim if c.task_action_input else 0,
+            c.changed_token_weight,
         )
         features = tokens * c.feature_channels
         self.heads = nn.ModuleDict(
