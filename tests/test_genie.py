@@ -1,5 +1,7 @@
 """Genie: FSQ, shapes of the protocol calls, batching, the KV cache, stages and resume."""
 
+import math
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -209,6 +211,18 @@ def test_changed_tokens_weigh_more_only_where_tokens_change():
     assert loss(still, 5.0)[0] == pytest.approx(loss(still, 1.0)[0])
     assert loss(tokens, 5.0)[0] != pytest.approx(loss(tokens, 1.0)[0])
     assert 0 <= loss(tokens, 5.0)[1]["dynamics/changed_accuracy"] <= 1
+
+
+def test_mask_ratios_follow_the_cosine_schedule_or_genies_uniform_range():
+    dynamics = build_model("genie", SPEC, "tiny").dynamics
+    torch.manual_seed(0)
+    cosine = dynamics.mask_ratios(200, 8, torch.device("cpu"))  # [200, 8, 1]
+    assert cosine.shape == (200, 8, 1) and 0 <= cosine.min() < 0.2 and cosine.max() <= 1
+    assert cosine.mean() == pytest.approx(2 / math.pi, abs=0.02)  # E[cos(pi/2 U)]
+    dynamics.mask_ratio_min = 0.5
+    uniform = dynamics.mask_ratios(200, 8, torch.device("cpu"))
+    assert 0.5 <= uniform.min() < 0.51 and uniform.max() <= 1
+    assert uniform.mean() == pytest.approx(0.75, abs=0.02)
 
 
 @pytest.mark.parametrize("preset", sorted(PRESETS))

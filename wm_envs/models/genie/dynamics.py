@@ -14,10 +14,11 @@ for every code, and neighbouring FSQ levels (which decode to similar patches) sh
 structure. A token's dimensions are chosen independently given the context, as the tokens
 of one MaskGIT pass are.
 
-Training masks a random fraction of each frame's tokens (MaskGIT's cosine schedule) and
-predicts them; tokens that differ from the frame before (the gripper, the object: about a
-tenth) may weigh ``changed_weight`` times the others, since those are what a rollout must
-get right and a loss over all tokens is mostly won by copying.
+Training masks a random fraction of each frame's tokens (MaskGIT's cosine schedule, or
+uniform between ``mask_ratio_min`` and 1 as the Genie paper trains with 0.5) and predicts
+them. Tokens that differ from the frame before (the gripper, the object: about a tenth) may
+weigh ``changed_weight`` times the others, since those are what a rollout must get right and
+a loss over all tokens is mostly won by copying.
 
 The window runs twice in one pass: a clean copy, in which frame t sees clean
 frames t-memory..t, and a masked copy, in which masked frame t sees the clean frames before
@@ -56,10 +57,11 @@ class Dynamics(nn.Module):
         feature_channels: int,
         task_actions: int = 0,
         changed_weight: float = 1.0,
+        mask_ratio_min: float = 0.0,
     ) -> None:
         super().__init__()
         self.fsq, self.levels = FSQ(levels), list(levels)
-        self.changed_weight = changed_weight
+        self.changed_weight, self.mask_ratio_min = changed_weight, mask_ratio_min
         self.tokens, self.memory = tokens, memory
         self.mask_token, self.no_action = self.fsq.size, actions  # the indices after the last
         self.code_in = nn.Linear(self.fsq.dim, width)
@@ -106,6 +108,15 @@ class Dynamics(nn.Module):
         """Hidden [..., P, E] -> the flat feature vector [..., P * feature_channels]."""
         return self.to_features(hidden).flatten(-2)
 
+    def mask_ratios(self, size: int, frames: int, device: torch.device) -> torch.Tensor:
+        """The share of tokens training masks in each frame [B, T, 1]: uniform in
+        [``mask_ratio_min``, 1] (Genie's) where that is above 0, else MaskGIT's cosine
+        schedule over [0, 1]."""
+        draw = torch.rand(size, frames, 1, device=device)
+        if self.mask_ratio_min > 0:
+            return self.mask_ratio_min + (1 - self.mask_ratio_min) * draw
+        return torch.cos(0.5 * math.pi * draw)
+
     def loss(
         self,
         tokens: torch.Tensor,
@@ -117,7 +128,7 @@ class Dynamics(nn.Module):
         episode numbers [B, T], task actions [B, T, A] or None. Returns the loss, the clean
         copy's hidden [B, T, P, E] (for the heads) and metrics."""
         size, frames, patches = tokens.shape
-        ratio = torch.cos(0.5 * math.pi * torch.rand(size, frames, 1, device=tokens.device))
+        ratio = self.mask_ratios(size, frames, tokens.device)  # [B, T, 1]
         hidden_tokens = torch.rand(size, frames, patches, device=tokens.device) < ratio
         masked = torch.where(hidden_tokens, self.mask_token, tokens)  # [B, T, P]
         clean_sees = temporal_mask(segment, self.memory)  # [B, T, T] clean frames t-memory..t

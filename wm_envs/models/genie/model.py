@@ -77,6 +77,9 @@ class GenieConfig:
     #: Loss weight of the dynamics' target tokens that differ from the frame before, against
     #: 1 for the others (see ``Dynamics``).
     changed_token_weight: float = 1.0
+    #: Above 0: the dynamics' training mask ratios are uniform between this and 1 (the Genie
+    #: paper: 0.5), not MaskGIT's cosine schedule over [0, 1].
+    mask_ratio_min: float = 0.0
 
 
 PRESETS = {
@@ -175,6 +178,7 @@ class Genie(WorldModel):
             c.feature_channels,
             spec.action_dim if c.task_action_input else 0,
             c.changed_token_weight,
+            c.mask_ratio_min,
         )
         features = tokens * c.feature_channels
         self.heads = nn.ModuleDict(
