@@ -246,7 +246,7 @@ class RSSM(WorldModel):
         decoder's depth map starts as this model's (its bias at the data's mean depth). A
         checkpoint that painted every pixel (``background="none"``) never trained its alpha,
         so a compositing model takes its own, which starts by showing the background."""
-        if spec.depth or not self.spec.depth or replace(spec, depth=True) != self.spec:
+        if spec.depth or replace(spec, depth=True) != self.spec:
             return super().adapt_weights(weights, spec, config)
         own, weights = self.state_dict(), dict(weights)
 
@@ -625,16 +625,13 @@ class RSSM(WorldModel):
         if horizon <= 0:
             return deter.new_zeros(())
         with torch.no_grad():
-            now, stoch_now = deter[:, start], stoch[:, start]  # [B, D], [B, G*K]
-            vector = batch["state"][:, start]  # [B, S]
+            state = {"deter": deter[:, start], "stoch": stoch[:, start]}
+            state["vector"] = batch["state"][:, start]  # [B, S]
             features, vectors = [], []
             for t in range(start + 1, start + horizon + 1):
-                now = self._transition(now, stoch_now, batch["action"][:, t])
-                stoch_now = self._draw(self._distribution(self.prior(now)), None)
-                motion = self._motion(torch.cat([now, stoch_now], -1), vector)  # [B, S]
-                vector = vector + motion * self.motion_std
-                features.append(torch.cat([now, stoch_now], -1))
-                vectors.append(vector)
+                state = self.step(state, batch["action"][:, t])
+                features.append(self.features(state))  # [B, F]
+                vectors.append(state["vector"])
         steps = slice(start + 1, start + horizon + 1)
         inside = episode_starts[:, steps].cumsum(1) == 0  # [B, H]: still the start's episode
         anchor = pixels[:, start, None].expand(-1, horizon, -1, -1, -1)  # [B, H, C, H, W]
