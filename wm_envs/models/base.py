@@ -219,6 +219,23 @@ class WorldModel(nn.Module):
         return reward_loss, done_loss
 
 
+def state_motion(batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+    """Change of the state vector into each step [B, T, S] and where it is defined [B, T]
+    (not at the first step of an episode)."""
+    states = batch["state"]
+    previous = torch.cat([states[:, :1], states[:, :-1]], 1)
+    valid = ~batch["is_first"].bool()
+    valid[:, 0] = False  # the window's first step has no previous state in the window
+    return states - previous, valid
+
+
+def motion_scale(batch: Batch) -> torch.Tensor:
+    """The std of the state's change per step [S]: the unit motion heads predict in, so that
+    every dimension weighs alike in their loss."""
+    motion, valid = state_motion(batch)
+    return motion[valid].std(0).clamp_min(1e-4)
+
+
 def select_state(mask: torch.Tensor, new: State, old: State) -> State:
     """Per batch row, ``new`` where ``mask`` [B] is true, else ``old``."""
     return {

@@ -60,10 +60,11 @@ from wm_envs.models.base import (
     WorldModel,
     float_to_images,
     images_to_float,
+    motion_scale,
+    state_motion,
 )
 from wm_envs.models.genie.transformer import STTransformer, temporal_mask
 from wm_envs.models.layers import median_frame, mlp, paint_over, paint_over_warped
-from wm_envs.models.rssm import state_motion
 from wm_envs.tasks import TASKS, camera_intrinsics, camera_poses
 
 MIN_DISPARITY = 1e-3  # 1/m: depth is clamped at 1 km
@@ -290,8 +291,8 @@ class DeepVerse(WorldModel):
         self.disparity_mean.copy_((1 / batch["depth"].clamp_min(1e-3)).mean())
         if self.config.background == "static":
             self.background.copy_(median_frame(self._pixels(batch)))
-        motion, valid = state_motion(batch)
-        self.motion_std.copy_(motion[valid].std(0).clamp_min(1e-4))
+        self.motion_std.copy_(motion_scale(batch))
+        valid = state_motion(batch)[1]  # [B, T]
         pose = self._relative_poses(batch["state"])  # [B, T-1, 6]
         self.pose_std.copy_(pose[valid[:, 1:]].std(0).clamp_min(1e-4))
 

@@ -31,9 +31,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from wm_envs.models.base import Batch, ModelSpec, State, WorldModel, images_to_float
+from wm_envs.models.base import (
+    Batch,
+    ModelSpec,
+    State,
+    WorldModel,
+    images_to_float,
+    motion_scale,
+    state_motion,
+)
 from wm_envs.models.layers import mlp
-from wm_envs.models.rssm import state_motion
 
 
 @dataclass(frozen=True)
@@ -189,8 +196,7 @@ class JEPA(WorldModel):
     # -- training -------------------------------------------------------------------------------
     def prepare(self, batch: Batch) -> None:
         super().prepare(batch)
-        motion, valid = state_motion(batch)
-        self.motion_std.copy_(motion[valid].std(0).clamp_min(1e-4))
+        self.motion_std.copy_(motion_scale(batch))
 
     @torch.no_grad()
     def update_target(self) -> None:

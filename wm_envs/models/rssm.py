@@ -55,6 +55,8 @@ from wm_envs.models.base import (
     WorldModel,
     float_to_images,
     images_to_float,
+    motion_scale,
+    state_motion,
 )
 from wm_envs.models.layers import median_frame, mlp, paint_over, paint_over_warped
 from wm_envs.tasks import TASKS, FreeMotion, camera_intrinsics, camera_poses
@@ -272,8 +274,7 @@ class RSSM(WorldModel):
         if self.config.background == "warp":  # decoded depth starts where the warp lands inside
             with torch.no_grad():
                 self.decoder.deconvs[-1].bias[4] = batch["depth"].mean()
-        motion, valid = state_motion(batch)
-        self.motion_std.copy_(motion[valid].std(0).clamp_min(1e-4))
+        self.motion_std.copy_(motion_scale(batch))
 
     def _pixels(self, batch: Batch) -> torch.Tensor:
         """Model-space pixels [..., C, H, W]: RGB in [-0.5, 0.5] (+ depth in metres)."""
@@ -737,16 +738,6 @@ def free_motion_of(task: str) -> FreeMotion:
             f"(TaskSpec.free_motion); {task!r} declares none"
         )
     return TASKS[task].free_motion
-
-
-def state_motion(batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
-    """Change of the state vector into each step [B, T, S] and where it is defined [B, T]
-    (not at the first step of an episode)."""
-    states = batch["state"]
-    previous = torch.cat([states[:, :1], states[:, :-1]], 1)
-    valid = ~batch["is_first"].bool()
-    valid[:, 0] = False  # the window's first step has no previous state in the window
-    return states - previous, valid
 
 
 def anchor_frames(pixels: torch.Tensor, is_first: torch.Tensor) -> torch.Tensor:
