@@ -12,6 +12,7 @@ import wm_envs  # noqa: F401  (registers WM-Grasp-v0)
 from wm_envs.checkpoint import read_card, save_checkpoint
 from wm_envs.eval.compare import CompareConfig, compare
 from wm_envs.models import ModelSpec, build_model
+from wm_envs.models.base import float_to_images
 from wm_envs.models.genie import PRESETS, Genie, GenieConfig, controllability
 from wm_envs.models.genie.fsq import FSQ
 from wm_envs.models.genie.transformer import temporal_mask
@@ -190,6 +191,52 @@ def test_task_action_input_starts_neutral_trains_and_steers_the_next_frame():
         genie.step_latent(state, latent)["features"],
         genie.step_latent(state, latent, None, torch.zeros(3, 4))["features"],
     )  # no task action is a zero one
+
+
+def test_generated_frames_decode_from_expected_codes_that_are_the_tokens_when_certain(model):
+    state = model.init_state({"image": synthetic_batch()["image"][:, :2]})
+    stepped = model.step_latent(state, torch.zeros(3, dtype=torch.long))
+    codes, hard = stepped["codes"], model.tokenizer.fsq.indices_to_codes(stepped["tokens"])
+    assert codes.shape == hard.shape and codes.abs().max() <= 1
+    assert not torch.allclose(codes, hard)  # an untrained model is unsure: codes in between
+    pixels = model.tokenizer.decode(codes)
+    assert torch.equal(model.decode(stepped)["image"], float_to_images(pixels))
+    logits = model.dynamics.to_logits
+    saved = logits.weight.detach().clone()
+    with torch.no_grad():
+        logits.weight.mul_(1e4)  # near one-hot per digit: the expected code is the token's
+    sure = model.step_latent(state, torch.zeros(3, dtype=torch.long))
+    with torch.no_grad():
+        logits.weight.copy_(saved)
+    hard = model.tokenizer.fsq.indices_to_codes(sure["tokens"])
+    torch.testing.assert_close(sure["codes"], hard, atol=1e-3, rtol=0)
+
+
+def test_integrated_state_starts_at_the_real_state_and_adds_the_motion_head():
+    torch.manual_seed(0)
+    genie = build_model("genie", SPEC, "tiny", {"integrate_state": True})
+    batch = synthetic_batch()
+    genie.prepare(batch)
+    genie.set_stage("dynamics")
+    loss, metrics = genie.loss(batch)
+    loss.backward()
+    assert metrics["motion"] > 0 and genie.motion_head[0].weight.grad.abs().sum() > 0
+    genie.eval()
+    state = genie.init_state({"image": batch["image"][:, :2], "state": batch["state"][:, :2]})
+    torch.testing.assert_close(genie.state_vector(state), batch["state"][:, 1])
+    latent = torch.zeros(3, dtype=torch.long)
+    stepped = genie.step_latent(state, latent)
+    change = genie.motion(state["features"], stepped["features"], state["vector"])
+    expected = batch["state"][:, 1] + change * genie.motion_std
+    torch.testing.assert_close(genie.decode(stepped)["state"], expected)
+    with torch.no_grad():
+        genie.motion_head[-1].weight.zero_()
+        genie.motion_head[-1].bias.zero_()
+    still = genie.step_latent(genie.step_latent(state, latent), latent)
+    torch.testing.assert_close(genie.state_vector(still), batch["state"][:, 1])  # no motion
+    unknown = genie.init_state({"image": batch["image"][:, :2]})  # no state: the head's reading
+    read = genie.denormalise_state(genie.heads["state"](unknown["features"]))
+    torch.testing.assert_close(genie.state_vector(unknown), read)
 
 
 def test_changed_tokens_weigh_more_only_where_tokens_change():

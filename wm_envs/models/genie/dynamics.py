@@ -175,13 +175,16 @@ class Dynamics(nn.Module):
         temperature: float,
         generator: torch.Generator | None,
         task_action: torch.Tensor | None = None,
-    ) -> torch.Tensor:
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Tokens [B, P] of the frame after the cached ``past`` under latent actions [B]
-        (and task actions [B, A], or None).
+        (and task actions [B, A], or None), and their expected FSQ codes [B, P, d].
 
         ``mask`` [B, 1, Tp + 1] and the new frame's ``time`` [B, 1] as in ``forward``. With
         a ``generator``, each FSQ dimension is sampled at ``temperature`` (Gumbel-max);
-        without, each pass takes the most likely level (the mode, deterministic).
+        without, each pass takes the most likely level (the mode, deterministic). The
+        expected code of a token is each dimension's mean level under the pass that revealed
+        it: where the model is unsure between neighbouring levels it lies between them, and
+        decodes to the patch between theirs rather than to one guess.
         """
         if steps < 1:
             raise ValueError(
@@ -190,11 +193,14 @@ class Dynamics(nn.Module):
             )
         size = actions.shape[0]
         tokens = actions.new_full((size, self.tokens), self.mask_token)  # [B, P]
+        expected = torch.zeros(size, self.tokens, self.fsq.dim, device=actions.device)
         task = None if task_action is None else task_action[:, None]  # [B, 1, A]
         for step in range(steps):
             hidden, _ = self(tokens[:, None], actions[:, None], mask, time, past, task)
-            digits, confidence = [], 0.0
+            digits, means, confidence = [], [], 0.0
             for logits in self.logits(hidden[:, 0]):  # per FSQ dimension [B, P, L_i]
+                levels = torch.linspace(-1, 1, logits.shape[-1], device=logits.device)
+                means.append(logits.softmax(-1) @ levels)  # [B, P]
                 if generator is None:
                     score, choice = logits.max(-1)
                 else:
@@ -211,4 +217,5 @@ class Dynamics(nn.Module):
             keep = confidence.topk(revealed, -1).indices  # [B, revealed]
             reveal = torch.zeros_like(still_masked).scatter(-1, keep, True) & still_masked
             tokens = torch.where(reveal, chosen, tokens)
-        return tokens
+            expected = torch.where(reveal[..., None], torch.stack(means, -1), expected)
+        return tokens, expected

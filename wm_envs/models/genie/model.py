@@ -14,9 +14,11 @@ Two ways to act (``action_mode``): ``"env"`` (default) takes the task's actions 
 through the adapter; ``"latent"`` takes latent action indices [B] directly (Genie's own
 control, a ``Discrete(n_latent_actions)`` space).
 
-The model state holds the current frame's tokens, the dynamics' cached temporal keys and
-values of the last ``memory`` frames (so a step runs only the new frame), the current
-frame's time (for the rotary time embedding) and its features.
+The model state holds the current frame's tokens and the FSQ codes it decodes from (the
+expected codes of generated tokens, see ``Dynamics.generate``), the dynamics' cached temporal
+keys and values of the last ``memory`` frames (so a step runs only the new frame), the
+current frame's time (for the rotary time embedding), its features and, with
+``integrate_state``, the integrated state vector.
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ from wm_envs.models.base import (
     WorldModel,
     float_to_images,
     images_to_float,
+    motion_scale,
+    state_motion,
 )
 from wm_envs.models.genie.controllability import controllability
 from wm_envs.models.genie.dynamics import Dynamics
@@ -80,6 +84,11 @@ class GenieConfig:
     #: Above 0: the dynamics' training mask ratios are uniform between this and 1 (the Genie
     #: paper: 0.5), not MaskGIT's cosine schedule over [0, 1].
     mask_ratio_min: float = 0.0
+    #: The state vector a rollout reports starts at the last real state and adds the change a
+    #: motion head reads off the features of the frame before and the frame generated, as the
+    #: RSSM's does; otherwise the state head reads it off the generated frame's features.
+    integrate_state: bool = False
+    motion_weight: float = 1.0
 
 
 PRESETS = {
@@ -196,6 +205,10 @@ class Genie(WorldModel):
             "latent_actions": [self.latent_actions],
             "dynamics": [self.dynamics, self.heads, self.adapter],
         }
+        if c.integrate_state:
+            self.motion_head = mlp(2 * features + spec.state_dim, c.hidden, spec.state_dim)
+            self.register_buffer("motion_std", torch.ones(spec.state_dim))
+            self.parts["dynamics"].append(self.motion_head)
         self.stage = self.stages[-1]
         #: Generation schedule; envs and benchmarks may change these between steps.
         self.maskgit_steps, self.temperature = c.maskgit_steps, c.temperature
@@ -208,6 +221,8 @@ class Genie(WorldModel):
     def prepare(self, batch: Batch) -> None:
         super().prepare(batch)
         self.tokenizer.background.copy_(median_frame(images_to_float(batch["image"])))
+        if self.config.integrate_state:
+            self.motion_std.copy_(motion_scale(batch))
 
     def set_stage(self, stage: str) -> None:
         """Train only the part of ``stage``; the others are frozen."""
@@ -253,16 +268,23 @@ class Genie(WorldModel):
             self.heads["terminated"](features).squeeze(-1),
             self.heads["success"](features).squeeze(-1),
         )
-        previous = F.pad(features[:, :-1].detach(), (0, 0, 1, 0))  # [B, T, F]: frame t-1's
-        adapter_inputs = self.adapter_inputs(previous, batch["action"])  # [B, T, A (+ F)]
+        previous = F.pad(features[:, :-1], (0, 0, 1, 0))  # [B, T, F]: frame t-1's
+        adapter_inputs = self.adapter_inputs(previous.detach(), batch["action"])  # [B, T, A (+ F)]
         adapter_logits = self.adapter(adapter_inputs[labelled])  # [M, n]
         adapter_loss = F.cross_entropy(adapter_logits, actions[labelled])
+        motion_loss = torch.zeros(())
+        if c.integrate_state:
+            motion, valid = state_motion(batch)  # [B, T, S], [B, T]
+            predicted = self.motion(previous, features, batch["state"] - motion)  # [B, T, S]
+            error = F.huber_loss(predicted, motion / self.motion_std, reduction="none").sum(-1)
+            motion_loss = (error * valid).sum() / valid.sum().clamp_min(1)
         total = (
             token_loss
             + c.state_weight * state_loss
             + c.reward_weight * reward_loss
             + c.done_weight * done_loss
             + c.adapter_weight * adapter_loss
+            + c.motion_weight * motion_loss
         )
         adapter_accuracy = (adapter_logits.argmax(-1) == actions[labelled]).float().mean()
         return total, {
@@ -272,9 +294,19 @@ class Genie(WorldModel):
             "reward": reward_loss.item(),
             "done": done_loss.item(),
             "adapter": adapter_loss.item(),
+            "motion": motion_loss.item(),
             "adapter/accuracy": adapter_accuracy.item(),
             **metrics,
         }
+
+    def motion(
+        self, previous: torch.Tensor, features: torch.Tensor, vector: torch.Tensor
+    ) -> torch.Tensor:
+        """The state's change into a frame, in units of ``motion_std``: the features of the
+        frame before [..., F] and of the frame [..., F], and the state before [..., S] ->
+        [..., S]."""
+        inputs = torch.cat([previous, features, self.normalise_state(vector)], -1)
+        return self.motion_head(inputs)
 
     def validation_metrics(self, batch: Batch, context: int) -> dict[str, float]:
         return controllability(self, batch, context)
@@ -352,14 +384,21 @@ class Genie(WorldModel):
         missing = memory - keys.shape[2]  # fewer context frames than memory: pad, invalid
         pad = (0, 0, 0, 0, missing, 0)
         valid = torch.arange(memory, device=pixels.device).expand(size, -1) >= missing
-        return {
+        features = self.dynamics.features(hidden[:, -1])  # [B, F]
+        state = {
             "tokens": tokens[:, -1],
+            "codes": self.tokenizer.fsq.indices_to_codes(tokens[:, -1]),
             "keys": F.pad(keys, pad),
             "values": F.pad(values, pad),
             "valid": valid,
             "time": torch.full((size,), frames - 1, device=pixels.device),
-            "features": self.dynamics.features(hidden[:, -1]),
+            "features": features,
         }
+        if self.config.integrate_state:  # the last real state; without one, the head's reading
+            known = obs_context.get("state")
+            read = self.denormalise_state(self.heads["state"](features))
+            state["vector"] = read if known is None else known[:, -1].float()  # [B, S]
+        return state
 
     def step(
         self, state: State, action: torch.Tensor, generator: torch.Generator | None = None
@@ -386,27 +425,35 @@ class Genie(WorldModel):
         valid = F.pad(state["valid"], (0, 1), value=True)  # [B, K+1]: memory and the new frame
         mask = valid[:, None]  # [B, 1, K+1]
         time = state["time"][:, None] + 1  # [B, 1]
-        tokens = self.dynamics.generate(
+        tokens, codes = self.dynamics.generate(
             past, mask, time, actions, self.maskgit_steps, self.temperature, generator, task_action
-        )  # [B, P]
+        )  # [B, P], [B, P, d]
         task = None if task_action is None else task_action[:, None]  # [B, 1, A]
         hidden, cache = self.dynamics(tokens[:, None], actions[:, None], mask, time, past, task)
         new_keys = torch.stack([k for k, _ in cache], 1)  # [B, L, 1, P, E]
         new_values = torch.stack([v for _, v in cache], 1)
-        return {
+        features = self.dynamics.features(hidden[:, 0])  # [B, F]
+        stepped = {
             "tokens": tokens,
+            "codes": codes,
             "keys": torch.cat([keys[:, :, 1:], new_keys], 2),
             "values": torch.cat([values[:, :, 1:], new_values], 2),
             "valid": valid[:, 1:],
             "time": time[:, 0],
-            "features": self.dynamics.features(hidden[:, 0]),
+            "features": features,
         }
+        if self.config.integrate_state:
+            motion = self.motion(state["features"], features, state["vector"])  # [B, S]
+            stepped["vector"] = state["vector"] + motion * self.motion_std
+        return stepped
 
     def decode(self, state: State) -> dict[str, torch.Tensor]:
-        pixels = self.tokenizer.detokenize(state["tokens"])  # [B, 3, H, W]
+        pixels = self.tokenizer.decode(state["codes"])  # [B, 3, H, W]
         return {"image": float_to_images(pixels), "state": self.state_vector(state)}
 
     def state_vector(self, state: State) -> torch.Tensor:
+        if self.config.integrate_state:
+            return state["vector"]
         return self.denormalise_state(self.heads["state"](state["features"]))
 
     def outcome_scores(self, state: State) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
