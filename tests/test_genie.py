@@ -79,6 +79,7 @@ def test_every_stage_loss_is_finite_and_trains_only_its_part(model):
                 "tokenizer": {"tokenizer"},
                 "latent_actions": {"latent_actions"},
                 "dynamics": {"dynamics", "heads", "adapter"},
+                "heads": {"heads"},
             }[stage]
         )
     with pytest.raises(ValueError, match="stage"):
@@ -226,9 +227,11 @@ def test_integrated_state_starts_at_the_real_state_and_adds_the_motion_head():
     torch.testing.assert_close(genie.state_vector(state), batch["state"][:, 1])
     latent = torch.zeros(3, dtype=torch.long)
     stepped = genie.step_latent(state, latent)
-    change = genie.motion(state["features"], stepped["features"], state["vector"])
+    change = genie.motion(state["features"], stepped["features"], state["vector"], None)
     expected = batch["state"][:, 1] + change * genie.motion_std
     torch.testing.assert_close(genie.decode(stepped)["state"], expected)
+    pushed = [genie.step_latent(state, latent, None, torch.full((3, 4), a)) for a in (-1.0, 1.0)]
+    assert not torch.allclose(pushed[0]["vector"], pushed[1]["vector"])  # it reads the action
     with torch.no_grad():
         genie.motion_head[-1].weight.zero_()
         genie.motion_head[-1].bias.zero_()
@@ -237,6 +240,25 @@ def test_integrated_state_starts_at_the_real_state_and_adds_the_motion_head():
     unknown = genie.init_state({"image": batch["image"][:, :2]})  # no state: the head's reading
     read = genie.denormalise_state(genie.heads["state"](unknown["features"]))
     torch.testing.assert_close(genie.state_vector(unknown), read)
+
+
+def test_the_heads_stage_scores_generated_frames_within_their_episode():
+    torch.manual_seed(0)
+    genie = build_model("genie", SPEC, "tiny", {"integrate_state": True})
+    batch = synthetic_batch(frames=6)  # memory 2: 4 generated frames; row 0 restarts at 3
+    genie.prepare(batch)
+    genie.set_stage("heads")
+    loss, metrics = genie.loss(batch)
+    loss.backward()
+    assert torch.isfinite(loss) and metrics["motion"] > 0
+    assert genie.motion_head[0].weight.grad.abs().sum() > 0
+    assert genie.heads["success"][0].weight.grad.abs().sum() > 0
+    assert all(p.grad is None for p in genie.dynamics.parameters())
+    restarted = {**batch, "is_first": torch.ones_like(batch["is_first"])}
+    empty, _ = genie.loss(restarted)  # no generated frame inside its episode: nothing scored
+    assert empty.item() == 0
+    with pytest.raises(ValueError, match="windows longer"):
+        genie.loss(synthetic_batch(frames=2))
 
 
 def test_changed_tokens_weigh_more_only_where_tokens_change():
@@ -378,19 +400,23 @@ def test_trainer_runs_and_resumes_every_stage(tiny_dataset, tmp_path):
         bank_size=2,
         max_minutes=1e-9,
     )
-    seen, tokenizers = [], []
-    for _ in range(6):
+    seen, tokenizers, dynamics, heads = [], [], [], []
+    for _ in range(8):
         trainer = Trainer(config)
         trainer.run()
         seen.append((trainer.model.stages[trainer.stage], trainer.step))
         tokenizers.append(trainer.model.tokenizer.patch_out.weight.detach().clone())
-    stages = ("tokenizer", "latent_actions", "dynamics")
+        dynamics.append(trainer.model.dynamics.to_logits.weight.detach().clone())
+        heads.append(trainer.model.heads["success"][0].weight.detach().clone())
+    stages = ("tokenizer", "latent_actions", "dynamics", "heads")
     assert seen == [(stage, step) for stage in stages for step in (1, 2)]
     assert not torch.equal(tokenizers[0], tokenizers[1])  # trained in its stage ...
     assert all(torch.equal(tokenizers[1], later) for later in tokenizers[2:])  # ... then frozen
+    assert all(torch.equal(dynamics[5], later) for later in dynamics[6:])  # frozen for heads
+    assert not torch.equal(heads[5], heads[7])  # the heads train on generated frames
     assert "val/delta_psnr" in trainer.metrics
     recipe = read_card(tmp_path / "genie")["recipe"]  # every stage counts, across resumes
-    assert recipe["updates"] == recipe["total_updates"] == 6
+    assert recipe["updates"] == recipe["total_updates"] == 8
     assert recipe["updates_by_stage"] == {stage: 2 for stage in stages}
     # compare reports Genie's controllability and codebook usage on the physics episodes
     compared = compare(

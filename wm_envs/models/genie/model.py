@@ -1,6 +1,6 @@
 """Genie (Bruce et al. 2024) as a world model: tokenizer, latent actions, MaskGIT dynamics.
 
-Three parts, trained one after the other by the trainer (``stages``):
+Three parts, trained one after the other by the trainer (``stages``), then their heads again:
 
 1. ``tokenizer`` -- an FSQ autoencoder turns each 64x64 frame into 8x8 discrete tokens.
 2. ``latent_actions`` -- a latent action model learns, without action labels, a handful of
@@ -9,6 +9,8 @@ Three parts, trained one after the other by the trainer (``stages``):
    and the latent action. Trained in the same stage on top of its features: heads for the
    24-dim state, reward, termination and success, and the *action adapter*, which maps the
    task's continuous action to the latent action the LAM infers for that transition.
+4. ``heads`` -- the heads once more, now on the features of frames the model generates open
+   loop, which is what they read in a rollout (``Genie.rollout_head_loss``).
 
 Two ways to act (``action_mode``): ``"env"`` (default) takes the task's actions [B, A]
 through the adapter; ``"latent"`` takes latent action indices [B] directly (Genie's own
@@ -73,10 +75,11 @@ class GenieConfig:
     #: to different latent actions in contact and in free space.
     adapter_context: bool = False
     #: The dynamics also reads the task action itself beside the latent action, so that task
-    #: actions drive rollouts whatever latent action the adapter picks. Training hides it on
-    #: ``task_action_dropout`` of the transitions, so that latent actions alone still drive the
-    #: model (``action_mode="latent"``, the latent action model's inferred actions).
+    #: actions drive rollouts whatever latent action the adapter picks.
     task_action_input: bool = False
+    #: The share of transitions on which training hides the task action (zeros) from the parts
+    #: that read it (the dynamics with ``task_action_input``, the motion head), so that they
+    #: still work without one (``action_mode="latent"``, the LAM's inferred actions).
     task_action_dropout: float = 0.5
     #: Loss weight of the dynamics' target tokens that differ from the frame before, against
     #: 1 for the others (see ``Dynamics``).
@@ -85,8 +88,9 @@ class GenieConfig:
     #: paper: 0.5), not MaskGIT's cosine schedule over [0, 1].
     mask_ratio_min: float = 0.0
     #: The state vector a rollout reports starts at the last real state and adds the change a
-    #: motion head reads off the features of the frame before and the frame generated, as the
-    #: RSSM's does; otherwise the state head reads it off the generated frame's features.
+    #: motion head reads off the features of the frame before and the frame generated and the
+    #: task action, as the RSSM's does; otherwise the state head reads it off the generated
+    #: frame's features.
     integrate_state: bool = False
     motion_weight: float = 1.0
 
@@ -146,7 +150,7 @@ class Genie(WorldModel):
 
     name = "genie"
     config_class = GenieConfig
-    stages = ("tokenizer", "latent_actions", "dynamics")
+    stages = ("tokenizer", "latent_actions", "dynamics", "heads")
     action_modes = ("env", "latent")
     #: Generation passes per frame (with none, every token stays masked) and the sampling
     #: temperature (above zero: the logits are divided by it).
@@ -204,11 +208,14 @@ class Genie(WorldModel):
             "tokenizer": [self.tokenizer],
             "latent_actions": [self.latent_actions],
             "dynamics": [self.dynamics, self.heads, self.adapter],
+            "heads": [self.heads],
         }
         if c.integrate_state:
-            self.motion_head = mlp(2 * features + spec.state_dim, c.hidden, spec.state_dim)
+            motion_inputs = 2 * features + spec.state_dim + spec.action_dim
+            self.motion_head = mlp(motion_inputs, c.hidden, spec.state_dim)
             self.register_buffer("motion_std", torch.ones(spec.state_dim))
             self.parts["dynamics"].append(self.motion_head)
+            self.parts["heads"].append(self.motion_head)
         self.stage = self.stages[-1]
         #: Generation schedule; envs and benchmarks may change these between steps.
         self.maskgit_steps, self.temperature = c.maskgit_steps, c.temperature
@@ -229,9 +236,9 @@ class Genie(WorldModel):
         if stage not in self.parts:
             raise ValueError(f"unknown genie stage {stage!r}; stages: {self.stages}")
         self.stage = stage
-        for name, modules in self.parts.items():
+        for modules in self.parts.values():
             for module in modules:
-                module.requires_grad_(name == stage)
+                module.requires_grad_(any(module is part for part in self.parts[stage]))
 
     def loss(self, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
         pixels = images_to_float(batch["image"])  # [B, T, 3, H, W]
@@ -241,6 +248,8 @@ class Genie(WorldModel):
         if self.stage == "latent_actions":
             loss, metrics = self.latent_actions.loss(pixels, batch["is_first"])
             return loss, {"loss": loss.item(), **metrics}
+        if self.stage == "heads":
+            return self.rollout_head_loss(batch)
         return self._dynamics_loss(batch, pixels)
 
     def _dynamics_loss(
@@ -253,13 +262,13 @@ class Genie(WorldModel):
             tokens = self.tokenizer.tokenize(pixels.flatten(0, 1)).view(size, frames, -1)
             actions = self.infer_actions(pixels, is_first)  # [B, T]
         labelled = actions != self.n_latent_actions  # transitions with an inferred action
-        task = None
-        if c.task_action_input:
-            shown = labelled & (
-                torch.rand(labelled.shape, device=labelled.device) >= c.task_action_dropout
-            )
-            task = batch["action"].float() * shown[..., None]  # [B, T, A]; zero where hidden
-        token_loss, hidden, metrics = self.dynamics.loss(tokens, actions, is_first.cumsum(1), task)
+        task = None  # [B, T, A]: drawn only where read, so that other runs draw as before
+        if c.task_action_input or c.integrate_state:
+            task = self.shown_actions(batch["action"]) * labelled[..., None]
+        dynamics_task = task if c.task_action_input else None
+        token_loss, hidden, metrics = self.dynamics.loss(
+            tokens, actions, is_first.cumsum(1), dynamics_task
+        )
         features = self.dynamics.features(hidden)  # [B, T, F]
         state_loss, reward_loss, done_loss = self.head_losses(
             batch,
@@ -275,7 +284,7 @@ class Genie(WorldModel):
         motion_loss = torch.zeros(())
         if c.integrate_state:
             motion, valid = state_motion(batch)  # [B, T, S], [B, T]
-            predicted = self.motion(previous, features, batch["state"] - motion)  # [B, T, S]
+            predicted = self.motion(previous, features, batch["state"] - motion, task)  # [B, T, S]
             error = F.huber_loss(predicted, motion / self.motion_std, reduction="none").sum(-1)
             motion_loss = (error * valid).sum() / valid.sum().clamp_min(1)
         total = (
@@ -299,13 +308,94 @@ class Genie(WorldModel):
             **metrics,
         }
 
+    def rollout_head_loss(self, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
+        """The heads' losses (and the motion head's) on the features of the frames the model
+        generates open loop under the window's task actions, after ``memory`` real frames.
+
+        In the dynamics stage the heads read the features of real frames; a rollout gives
+        them the features of generated ones, which drift from those. Here the generation is
+        done as a rollout does it (the adapter's latent action, the mode of each MaskGIT
+        pass) and does not train; each generated frame is scored against the real step's
+        state, reward and flags, until an episode starts in the window. The motion head
+        reads the generated frame, the one generated before it, and the real state before."""
+        c = self.config
+        context, frames = c.memory, batch["image"].shape[1]
+        if frames <= context:
+            raise ValueError(
+                f"the heads stage generates frames after {context} real ones; train it on "
+                f"windows longer than that (--window {context + 1} or more), got {frames}"
+            )
+        with torch.no_grad():
+            real = {key: batch[key][:, :context] for key in ("image", "state")}
+            state = self.init_state(real, batch["action"][:, :context])
+            before, after = [], []
+            for t in range(context, frames):
+                before.append(state["features"])
+                state = self.step(state, batch["action"][:, t])
+                after.append(state["features"])
+        previous, features = torch.stack(before, 1), torch.stack(after, 1)  # [B, T-K, F]
+        started = batch["is_first"][:, 1:].cumsum(1) > 0  # [B, T-1]: an episode began by t
+        valid = ~started[:, context - 1 :]  # [B, T-K]: the rollout is still in its episode
+        if not valid.any():  # every window starts an episode within its context: no score
+            return self.heads["reward"](features[valid]).sum(), {"loss": 0.0}  # 0, in the graph
+        targets = {
+            key: batch[key][:, context:][valid]
+            for key in ("state", "reward", "terminated", "success")
+        }  # [M, ...]
+        read = features[valid]  # [M, F]
+        state_loss, reward_loss, done_loss = self.head_losses(
+            targets,
+            self.heads["state"](read),
+            self.heads["reward"](read).squeeze(-1),
+            self.heads["terminated"](read).squeeze(-1),
+            self.heads["success"](read).squeeze(-1),
+        )
+        motion_loss = torch.zeros(())
+        if c.integrate_state:
+            motion, moved = state_motion(batch)  # [B, T, S], [B, T]
+            before_state = (batch["state"] - motion)[:, context:][valid]  # [M, S]
+            task = self.shown_actions(batch["action"][:, context:])[valid]  # [M, A]
+            predicted = self.motion(previous[valid], read, before_state, task)  # [M, S]
+            target = motion[:, context:][valid] / self.motion_std
+            error = F.huber_loss(predicted, target, reduction="none").sum(-1)  # [M]
+            moved = moved[:, context:][valid].float()
+            motion_loss = (error * moved).sum() / moved.sum().clamp_min(1)
+        total = (
+            c.state_weight * state_loss
+            + c.reward_weight * reward_loss
+            + c.done_weight * done_loss
+            + c.motion_weight * motion_loss
+        )
+        success = self.heads["success"](read).squeeze(-1) > 0
+        return total, {
+            "loss": total.item(),
+            "state": state_loss.item(),
+            "reward": reward_loss.item(),
+            "done": done_loss.item(),
+            "motion": motion_loss.item(),
+            "success_accuracy": (success == targets["success"].bool()).float().mean().item(),
+        }
+
+    def shown_actions(self, action: torch.Tensor) -> torch.Tensor:
+        """Task actions [..., A] with each hidden (zeros) at ``task_action_dropout``."""
+        shown = (
+            torch.rand(action.shape[:-1], device=action.device) >= self.config.task_action_dropout
+        )
+        return action.float() * shown[..., None]
+
     def motion(
-        self, previous: torch.Tensor, features: torch.Tensor, vector: torch.Tensor
+        self,
+        previous: torch.Tensor,
+        features: torch.Tensor,
+        vector: torch.Tensor,
+        action: torch.Tensor | None,
     ) -> torch.Tensor:
         """The state's change into a frame, in units of ``motion_std``: the features of the
-        frame before [..., F] and of the frame [..., F], and the state before [..., S] ->
-        [..., S]."""
-        inputs = torch.cat([previous, features, self.normalise_state(vector)], -1)
+        frame before [..., F] and of the frame [..., F], the state before [..., S] and the
+        task action into the frame [..., A] (None: zeros, none known) -> [..., S]."""
+        if action is None:
+            action = vector.new_zeros(*vector.shape[:-1], self.spec.action_dim)
+        inputs = torch.cat([previous, features, self.normalise_state(vector), action.float()], -1)
         return self.motion_head(inputs)
 
     def validation_metrics(self, batch: Batch, context: int) -> dict[str, float]:
@@ -406,7 +496,7 @@ class Genie(WorldModel):
         """One transition under ``action``: task actions [B, A] (``action_mode="env"``) or
         latent action indices [B] (``"latent"``)."""
         latent = self.latent_action(state, action, generator)
-        task = action if self.action_mode == "env" and self.config.task_action_input else None
+        task = action if self.action_mode == "env" else None
         return self.step_latent(state, latent, generator, task)
 
     @torch.no_grad()
@@ -417,9 +507,10 @@ class Genie(WorldModel):
         generator: torch.Generator | None = None,
         task_action: torch.Tensor | None = None,
     ) -> State:
-        """One transition under latent action indices [B] (and, for a model with
-        ``task_action_input``, task actions [B, A]): MaskGIT-generate the next frame's
-        tokens, then run the finished frame once more to cache its keys and values."""
+        """One transition under latent action indices [B] and, where known, task actions
+        [B, A] (read by a model with ``task_action_input`` and by the motion head):
+        MaskGIT-generate the next frame's tokens, then run the finished frame once more to
+        cache its keys and values."""
         keys, values = state["keys"], state["values"]  # [B, L, K, P, E]
         past = list(zip(keys.unbind(1), values.unbind(1), strict=True))  # per block [B, K, P, E]
         valid = F.pad(state["valid"], (0, 1), value=True)  # [B, K+1]: memory and the new frame
@@ -443,7 +534,7 @@ class Genie(WorldModel):
             "features": features,
         }
         if self.config.integrate_state:
-            motion = self.motion(state["features"], features, state["vector"])  # [B, S]
+            motion = self.motion(state["features"], features, state["vector"], task_action)
             stepped["vector"] = state["vector"] + motion * self.motion_std
         return stepped
 
