@@ -250,7 +250,7 @@ def test_the_heads_stage_scores_generated_frames_within_their_episode():
     genie.set_stage("heads")
     loss, metrics = genie.loss(batch)
     loss.backward()
-    assert torch.isfinite(loss) and metrics["motion"] > 0
+    assert torch.isfinite(loss) and metrics["motion"] > 0 and metrics["integrated_state"] > 0
     assert genie.motion_head[0].weight.grad.abs().sum() > 0
     assert genie.heads["success"][0].weight.grad.abs().sum() > 0
     assert all(p.grad is None for p in genie.dynamics.parameters())

@@ -317,7 +317,9 @@ class Genie(WorldModel):
         done as a rollout does it (the adapter's latent action, the mode of each MaskGIT
         pass) and does not train; each generated frame is scored against the real step's
         state, reward and flags, until an episode starts in the window. The motion head
-        reads the generated frame, the one generated before it, and the real state before."""
+        reads the generated frame, the one generated before it and the task action; it is
+        scored on one step from the real state before, and on the state it integrates over
+        the whole rollout from the last real one, as a rollout reports it."""
         c = self.config
         context, frames = c.memory, batch["image"].shape[1]
         if frames <= context:
@@ -350,21 +352,30 @@ class Genie(WorldModel):
             self.heads["terminated"](read).squeeze(-1),
             self.heads["success"](read).squeeze(-1),
         )
-        motion_loss = torch.zeros(())
+        motion_loss = integrated_loss = torch.zeros(())
         if c.integrate_state:
             motion, moved = state_motion(batch)  # [B, T, S], [B, T]
             before_state = (batch["state"] - motion)[:, context:][valid]  # [M, S]
-            task = self.shown_actions(batch["action"][:, context:])[valid]  # [M, A]
-            predicted = self.motion(previous[valid], read, before_state, task)  # [M, S]
+            tasks = self.shown_actions(batch["action"][:, context:])  # [B, T-K, A]
+            predicted = self.motion(previous[valid], read, before_state, tasks[valid])  # [M, S]
             target = motion[:, context:][valid] / self.motion_std
             error = F.huber_loss(predicted, target, reduction="none").sum(-1)  # [M]
             moved = moved[:, context:][valid].float()
             motion_loss = (error * moved).sum() / moved.sum().clamp_min(1)
+            # The state a rollout reports: integrated from the last real one, the gradient
+            # through every step, scored in units of the state's std as the state head is.
+            vector, errors = batch["state"][:, context - 1], []  # [B, S]
+            for j in range(frames - context):
+                change = self.motion(previous[:, j], features[:, j], vector, tasks[:, j])
+                vector = vector + change * self.motion_std
+                truth = self.normalise_state(batch["state"][:, context + j])
+                errors.append(F.huber_loss(self.normalise_state(vector), truth, reduction="none"))
+            integrated_loss = torch.stack(errors, 1)[valid].sum(-1).mean()  # [M, S] -> []
         total = (
             c.state_weight * state_loss
             + c.reward_weight * reward_loss
             + c.done_weight * done_loss
-            + c.motion_weight * motion_loss
+            + c.motion_weight * (motion_loss + integrated_loss)
         )
         success = self.heads["success"](read).squeeze(-1) > 0
         return total, {
@@ -373,6 +384,7 @@ class Genie(WorldModel):
             "reward": reward_loss.item(),
             "done": done_loss.item(),
             "motion": motion_loss.item(),
+            "integrated_state": integrated_loss.item(),
             "success_accuracy": (success == targets["success"].bool()).float().mean().item(),
         }
 
