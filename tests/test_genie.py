@@ -78,8 +78,8 @@ def test_every_stage_loss_is_finite_and_trains_only_its_part(model):
             == {
                 "tokenizer": {"tokenizer"},
                 "latent_actions": {"latent_actions"},
-                "dynamics": {"dynamics", "heads", "adapter"},
-                "heads": {"heads"},
+                "dynamics": {"dynamics", "heads", "adapter", "motion_head"},
+                "heads": {"heads", "motion_head"},
             }[stage]
         )
     with pytest.raises(ValueError, match="stage"):
@@ -215,7 +215,7 @@ def test_generated_frames_decode_from_expected_codes_that_are_the_tokens_when_ce
 
 def test_integrated_state_starts_at_the_real_state_and_adds_the_motion_head():
     torch.manual_seed(0)
-    genie = build_model("genie", SPEC, "tiny", {"integrate_state": True})
+    genie = build_model("genie", SPEC, "tiny")
     batch = synthetic_batch()
     genie.prepare(batch)
     genie.set_stage("dynamics")
@@ -240,11 +240,16 @@ def test_integrated_state_starts_at_the_real_state_and_adds_the_motion_head():
     unknown = genie.init_state({"image": batch["image"][:, :2]})  # no state: the head's reading
     read = genie.denormalise_state(genie.heads["state"](unknown["features"]))
     torch.testing.assert_close(genie.state_vector(unknown), read)
+    reader = build_model("genie", SPEC, "tiny", {"integrate_state": False}).eval()
+    assert not hasattr(reader, "motion_head")
+    start = reader.init_state({"image": batch["image"][:, :2], "state": batch["state"][:, :2]})
+    read = reader.denormalise_state(reader.heads["state"](start["features"]))
+    torch.testing.assert_close(reader.state_vector(start), read)  # the head's reading
 
 
 def test_the_heads_stage_scores_generated_frames_within_their_episode():
     torch.manual_seed(0)
-    genie = build_model("genie", SPEC, "tiny", {"integrate_state": True})
+    genie = build_model("genie", SPEC, "tiny")
     batch = synthetic_batch(frames=6)  # memory 2: 4 generated frames; row 0 restarts at 3
     genie.prepare(batch)
     genie.set_stage("heads")

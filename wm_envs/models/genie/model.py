@@ -91,7 +91,7 @@ class GenieConfig:
     #: motion head reads off the features of the frame before and the frame generated and the
     #: task action, as the RSSM's does; otherwise the state head reads it off the generated
     #: frame's features.
-    integrate_state: bool = False
+    integrate_state: bool = True
     motion_weight: float = 1.0
 
 
