@@ -7,7 +7,7 @@ state, for tests/test_train.py to compare.
 1. Ctrl-C reaches rank 1 alone, during the first update: both ranks stop at update 1.
 2. Resume; rank 1's clock runs an hour ahead, so only rank 1 sees ``--max-minutes`` pass:
    both stop at the same update, after the switch from the tokenizer to the latent actions.
-3. Resume and finish: the rest of the latent actions, then the dynamics.
+3. Resume and finish: the rest of the latent actions, then the dynamics and the heads.
 """
 
 import os
@@ -51,7 +51,7 @@ def rank_main(rank: int, port: int, root: str, dataset_id: str, out: str, result
             data=root,
             dataset_id=dataset_id,
             out=out,
-            stage_steps="tokenizer=2,latent_actions=3,dynamics=3",
+            stage_steps="tokenizer=2,latent_actions=3,dynamics=3,heads=2",
             batch_size=2,
             window=8,
             eval_every=100,

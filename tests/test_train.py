@@ -188,7 +188,7 @@ def test_ddp_two_processes_on_cpu_with_gloo(tiny_dataset, tmp_path):
 
 def test_ddp_ranks_stay_identical_through_stage_switches_stops_and_resumes(tiny_dataset, tmp_path):
     """tests/ddp_genie.py: a Ctrl-C on rank 1 alone, a time limit only rank 1's clock sees,
-    two resumes and Genie's two stage switches; the ranks must stop together every time and
+    two resumes and Genie's three stage switches; the ranks must stop together every time and
     end with the same parameters, while drawing batches of their own."""
     root, dataset_id = tiny_dataset
     helper = Path(__file__).with_name("ddp_genie.py")
@@ -199,9 +199,9 @@ def test_ddp_ranks_stay_identical_through_stage_switches_stops_and_resumes(tiny_
     )
     assert result.returncode == 0, result.stderr[-3000:]
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in (0, 1)]
-    assert ranks[0]["stops"] == ranks[1]["stops"] == [(0, 1), (1, 2), (2, 3)]
+    assert ranks[0]["stops"] == ranks[1]["stops"] == [(0, 1), (1, 2), (3, 2)]
     saved, card, _ = load_checkpoint(tmp_path / "out")
-    assert card["recipe"]["processes"] == 2 and card["recipe"]["stage"] == "dynamics"
+    assert card["recipe"]["processes"] == 2 and card["recipe"]["stage"] == "heads"
     for name, value in saved.state_dict().items():
         assert torch.equal(ranks[0]["model"][name], value), name
         assert torch.equal(ranks[1]["model"][name], value), name
