@@ -270,23 +270,15 @@ class Genie(WorldModel):
             tokens, actions, is_first.cumsum(1), dynamics_task
         )
         features = self.dynamics.features(hidden)  # [B, T, F]
-        state_loss, reward_loss, done_loss = self.head_losses(
-            batch,
-            self.heads["state"](features),
-            self.heads["reward"](features).squeeze(-1),  # [B, T]
-            self.heads["terminated"](features).squeeze(-1),
-            self.heads["success"](features).squeeze(-1),
-        )
+        state_loss, reward_loss, done_loss, _ = self._head_losses(batch, features)
         previous = F.pad(features[:, :-1], (0, 0, 1, 0))  # [B, T, F]: frame t-1's
         adapter_inputs = self.adapter_inputs(previous.detach(), batch["action"])  # [B, T, A (+ F)]
         adapter_logits = self.adapter(adapter_inputs[labelled])  # [M, n]
         adapter_loss = F.cross_entropy(adapter_logits, actions[labelled])
         motion_loss = torch.zeros(())
         if c.integrate_state:
-            motion, valid = state_motion(batch)  # [B, T, S], [B, T]
-            predicted = self.motion(previous, features, batch["state"] - motion, task)  # [B, T, S]
-            error = F.huber_loss(predicted, motion / self.motion_std, reduction="none").sum(-1)
-            motion_loss = (error * valid).sum() / valid.sum().clamp_min(1)
+            motion, moved = state_motion(batch)  # [B, T, S], [B, T]
+            motion_loss = self._motion_loss(previous, features, batch["state"], motion, task, moved)
         total = (
             token_loss
             + c.state_weight * state_loss
@@ -344,24 +336,19 @@ class Genie(WorldModel):
             key: batch[key][:, context:][valid]
             for key in ("state", "reward", "terminated", "success")
         }  # [M, ...]
-        read = features[valid]  # [M, F]
-        state_loss, reward_loss, done_loss = self.head_losses(
-            targets,
-            self.heads["state"](read),
-            self.heads["reward"](read).squeeze(-1),
-            self.heads["terminated"](read).squeeze(-1),
-            self.heads["success"](read).squeeze(-1),
-        )
+        state_loss, reward_loss, done_loss, success = self._head_losses(targets, features[valid])
         motion_loss = integrated_loss = torch.zeros(())
         if c.integrate_state:
             motion, moved = state_motion(batch)  # [B, T, S], [B, T]
-            before_state = (batch["state"] - motion)[:, context:][valid]  # [M, S]
             tasks = self.shown_actions(batch["action"][:, context:])  # [B, T-K, A]
-            predicted = self.motion(previous[valid], read, before_state, tasks[valid])  # [M, S]
-            target = motion[:, context:][valid] / self.motion_std
-            error = F.huber_loss(predicted, target, reduction="none").sum(-1)  # [M]
-            moved = moved[:, context:][valid].float()
-            motion_loss = (error * moved).sum() / moved.sum().clamp_min(1)
+            motion_loss = self._motion_loss(
+                previous,
+                features,
+                batch["state"][:, context:],
+                motion[:, context:],
+                tasks,
+                moved[:, context:] & valid,
+            )
             # The state a rollout reports: integrated from the last real one, the gradient
             # through every step, scored in units of the state's std as the state head is.
             vector, errors = batch["state"][:, context - 1], []  # [B, S]
@@ -377,7 +364,6 @@ class Genie(WorldModel):
             + c.done_weight * done_loss
             + c.motion_weight * (motion_loss + integrated_loss)
         )
-        success = self.heads["success"](read).squeeze(-1) > 0
         return total, {
             "loss": total.item(),
             "state": state_loss.item(),
@@ -385,8 +371,39 @@ class Genie(WorldModel):
             "done": done_loss.item(),
             "motion": motion_loss.item(),
             "integrated_state": integrated_loss.item(),
-            "success_accuracy": (success == targets["success"].bool()).float().mean().item(),
+            "success_accuracy": ((success > 0) == targets["success"].bool()).float().mean().item(),
         }
+
+    def _head_losses(
+        self, targets: Batch, features: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``head_losses`` of the heads on features [..., F] against ``targets`` (state,
+        reward and flags in the features' layout), and the success logits [...]."""
+        success = self.heads["success"](features).squeeze(-1)
+        losses = self.head_losses(
+            targets,
+            self.heads["state"](features),
+            self.heads["reward"](features).squeeze(-1),
+            self.heads["terminated"](features).squeeze(-1),
+            success,
+        )
+        return *losses, success
+
+    def _motion_loss(
+        self,
+        previous: torch.Tensor,
+        features: torch.Tensor,
+        states: torch.Tensor,
+        motion: torch.Tensor,
+        task: torch.Tensor | None,
+        mask: torch.Tensor,
+    ) -> torch.Tensor:
+        """The motion head's one-step loss: from the features of frames t-1 and t [B, T, F],
+        the real state before t (``states`` - ``motion``, each [B, T, S]) and the task action
+        [B, T, A], the change into t in units of ``motion_std``, where ``mask`` [B, T]."""
+        predicted = self.motion(previous, features, states - motion, task)  # [B, T, S]
+        error = F.huber_loss(predicted, motion / self.motion_std, reduction="none").sum(-1)
+        return (error * mask).sum() / mask.sum().clamp_min(1)
 
     def shown_actions(self, action: torch.Tensor) -> torch.Tensor:
         """Task actions [..., A] with each hidden (zeros) at ``task_action_dropout``."""
@@ -498,8 +515,10 @@ class Genie(WorldModel):
         }
         if self.config.integrate_state:  # the last real state; without one, the head's reading
             known = obs_context.get("state")
-            read = self.denormalise_state(self.heads["state"](features))
-            state["vector"] = read if known is None else known[:, -1].float()  # [B, S]
+            if known is None:
+                state["vector"] = self.denormalise_state(self.heads["state"](features))
+            else:
+                state["vector"] = known[:, -1].float()  # [B, S]
         return state
 
     def step(
