@@ -201,7 +201,11 @@ def test_generated_frames_decode_from_expected_codes_that_are_the_tokens_when_ce
     assert codes.shape == hard.shape and codes.abs().max() <= 1
     assert not torch.allclose(codes, hard)  # an untrained model is unsure: codes in between
     pixels = model.tokenizer.decode(codes)
-    assert torch.equal(model.decode(stepped)["image"], float_to_images(pixels))
+    model.residual_tolerance = 0.0  # the frame exactly as its codes decode
+    try:
+        assert torch.equal(model.decode(stepped)["image"], float_to_images(pixels))
+    finally:
+        model.residual_tolerance = model.config.residual_tolerance
     logits = model.dynamics.to_logits
     saved = logits.weight.detach().clone()
     with torch.no_grad():
@@ -211,6 +215,23 @@ def test_generated_frames_decode_from_expected_codes_that_are_the_tokens_when_ce
         logits.weight.copy_(saved)
     hard = model.tokenizer.fsq.indices_to_codes(sure["tokens"])
     torch.testing.assert_close(sure["codes"], hard, atol=1e-3, rtol=0)
+
+
+def test_decoding_keeps_the_last_real_frame_where_the_decoding_has_not_moved(model):
+    images = synthetic_batch()["image"][:, :2]
+    state = model.init_state({"image": images})
+    assert torch.equal(model.decode(state)["image"], images[:, -1])  # the context's own frame
+    stepped = model.step_latent(state, torch.zeros(3, dtype=torch.long))
+    plain = model.tokenizer.decode(stepped["codes"])  # [B, 3, H, W]
+    change = (plain - state["anchor"]).abs().amax(1)  # [B, H, W]
+    moved = change >= change.median()  # an untrained decoder barely moves: half of the pixels
+    model.residual_tolerance = change.median().item()
+    try:
+        decoded = model.decode(stepped)["image"]  # [B, H, W, 3]
+    finally:
+        model.residual_tolerance = model.config.residual_tolerance
+    assert torch.equal(decoded[moved], float_to_images(plain)[moved])  # painted as decoded
+    assert not torch.equal(decoded[~moved], float_to_images(plain)[~moved])  # the real error
 
 
 def test_integrated_state_starts_at_the_real_state_and_adds_the_motion_head():
@@ -302,9 +323,10 @@ def test_mask_ratios_follow_the_cosine_schedule_or_genies_uniform_range():
 @pytest.mark.parametrize("preset", sorted(PRESETS))
 def test_inference_settings_bound_every_preset_and_exclude_an_all_mask_frame(preset):
     bounds = Genie.inference_settings
-    assert set(bounds) == {"maskgit_steps", "temperature"}
+    assert set(bounds) == {"maskgit_steps", "temperature", "residual_tolerance"}
     assert all(low <= high for low, high in bounds.values())
     assert bounds["maskgit_steps"][0] >= 1 and bounds["temperature"][0] > 0
+    assert bounds["residual_tolerance"][0] == 0  # 0: frames exactly as their codes decode
     config = GenieConfig(**PRESETS[preset])
     for name, (low, high) in bounds.items():
         assert low <= getattr(config, name) <= high

@@ -93,6 +93,10 @@ class GenieConfig:
     #: frame's features.
     integrate_state: bool = True
     motion_weight: float = 1.0
+    #: Above 0: a decoded frame adds back the tokenizer's error on the last real frame
+    #: wherever it differs from that frame's decoding by less than this (pixels in
+    #: [-0.5, 0.5]; fading to none at it), so what has not moved keeps its real pixels.
+    residual_tolerance: float = 0.1
 
 
 PRESETS = {
@@ -154,7 +158,11 @@ class Genie(WorldModel):
     action_modes = ("env", "latent")
     #: Generation passes per frame (with none, every token stays masked) and the sampling
     #: temperature (above zero: the logits are divided by it).
-    inference_settings = {"maskgit_steps": (1, 64), "temperature": (1e-3, 100.0)}
+    inference_settings = {
+        "maskgit_steps": (1, 64),
+        "temperature": (1e-3, 100.0),
+        "residual_tolerance": (0.0, 1.0),
+    }
 
     def __init__(self, spec: ModelSpec, config: GenieConfig) -> None:
         super().__init__(spec, config)
@@ -219,6 +227,7 @@ class Genie(WorldModel):
         self.stage = self.stages[-1]
         #: Generation schedule; envs and benchmarks may change these between steps.
         self.maskgit_steps, self.temperature = c.maskgit_steps, c.temperature
+        self.residual_tolerance = c.residual_tolerance
 
     @property
     def feature_dim(self) -> int:
@@ -504,9 +513,13 @@ class Genie(WorldModel):
         pad = (0, 0, 0, 0, missing, 0)
         valid = torch.arange(memory, device=pixels.device).expand(size, -1) >= missing
         features = self.dynamics.features(hidden[:, -1])  # [B, F]
+        codes = self.tokenizer.fsq.indices_to_codes(tokens[:, -1])  # [B, P, d]
+        anchor = self.tokenizer.decode(codes)  # [B, 3, H, W]
         state = {
             "tokens": tokens[:, -1],
-            "codes": self.tokenizer.fsq.indices_to_codes(tokens[:, -1]),
+            "codes": codes,
+            "anchor": anchor,
+            "residual": pixels[:, -1] - anchor,
             "keys": F.pad(keys, pad),
             "values": F.pad(values, pad),
             "valid": valid,
@@ -558,6 +571,8 @@ class Genie(WorldModel):
         stepped = {
             "tokens": tokens,
             "codes": codes,
+            "anchor": state["anchor"],
+            "residual": state["residual"],
             "keys": torch.cat([keys[:, :, 1:], new_keys], 2),
             "values": torch.cat([values[:, :, 1:], new_values], 2),
             "valid": valid[:, 1:],
@@ -571,6 +586,10 @@ class Genie(WorldModel):
 
     def decode(self, state: State) -> dict[str, torch.Tensor]:
         pixels = self.tokenizer.decode(state["codes"])  # [B, 3, H, W]
+        if self.residual_tolerance > 0:
+            change = (pixels - state["anchor"]).abs().amax(1, keepdim=True)  # [B, 1, H, W]
+            kept = (1 - change / self.residual_tolerance).clamp_min(0)
+            pixels = (pixels + kept * state["residual"]).clamp(-0.5, 0.5)
         return {"image": float_to_images(pixels), "state": self.state_vector(state)}
 
     def state_vector(self, state: State) -> torch.Tensor:
