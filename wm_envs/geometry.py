@@ -77,10 +77,16 @@ def matrix_to_axis_angle(rotation: torch.Tensor) -> torch.Tensor:
     return axis * scale
 
 
+def camera_from(pose: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
+    """World-from-camera poses [..., 4, 4] (broadcast) -> the transform from the ``other``
+    camera's frame into ``pose``'s camera frame [..., 4, 4]."""
+    return torch.linalg.inv(pose) @ other
+
+
 def relative_pose(pose: torch.Tensor, next_pose: torch.Tensor) -> torch.Tensor:
     """World-from-camera poses of frames t and t+1 [..., 4, 4] -> camera_t from
     camera_t+1 as translation and axis-angle [..., 6]."""
-    relative = torch.linalg.inv(pose) @ next_pose
+    relative = camera_from(pose, next_pose)
     return torch.cat([relative[..., :3, 3], matrix_to_axis_angle(relative[..., :3, :3])], -1)
 
 

@@ -48,6 +48,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
+from wm_envs.geometry import camera_from
 from wm_envs.models.base import (
     Batch,
     ModelSpec,
@@ -453,7 +454,7 @@ class RSSM(WorldModel):
         relative = None
         if "anchor_camera" in state:  # the anchor's camera from the task camera now
             now = camera_poses(self.config.task, state["vector"])  # [B, 4, 4]
-            relative = torch.linalg.inv(state["anchor_camera"]) @ now
+            relative = camera_from(state["anchor_camera"], now)
         pixels = self._render(features, state.get("anchor"), relative, chunk)  # [B, C, H, W]
         out = {"image": float_to_images(pixels[:, :3]), "state": self.state_vector(state)}
         if self.spec.depth:
@@ -483,7 +484,7 @@ class RSSM(WorldModel):
         if c.background == "warp":  # each anchor's camera from the task camera at each step
             cameras = camera_poses(c.task, batch["state"])  # [B, T, 4, 4]
             anchor_cameras = anchor_frames(cameras, batch["is_first"])
-            relative = (torch.linalg.inv(anchor_cameras) @ cameras).flatten(0, 1)  # [B*T, 4, 4]
+            relative = camera_from(anchor_cameras, cameras).flatten(0, 1)  # [B*T, 4, 4]
         image_loss = self._image_error(features, target, anchor, relative).mean()
         # The motion head reads what a rollout has: the deterministic path, a prior sample and
         # the state before the step.
@@ -642,7 +643,7 @@ class RSSM(WorldModel):
         if self.config.background == "warp":
             started = camera_poses(self.config.task, batch["state"][:, start])  # [B, 4, 4]
             cameras = camera_poses(self.config.task, torch.stack(vectors, 1))  # [B, H, 4, 4]
-            relative = (torch.linalg.inv(started)[:, None] @ cameras).flatten(0, 1)
+            relative = camera_from(started[:, None], cameras).flatten(0, 1)
         error = self._image_error(
             torch.stack(features, 1).flatten(0, 1),  # [B*H, F]
             pixels[:, steps].flatten(0, 1),
