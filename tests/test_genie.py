@@ -16,7 +16,6 @@ from wm_envs.models.base import float_to_images
 from wm_envs.models.genie import PRESETS, Genie, GenieConfig, controllability
 from wm_envs.models.genie.fsq import FSQ
 from wm_envs.models.genie.transformer import temporal_mask
-from wm_envs.tasks import grasp
 from wm_envs.train import TrainConfig, Trainer
 
 SPEC = ModelSpec(image_size=64, state_dim=24, action_dim=4)
@@ -286,34 +285,6 @@ def test_the_heads_stage_scores_generated_frames_within_their_episode():
     assert empty.item() == 0
     with pytest.raises(ValueError, match="windows longer"):
         genie.loss(synthetic_batch(frames=2))
-
-
-def test_the_heads_stage_holds_an_untouched_object_in_the_integrated_state_at_rest():
-    torch.manual_seed(0)
-    genie = build_model("genie", SPEC, "tiny", {"conservation_weight": 1.0}, task="grasp")
-    gripper, obj = np.array([0.0, 0.0, 0.2]), np.array([0.03, 0.0, 0.035])
-    resting = grasp.state_vector(
-        gripper, np.zeros(3), 0.12, obj, np.array([1.0, 0, 0, 0]), np.zeros(3), np.zeros(3), 0.035
-    )  # the gripper far above a box on the table
-    batch = synthetic_batch(frames=6)
-    batch["state"][:] = torch.from_numpy(resting)
-    genie.prepare(batch)
-    genie.motion_std.uniform_(0.01, 0.1)  # as fitted on data: any positive scale
-    genie.set_stage("heads")
-    loss, metrics = genie.loss(batch)
-    assert metrics["conservation_marked"] > 0 and metrics["conservation"] > 0  # the first at least
-    loss.backward()
-    assert genie.motion_head[0].weight.grad.abs().sum() > 0
-    with torch.no_grad():
-        genie.motion_head[-1].weight.zero_()
-        genie.motion_head[-1].bias.zero_()
-    _, still = genie.loss(batch)
-    assert still["conservation"] == 0  # no motion: the law holds
-    with pytest.raises(ValueError, match="drive.*declares none"):
-        build_model("genie", SPEC, "tiny", {"conservation_weight": 1.0}, task="drive")
-    with pytest.raises(ValueError, match="integrate_state"):
-        overrides = {"conservation_weight": 1.0, "integrate_state": False}
-        build_model("genie", SPEC, "tiny", overrides, task="grasp")
 
 
 def test_changed_tokens_weigh_more_only_where_tokens_change():

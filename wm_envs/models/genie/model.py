@@ -37,8 +37,6 @@ from wm_envs.models.base import (
     State,
     WorldModel,
     float_to_images,
-    free_motion_error,
-    free_motion_of,
     images_to_float,
     motion_scale,
     state_motion,
@@ -95,11 +93,6 @@ class GenieConfig:
     #: frame's features.
     integrate_state: bool = True
     motion_weight: float = 1.0
-    #: Weight of the physics prior on the state the heads stage integrates (0: off; needs the
-    #: task's ``TaskSpec.free_motion``): where that state has the object untouched, its
-    #: predicted motion must be free flight or rest (``base.free_motion_error``).
-    conservation_weight: float = 0.0
-    task: str = ""  # the task of the training data (the trainer sets it)
     #: Above 0: a decoded frame adds back the tokenizer's error on the last real frame
     #: wherever it differs from that frame's decoding by less than this (pixels in
     #: [-0.5, 0.5]; fading to none at it), so what has not moved keeps its real pixels.
@@ -231,11 +224,6 @@ class Genie(WorldModel):
             self.register_buffer("motion_std", torch.ones(spec.state_dim))
             self.parts["dynamics"].append(self.motion_head)
             self.parts["heads"].append(self.motion_head)
-        if c.conservation_weight and not c.integrate_state:
-            raise ValueError(
-                "Genie conservation_weight acts on the integrated state; set integrate_state"
-            )
-        self.free_motion = free_motion_of("Genie", c.task) if c.conservation_weight else None
         self.stage = self.stages[-1]
         #: Generation schedule; envs and benchmarks may change these between steps.
         self.maskgit_steps, self.temperature = c.maskgit_steps, c.temperature
@@ -332,9 +320,7 @@ class Genie(WorldModel):
         state, reward and flags, until an episode starts in the window. The motion head
         reads the generated frame, the one generated before it and the task action; it is
         scored on one step from the real state before, and on the state it integrates over
-        the whole rollout from the last real one, as a rollout reports it. With
-        ``conservation_weight``, the object's motion on the steps where that integrated state
-        has it untouched must also obey free flight or rest (``base.free_motion_error``)."""
+        the whole rollout from the last real one, as a rollout reports it."""
         c = self.config
         context, frames = c.memory, batch["image"].shape[1]
         if frames <= context:
@@ -360,8 +346,7 @@ class Genie(WorldModel):
             for key in ("state", "reward", "terminated", "success")
         }  # [M, ...]
         state_loss, reward_loss, done_loss, success = self._head_losses(targets, features[valid])
-        motion_loss = integrated_loss = conservation = torch.zeros(())
-        prior = {}
+        motion_loss = integrated_loss = torch.zeros(())
         if c.integrate_state:
             motion, moved = state_motion(batch)  # [B, T, S], [B, T]
             tasks = self.shown_actions(batch["action"][:, context:])  # [B, T-K, A]
@@ -376,31 +361,17 @@ class Genie(WorldModel):
             # The state a rollout reports: integrated from the last real one, the gradient
             # through every step, scored in units of the state's std as the state head is.
             vector, errors = batch["state"][:, context - 1], []  # [B, S]
-            befores, changes = [], []
             for j in range(frames - context):
                 change = self.motion(previous[:, j], features[:, j], vector, tasks[:, j])
-                befores.append(vector.detach())
-                changes.append(change)
                 vector = vector + change * self.motion_std
                 truth = self.normalise_state(batch["state"][:, context + j])
                 errors.append(F.huber_loss(self.normalise_state(vector), truth, reduction="none"))
             integrated_loss = torch.stack(errors, 1)[valid].sum(-1).mean()  # [M, S] -> []
-            if c.conservation_weight:  # the object as the rollout's own state has it
-                before = torch.stack(befores, 1)[valid]  # [M, S]
-                error, marked = free_motion_error(
-                    self.free_motion, before, torch.stack(changes, 1)[valid], self.motion_std
-                )  # [M], [M]
-                conservation = (error * marked).sum() / marked.sum().clamp_min(1)
-                prior = {
-                    "conservation": conservation.item(),
-                    "conservation_marked": marked.float().mean().item(),
-                }
         total = (
             c.state_weight * state_loss
             + c.reward_weight * reward_loss
             + c.done_weight * done_loss
             + c.motion_weight * (motion_loss + integrated_loss)
-            + c.conservation_weight * conservation
         )
         return total, {
             "loss": total.item(),
@@ -410,7 +381,6 @@ class Genie(WorldModel):
             "motion": motion_loss.item(),
             "integrated_state": integrated_loss.item(),
             "success_accuracy": ((success > 0) == targets["success"].bool()).float().mean().item(),
-            **prior,
         }
 
     def _head_losses(
