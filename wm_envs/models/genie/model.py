@@ -17,10 +17,11 @@ through the adapter; ``"latent"`` takes latent action indices [B] directly (Geni
 control, a ``Discrete(n_latent_actions)`` space).
 
 The model state holds the current frame's tokens and the FSQ codes it decodes from (the
-expected codes of generated tokens, see ``Dynamics.generate``), the dynamics' cached temporal
-keys and values of the last ``memory`` frames (so a step runs only the new frame), the
-current frame's time (for the rotary time embedding), its features and, with
-``integrate_state``, the integrated state vector.
+expected codes of generated tokens, see ``Dynamics.generate``), the last real frame's decoding
+and the tokenizer's error on it (added back where a decoding has not moved from it:
+``residual_tolerance``), the dynamics' cached temporal keys and values of the last ``memory``
+frames (so a step runs only the new frame), the current frame's time (for the rotary time
+embedding), its features and, with ``integrate_state``, the integrated state vector.
 """
 
 from __future__ import annotations
