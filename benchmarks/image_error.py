@@ -2,7 +2,8 @@
 
 Two predictions of each frame: the *reconstruction* (the model observes real frames up to
 and including it, then decodes: the ceiling of its image quality, since a prediction cannot
-be sharper than what the decoder paints from a known frame) and the *1-step* prediction
+be sharper than what the decoder paints from a known frame; for a Genie, its codes decoded
+without the last real frame's residual) and the *1-step* prediction
 (observed up to the frame before, then one step under the real action), each after 1, 4 and
 8 real context frames (the same target frames for all three: a model that needs a long
 context to know the scene is a poor simulator to start from one real frame). The squared error
@@ -63,9 +64,22 @@ def predict(
     for rows in torch.arange(len(batch["action"])).split(chunk):
         context = {"image": batch["image"][rows], "state": batch["state"][rows]}
         state = model.init_state(context, batch["led_in"][rows])
-        reconstruction.append(model.decode(state)["image"])
+        reconstruction.append(painted(model, state))
         one_step.append(model.decode(model.step(state, batch["action"][rows]))["image"])
     return {"reconstruction": torch.cat(reconstruction), "1-step": torch.cat(one_step)}
+
+
+def painted(model: WorldModel, state: dict) -> torch.Tensor:
+    """What the decoder paints for ``state`` -> uint8 [N, H, W, 3]; a Genie decodes its codes
+    alone, since adding back the last real frame's residual returns a known frame exactly."""
+    saved = getattr(model, "residual_tolerance", None)
+    if saved is not None:
+        model.residual_tolerance = 0.0
+    try:
+        return model.decode(state)["image"]
+    finally:
+        if saved is not None:
+            model.residual_tolerance = saved
 
 
 def error_split(prediction: torch.Tensor, truth: torch.Tensor, static: torch.Tensor) -> dict:
