@@ -7,12 +7,7 @@ import torch
 from wm_envs.checkpoint import read_card
 from wm_envs.data.windows import WindowDataset
 from wm_envs.models import ModelSpec, build_model
-from wm_envs.models.base import (
-    float_to_images,
-    free_motion_error,
-    images_to_float,
-    select_state,
-)
+from wm_envs.models.base import float_to_images, images_to_float, select_state
 from wm_envs.models.rssm import anchor_frames, cold_starts, decode_chunk, state_motion
 from wm_envs.tasks import TASKS, camera_poses, grasp
 
@@ -224,7 +219,7 @@ def test_conservation_error_is_zero_on_free_motion_and_positive_when_broken():
     resting = grasp_states(FAR_GRIPPER, (0.03, 0.0, 0.035), (0.0, 0.0, 0.0), 3, table=True)
     for states in (flying, resting):
         before, change = states[:-1], (states[1:] - states[:-1]) / model.motion_std  # [3, 24]
-        error, marked = free_motion_error(model.free_motion, before, change, model.motion_std)
+        error, marked = model._free_motion_error(before, change)
         assert marked.all()
         torch.testing.assert_close(error, torch.zeros(3), atol=1e-6, rtol=0)
     flight_change = (flying[1:] - flying[:-1]) / model.motion_std
@@ -234,7 +229,7 @@ def test_conservation_error_is_zero_on_free_motion_and_positive_when_broken():
     drift = torch.zeros(3, 24)
     drift[:, 8] = 0.5  # an object at rest creeping along y
     for before, broken in ((flying, no_gravity), (flying, hover), (resting, drift)):
-        error, _ = free_motion_error(model.free_motion, before[:-1], broken, model.motion_std)
+        error, _ = model._free_motion_error(before[:-1], broken)
         assert (error > 0.1).all()
 
 

@@ -30,8 +30,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from wm_envs.tasks import TASKS, FreeMotion
-
 State = dict[str, torch.Tensor]
 Batch = dict[str, torch.Tensor]
 
@@ -236,45 +234,6 @@ def motion_scale(batch: Batch) -> torch.Tensor:
     every dimension weighs alike in their loss."""
     motion, valid = state_motion(batch)
     return motion[valid].std(0).clamp_min(1e-4)
-
-
-def free_motion_of(model: str, task: str) -> FreeMotion:
-    """The free-motion declaration of ``task``, which a ``model``'s physics prior
-    (``conservation_weight``) needs."""
-    if task not in TASKS:
-        raise ValueError(
-            f"{model} conservation_weight needs the data's task (config task, which the "
-            f"trainer sets); got {task!r}, known: {sorted(TASKS)}"
-        )
-    if TASKS[task].free_motion is None:
-        raise ValueError(
-            f"{model} conservation_weight needs the task to declare its free-moving object "
-            f"(TaskSpec.free_motion); {task!r} declares none"
-        )
-    return TASKS[task].free_motion
-
-
-def free_motion_error(
-    law: FreeMotion, before: torch.Tensor, predicted: torch.Tensor, motion_std: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """A motion head's physics prior: states before a step [M, S] and the predicted change
-    in units of ``motion_std`` [S] ([M, S]) -> the Huber residual [M] of the object's
-    position and velocity against ``law`` (in free flight Δv = (0, 0, -g·dt) and
-    Δp = v·dt + (0, 0, -g·dt²/2); at rest no change), and whether its rule marks the step
-    [M]."""
-    position, velocity = slice(*law.position), slice(*law.velocity)
-    with torch.no_grad():
-        flight, rest = law.phases(before.float())  # [M] each
-        v = before[:, velocity].float()  # [M, 3]
-        gravity = v.new_tensor([0.0, 0.0, -law.gravity])
-        target = torch.zeros_like(before, dtype=torch.float32)  # rest: no change
-        fly = flight[:, None].float()
-        target[:, position] = fly * (v * law.dt + 0.5 * gravity * law.dt**2)
-        target[:, velocity] = fly * gravity * law.dt
-        target = target / motion_std
-    columns = [*range(*law.position), *range(*law.velocity)]
-    error = F.huber_loss(predicted[:, columns].float(), target[:, columns], reduction="none")
-    return error.sum(-1), flight | rest
 
 
 def select_state(mask: torch.Tensor, new: State, old: State) -> State:

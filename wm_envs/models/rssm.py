@@ -55,14 +55,12 @@ from wm_envs.models.base import (
     State,
     WorldModel,
     float_to_images,
-    free_motion_error,
-    free_motion_of,
     images_to_float,
     motion_scale,
     state_motion,
 )
 from wm_envs.models.layers import median_frame, mlp, paint_over, paint_over_warped
-from wm_envs.tasks import TASKS, camera_intrinsics, camera_poses
+from wm_envs.tasks import TASKS, FreeMotion, camera_intrinsics, camera_poses
 
 #: What the decoder paints over (``RSSMConfig.background``).
 BACKGROUNDS = ("static", "anchor", "warp", "none")
@@ -215,7 +213,7 @@ class RSSM(WorldModel):
                 "it on data collected with `wm-envs collect --obs-mode rgbd` of a task with a "
                 f"camera model (TaskSpec.camera); got task {c.task!r}, depth={spec.depth}"
             )
-        self.free_motion = free_motion_of("RSSM", c.task) if c.conservation_weight else None
+        self.free_motion = free_motion_of(c.task) if c.conservation_weight else None
         for name in ("conservation_horizon", "overshoot_horizon"):
             if getattr(c, name) < 0:
                 raise ValueError(f"RSSM {name} must be >= 0, got {getattr(c, name)}")
@@ -701,10 +699,46 @@ class RSSM(WorldModel):
                 defineds.append(defined.new_ones(len(vector)))
                 vector = vector + motion * self.motion_std
         before, predicted = torch.cat(befores), torch.cat(predictions)  # [M, S]
-        error, marked = free_motion_error(self.free_motion, before, predicted, self.motion_std)
+        error, marked = self._free_motion_error(before, predicted)  # [M]
         marked = marked & torch.cat(defineds)
         loss = (error * marked).sum() / marked.sum().clamp_min(1)
         return loss, marked.float().mean().item()
+
+    def _free_motion_error(
+        self, before: torch.Tensor, predicted: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """States before a step [M, S] and the predicted normalised change [M, S] -> the
+        Huber residual against the free-motion law [M] and whether the rule marks the step
+        [M] (``conservation_loss``)."""
+        law: FreeMotion = self.free_motion
+        position, velocity = slice(*law.position), slice(*law.velocity)
+        with torch.no_grad():
+            flight, rest = law.phases(before.float())  # [M] each
+            v = before[:, velocity].float()  # [M, 3]
+            gravity = v.new_tensor([0.0, 0.0, -law.gravity])
+            target = torch.zeros_like(before, dtype=torch.float32)  # rest: no change
+            fly = flight[:, None].float()
+            target[:, position] = fly * (v * law.dt + 0.5 * gravity * law.dt**2)
+            target[:, velocity] = fly * gravity * law.dt
+            target = target / self.motion_std
+        columns = [*range(*law.position), *range(*law.velocity)]
+        error = F.huber_loss(predicted[:, columns].float(), target[:, columns], reduction="none")
+        return error.sum(-1), flight | rest
+
+
+def free_motion_of(task: str) -> FreeMotion:
+    """The free-motion declaration of ``task``, which the physics prior needs."""
+    if task not in TASKS:
+        raise ValueError(
+            f"RSSM conservation_weight needs the data's task (config task, which the trainer "
+            f"sets); got {task!r}, known: {sorted(TASKS)}"
+        )
+    if TASKS[task].free_motion is None:
+        raise ValueError(
+            f"RSSM conservation_weight needs the task to declare its free-moving object "
+            f"(TaskSpec.free_motion); {task!r} declares none"
+        )
+    return TASKS[task].free_motion
 
 
 def anchor_frames(pixels: torch.Tensor, is_first: torch.Tensor) -> torch.Tensor:
