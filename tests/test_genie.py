@@ -194,18 +194,17 @@ def test_task_action_input_starts_neutral_trains_and_steers_the_next_frame():
     )  # no task action is a zero one
 
 
-def test_generated_frames_decode_from_expected_codes_that_are_the_tokens_when_certain(model):
+def test_generated_frames_decode_from_expected_codes_that_are_the_tokens_when_certain(
+    model, monkeypatch
+):
     state = model.init_state({"image": synthetic_batch()["image"][:, :2]})
     stepped = model.step_latent(state, torch.zeros(3, dtype=torch.long))
     codes, hard = stepped["codes"], model.tokenizer.fsq.indices_to_codes(stepped["tokens"])
     assert codes.shape == hard.shape and codes.abs().max() <= 1
     assert not torch.allclose(codes, hard)  # an untrained model is unsure: codes in between
     pixels = model.tokenizer.decode(codes)
-    model.residual_tolerance = 0.0  # the frame exactly as its codes decode
-    try:
-        assert torch.equal(model.decode(stepped)["image"], float_to_images(pixels))
-    finally:
-        model.residual_tolerance = model.config.residual_tolerance
+    monkeypatch.setattr(model, "residual_tolerance", 0.0)  # the frame as its codes decode
+    assert torch.equal(model.decode(stepped)["image"], float_to_images(pixels))
     logits = model.dynamics.to_logits
     saved = logits.weight.detach().clone()
     with torch.no_grad():
@@ -217,7 +216,7 @@ def test_generated_frames_decode_from_expected_codes_that_are_the_tokens_when_ce
     torch.testing.assert_close(sure["codes"], hard, atol=1e-3, rtol=0)
 
 
-def test_decoding_keeps_the_last_real_frame_where_the_decoding_has_not_moved(model):
+def test_decoding_keeps_the_last_real_frame_where_the_decoding_has_not_moved(model, monkeypatch):
     images = synthetic_batch()["image"][:, :2]
     state = model.init_state({"image": images})
     assert torch.equal(model.decode(state)["image"], images[:, -1])  # the context's own frame
@@ -225,11 +224,8 @@ def test_decoding_keeps_the_last_real_frame_where_the_decoding_has_not_moved(mod
     plain = model.tokenizer.decode(stepped["codes"])  # [B, 3, H, W]
     change = (plain - state["anchor"]).abs().amax(1)  # [B, H, W]
     moved = change >= change.median()  # an untrained decoder barely moves: half of the pixels
-    model.residual_tolerance = change.median().item()
-    try:
-        decoded = model.decode(stepped)["image"]  # [B, H, W, 3]
-    finally:
-        model.residual_tolerance = model.config.residual_tolerance
+    monkeypatch.setattr(model, "residual_tolerance", change.median().item())
+    decoded = model.decode(stepped)["image"]  # [B, H, W, 3]
     assert torch.equal(decoded[moved], float_to_images(plain)[moved])  # painted as decoded
     assert not torch.equal(decoded[~moved], float_to_images(plain)[~moved])  # the real error
 

@@ -157,8 +157,9 @@ class Genie(WorldModel):
     config_class = GenieConfig
     stages = ("tokenizer", "latent_actions", "dynamics", "heads")
     action_modes = ("env", "latent")
-    #: Generation passes per frame (with none, every token stays masked) and the sampling
-    #: temperature (above zero: the logits are divided by it).
+    #: Generation passes per frame (with none, every token stays masked), the sampling
+    #: temperature (above zero: the logits are divided by it) and the residual tolerance
+    #: (0: frames exactly as their codes decode).
     inference_settings = {
         "maskgit_steps": (1, 64),
         "temperature": (1e-3, 100.0),
@@ -226,7 +227,7 @@ class Genie(WorldModel):
             self.parts["dynamics"].append(self.motion_head)
             self.parts["heads"].append(self.motion_head)
         self.stage = self.stages[-1]
-        #: Generation schedule; envs and benchmarks may change these between steps.
+        #: Generation schedule and decoding; envs and benchmarks may change these between steps.
         self.maskgit_steps, self.temperature = c.maskgit_steps, c.temperature
         self.residual_tolerance = c.residual_tolerance
 
