@@ -283,6 +283,47 @@ def test_the_heads_stage_scores_generated_frames_within_their_episode():
         genie.loss(synthetic_batch(frames=2))
 
 
+def test_outcome_heads_read_the_state_history_within_the_episode():
+    torch.manual_seed(0)
+    genie = build_model("genie", SPEC, "tiny", {"outcome_history": 3})
+    batch = synthetic_batch(frames=6)  # row 0 restarts at frame 3
+    genie.prepare(batch)
+    history = genie.state_history(batch["state"], batch["is_first"])  # [B, T, 3, S]
+    states = batch["state"][0]
+    torch.testing.assert_close(history[0, 1], states[[0, 0, 1]])  # the episode's first repeats
+    torch.testing.assert_close(history[0, 4], states[[3, 3, 4]])  # not back past a restart
+    torch.testing.assert_close(history[1, 5], batch["state"][1, 3:6])
+    for stage in ("dynamics", "heads"):
+        genie.zero_grad()
+        genie.set_stage(stage)
+        genie.loss(batch)[0].backward()
+        assert genie.heads["success"][0].weight.grad[:, -3 * 24 :].abs().sum() > 0
+    genie.eval()
+    state = genie.init_state({"image": batch["image"][:, :2], "state": batch["state"][:, :2]})
+    torch.testing.assert_close(state["history"], batch["state"][:, [0, 0, 1]])
+    stepped = genie.step_latent(state, torch.zeros(3, dtype=torch.long))
+    torch.testing.assert_close(stepped["history"][:, :2], batch["state"][:, [0, 1]])
+    torch.testing.assert_close(stepped["history"][:, 2], stepped["vector"])
+    moved = {**stepped, "history": stepped["history"] + 1}
+    assert not torch.allclose(genie.outcome_scores(moved)[0], genie.outcome_scores(stepped)[0])
+    with pytest.raises(ValueError, match="integrate_state"):
+        build_model("genie", SPEC, "tiny", {"outcome_history": 3, "integrate_state": False})
+
+
+def test_a_longer_outcome_history_continues_a_checkpoint_reading_as_before(model):
+    longer = build_model("genie", SPEC, "tiny", {"outcome_history": 2}).eval()
+    saved = longer.adapt_weights(model.state_dict(), SPEC, vars(model.config))
+    longer.load_state_dict(saved)
+    batch = synthetic_batch()
+    context = {"image": batch["image"][:, :2], "state": batch["state"][:, :2]}
+    states = [genie.init_state(context) for genie in (model, longer)]
+    for ours, theirs in zip(model.outcome_scores(states[0]), longer.outcome_scores(states[1])):
+        torch.testing.assert_close(ours, theirs)
+    shorter = build_model("genie", SPEC, "tiny").eval()
+    with pytest.raises(ValueError, match="shorter history"):
+        shorter.adapt_weights(longer.state_dict(), SPEC, {"outcome_history": 2})
+
+
 def test_changed_tokens_weigh_more_only_where_tokens_change():
     """changed_token_weight reweighs the masked-token loss toward tokens that differ from the
     frame before: on a still video (no token changes) every weight gives the same loss, on

@@ -21,7 +21,8 @@ expected codes of generated tokens, see ``Dynamics.generate``), the last real fr
 and the tokenizer's error on it (added back where a decoding has not moved from it:
 ``residual_tolerance``), the dynamics' cached temporal keys and values of the last ``memory``
 frames (so a step runs only the new frame), the current frame's time (for the rotary time
-embedding), its features and, with ``integrate_state``, the integrated state vector.
+embedding), its features and, with ``integrate_state``, the integrated state vector (with
+``outcome_history``, those of the last frames too).
 """
 
 from __future__ import annotations
@@ -94,6 +95,11 @@ class GenieConfig:
     #: frame's features.
     integrate_state: bool = True
     motion_weight: float = 1.0
+    #: Above 0 (with ``integrate_state``): the reward, terminated and success heads also read
+    #: the state vectors of the last this many frames (a rollout's integrated ones), so that
+    #: an outcome the state's course decides (Grasp: a lift held for 5 steps) can be read
+    #: where generated frames show it too faintly.
+    outcome_history: int = 0
     #: Above 0: a decoded frame adds back the tokenizer's error on the last real frame
     #: wherever it differs from that frame's decoding by less than this (pixels in
     #: [-0.5, 0.5]; fading to none at it), so what has not moved keeps its real pixels.
@@ -203,13 +209,16 @@ class Genie(WorldModel):
             c.changed_token_weight,
             c.mask_ratio_min,
         )
+        if c.outcome_history and not c.integrate_state:
+            raise ValueError("outcome_history reads the integrated state: set integrate_state")
         features = tokens * c.feature_channels
+        outcome_inputs = features + c.outcome_history * spec.state_dim
         self.heads = nn.ModuleDict(
             {
                 "state": mlp(features, c.hidden, spec.state_dim),
-                "reward": mlp(features, c.hidden, 1),
-                "terminated": mlp(features, c.hidden, 1),
-                "success": mlp(features, c.hidden, 1),
+                "reward": mlp(outcome_inputs, c.hidden, 1),
+                "terminated": mlp(outcome_inputs, c.hidden, 1),
+                "success": mlp(outcome_inputs, c.hidden, 1),
             }
         )
         adapter_inputs = spec.action_dim + (features if c.adapter_context else 0)
@@ -241,6 +250,30 @@ class Genie(WorldModel):
         self.tokenizer.background.copy_(median_frame(images_to_float(batch["image"])))
         if self.config.integrate_state:
             self.motion_std.copy_(motion_scale(batch))
+
+    def adapt_weights(
+        self, weights: dict[str, torch.Tensor], spec: ModelSpec, config: dict
+    ) -> dict[str, torch.Tensor]:
+        """As ``WorldModel.adapt_weights``, and a checkpoint with a shorter ``outcome_history``
+        (or none) continues with a longer one: the outcome heads' weights on the added, oldest
+        state vectors start at zero, so the heads read as the checkpoint's until training
+        moves them."""
+        weights = super().adapt_weights(weights, spec, config)
+        saved, wanted = config.get("outcome_history", 0), self.config.outcome_history
+        if saved > wanted:
+            raise ValueError(
+                f"the checkpoint's outcome heads read {saved} state vectors; this model's "
+                f"outcome_history is {wanted}, and a shorter history cannot continue them"
+            )
+        weights, added = dict(weights), (wanted - saved) * self.spec.state_dim
+        for head in ("reward", "terminated", "success"):
+            name = f"heads.{head}.0.weight"  # [hidden, F + H * S]
+            old = weights[name]
+            zeros = old.new_zeros(old.shape[0], added)
+            weights[name] = torch.cat(
+                [old[:, : self.feature_dim], zeros, old[:, self.feature_dim :]], 1
+            )
+        return weights
 
     def set_stage(self, stage: str) -> None:
         """Train only the part of ``stage``; the others are frozen."""
@@ -281,7 +314,8 @@ class Genie(WorldModel):
             tokens, actions, is_first.cumsum(1), dynamics_task
         )
         features = self.dynamics.features(hidden)  # [B, T, F]
-        state_loss, reward_loss, done_loss, _ = self._head_losses(batch, features)
+        history = self.state_history(batch["state"], is_first) if c.outcome_history else None
+        state_loss, reward_loss, done_loss, _ = self._head_losses(batch, features, history)
         previous = F.pad(features[:, :-1], (0, 0, 1, 0))  # [B, T, F]: frame t-1's
         adapter_inputs = self.adapter_inputs(previous.detach(), batch["action"])  # [B, T, A (+ F)]
         adapter_logits = self.adapter(adapter_inputs[labelled])  # [M, n]
@@ -342,13 +376,13 @@ class Genie(WorldModel):
         started = batch["is_first"][:, 1:].cumsum(1) > 0  # [B, T-1]: an episode began by t
         valid = ~started[:, context - 1 :]  # [B, T-K]: the rollout is still in its episode
         if not valid.any():  # every window starts an episode within its context: no score
-            return self.heads["reward"](features[valid]).sum(), {"loss": 0.0}  # 0, in the graph
+            return self.heads["state"](features[valid]).sum(), {"loss": 0.0}  # 0, in the graph
         targets = {
             key: batch[key][:, context:][valid]
             for key in ("state", "reward", "terminated", "success")
         }  # [M, ...]
-        state_loss, reward_loss, done_loss, success = self._head_losses(targets, features[valid])
         motion_loss = integrated_loss = torch.zeros(())
+        history = None
         if c.integrate_state:
             motion, moved = state_motion(batch)  # [B, T, S], [B, T]
             tasks = self.shown_actions(batch["action"][:, context:])  # [B, T-K, A]
@@ -362,13 +396,20 @@ class Genie(WorldModel):
             )
             # The state a rollout reports: integrated from the last real one, the gradient
             # through every step, scored in units of the state's std as the state head is.
-            vector, errors = batch["state"][:, context - 1], []  # [B, S]
+            vector, vectors, errors = batch["state"][:, context - 1], [], []  # [B, S]
             for j in range(frames - context):
                 change = self.motion(previous[:, j], features[:, j], vector, tasks[:, j])
                 vector = vector + change * self.motion_std
+                vectors.append(vector)
                 truth = self.normalise_state(batch["state"][:, context + j])
                 errors.append(F.huber_loss(self.normalise_state(vector), truth, reduction="none"))
             integrated_loss = torch.stack(errors, 1)[valid].sum(-1).mean()  # [M, S] -> []
+            if c.outcome_history:  # the context's real states, then the integrated ones
+                course = torch.cat([real["state"], torch.stack(vectors, 1).detach()], 1)
+                history = self.state_history(course, batch["is_first"])[:, context:][valid]
+        state_loss, reward_loss, done_loss, success = self._head_losses(
+            targets, features[valid], history
+        )  # history: [M, H, S]
         total = (
             c.state_weight * state_loss
             + c.reward_weight * reward_loss
@@ -386,19 +427,40 @@ class Genie(WorldModel):
         }
 
     def _head_losses(
-        self, targets: Batch, features: torch.Tensor
+        self, targets: Batch, features: torch.Tensor, history: torch.Tensor | None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``head_losses`` of the heads on features [..., F] against ``targets`` (state,
-        reward and flags in the features' layout), and the success logits [...]."""
-        success = self.heads["success"](features).squeeze(-1)
+        """``head_losses`` of the heads on features [..., F] and, with ``outcome_history``,
+        the state history [..., H, S] against ``targets`` (state, reward and flags in the
+        features' layout), and the success logits [...]."""
+        outcome = self.outcome_inputs(features, history)
+        success = self.heads["success"](outcome).squeeze(-1)
         losses = self.head_losses(
             targets,
             self.heads["state"](features),
-            self.heads["reward"](features).squeeze(-1),
-            self.heads["terminated"](features).squeeze(-1),
+            self.heads["reward"](outcome).squeeze(-1),
+            self.heads["terminated"](outcome).squeeze(-1),
             success,
         )
         return *losses, success
+
+    def outcome_inputs(self, features: torch.Tensor, history: torch.Tensor | None) -> torch.Tensor:
+        """What the reward, terminated and success heads read: the features [..., F], with
+        ``outcome_history`` followed by the normalised state history [..., H, S]."""
+        if not self.config.outcome_history:
+            return features
+        return torch.cat([features, self.normalise_state(history).flatten(-2)], -1)
+
+    def state_history(self, states: torch.Tensor, is_first: torch.Tensor) -> torch.Tensor:
+        """Each frame's last ``outcome_history`` state vectors, oldest first, not reaching
+        back past its episode's first frame (repeated there): states [B, T, S] and
+        is_first [B, T] -> [B, T, H, S]."""
+        size, frames, dim = states.shape
+        steps = torch.arange(frames, device=states.device)
+        first = torch.where(is_first.bool(), steps, 0).cummax(1).values  # [B, T]
+        back = torch.arange(self.config.outcome_history - 1, -1, -1, device=states.device)
+        index = torch.maximum(steps[:, None] - back, first[..., None])  # [B, T, H]
+        gathered = states.gather(1, index.flatten(1)[..., None].expand(-1, -1, dim))
+        return gathered.view(size, frames, -1, dim)
 
     def _motion_loss(
         self,
@@ -532,8 +594,12 @@ class Genie(WorldModel):
             known = obs_context.get("state")
             if known is None:
                 state["vector"] = self.denormalise_state(self.heads["state"](features))
+                known = state["vector"][:, None]  # [B, 1, S]
             else:
                 state["vector"] = known[:, -1].float()  # [B, S]
+            if self.config.outcome_history:
+                history = self.state_history(known.float(), is_first[:, : known.shape[1]])
+                state["history"] = history[:, -1]  # [B, H, S]
         return state
 
     def step(
@@ -584,6 +650,9 @@ class Genie(WorldModel):
         if self.config.integrate_state:
             motion = self.motion(state["features"], features, state["vector"], task_action)
             stepped["vector"] = state["vector"] + motion * self.motion_std
+        if self.config.outcome_history:
+            latest = stepped["vector"][:, None]  # [B, 1, S]
+            stepped["history"] = torch.cat([state["history"][:, 1:], latest], 1)
         return stepped
 
     def decode(self, state: State) -> dict[str, torch.Tensor]:
@@ -600,10 +669,10 @@ class Genie(WorldModel):
         return self.denormalise_state(self.heads["state"](state["features"]))
 
     def outcome_scores(self, state: State) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        features = state["features"]
-        reward = self.heads["reward"](features).squeeze(-1)
-        terminated = self.heads["terminated"](features).squeeze(-1).sigmoid()
-        return reward, terminated, self.heads["success"](features).squeeze(-1).sigmoid()
+        inputs = self.outcome_inputs(state["features"], state.get("history"))
+        reward = self.heads["reward"](inputs).squeeze(-1)
+        terminated = self.heads["terminated"](inputs).squeeze(-1).sigmoid()
+        return reward, terminated, self.heads["success"](inputs).squeeze(-1).sigmoid()
 
     def features(self, state: State) -> torch.Tensor:
         return state["features"]
