@@ -317,8 +317,7 @@ def test_a_longer_outcome_history_continues_a_checkpoint_reading_as_before(model
     batch = synthetic_batch()
     context = {"image": batch["image"][:, :2], "state": batch["state"][:, :2]}
     states = [genie.init_state(context) for genie in (model, longer)]
-    for ours, theirs in zip(model.outcome_scores(states[0]), longer.outcome_scores(states[1])):
-        torch.testing.assert_close(ours, theirs)
+    torch.testing.assert_close(model.outcome_scores(states[0]), longer.outcome_scores(states[1]))
     shorter = build_model("genie", SPEC, "tiny").eval()
     with pytest.raises(ValueError, match="shorter history"):
         shorter.adapt_weights(longer.state_dict(), SPEC, {"outcome_history": 2})
@@ -360,13 +359,24 @@ def test_mask_ratios_follow_the_cosine_schedule_or_genies_uniform_range():
 @pytest.mark.parametrize("preset", sorted(PRESETS))
 def test_inference_settings_bound_every_preset_and_exclude_an_all_mask_frame(preset):
     bounds = Genie.inference_settings
-    assert set(bounds) == {"maskgit_steps", "temperature", "residual_tolerance"}
+    assert set(bounds) == {"maskgit_steps", "temperature", "residual_tolerance", "done_threshold"}
     assert all(low <= high for low, high in bounds.values())
     assert bounds["maskgit_steps"][0] >= 1 and bounds["temperature"][0] > 0
     assert bounds["residual_tolerance"][0] == 0  # 0: frames exactly as their codes decode
     config = GenieConfig(**PRESETS[preset])
     for name, (low, high) in bounds.items():
         assert low <= getattr(config, name) <= high
+
+
+def test_the_done_threshold_sets_where_the_flags_fire(model, monkeypatch):
+    state = model.init_state({"image": synthetic_batch()["image"][:, :2]})
+    _, terminated, success = model.outcome_scores(state)
+    assert 0.01 < success.min() and success.max() < 0.99
+    for threshold in (0.01, 0.99):
+        monkeypatch.setattr(model, "done_threshold", threshold)
+        _, terminated_flag, success_flag = model.outcomes(state)
+        assert torch.equal(success_flag, success > threshold)
+        assert torch.equal(terminated_flag, terminated > threshold)
 
 
 def test_generation_at_the_lowest_bounds_works_and_below_them_is_refused(model):
@@ -389,7 +399,12 @@ def test_learned_env_takes_latent_actions_and_generation_settings(model, tmp_pat
     batch = synthetic_batch()
     bank = {"bank/image": batch["image"][:, 0], "bank/state": batch["state"][:, 0]}
     save_checkpoint(tmp_path, model, {"task": "grasp"}, bank)
-    settings = {"maskgit_steps": 1, "temperature": 0.5, "residual_tolerance": 0.0}
+    settings = {
+        "maskgit_steps": 1,
+        "temperature": 0.5,
+        "residual_tolerance": 0.0,
+        "done_threshold": 0.2,
+    }
     env = gym.make(
         "WM-Grasp-v0",
         model="genie",
@@ -402,6 +417,7 @@ def test_learned_env_takes_latent_actions_and_generation_settings(model, tmp_pat
     simulator = env.unwrapped.simulator
     model_settings = (simulator.model.maskgit_steps, simulator.model.temperature)
     assert model_settings == (1, 0.5) and simulator.model.residual_tolerance == 0.0
+    assert simulator.model.done_threshold == 0.2
     check_env(env.unwrapped)
     env.reset(seed=0)
     for bad in (0.5, model.n_latent_actions, np.zeros(4)):

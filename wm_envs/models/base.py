@@ -62,6 +62,10 @@ class WorldModel(nn.Module):
     #: The observation modes a learned env can serve from it: a model with no image decoder
     #: (JEPA, symbolic) serves "state" and "latent" only.
     obs_modes: ClassVar[tuple[str, ...]] = ("dict", "state", "pixels", "rgbd", "latent")
+    #: The probability above which the terminated and success heads' flags fire. A model
+    #: whose heads cannot time a rare event to the step may lower it (Genie's
+    #: ``done_threshold``, chosen on the validation seeds).
+    done_threshold: float = 0.5
 
     def __init__(self, spec: ModelSpec, config) -> None:
         super().__init__()
@@ -146,7 +150,7 @@ class WorldModel(nn.Module):
     def outcomes(self, state: State) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Reward [B] and the terminated and success flags [B] (bool) a learned env reports."""
         reward, terminated, success = self.outcome_scores(state)
-        return reward, terminated > 0.5, success > 0.5
+        return reward, terminated > self.done_threshold, success > self.done_threshold
 
     def reward(self, state: State) -> torch.Tensor:
         return self.outcomes(state)[0]

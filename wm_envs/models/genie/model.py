@@ -100,6 +100,10 @@ class GenieConfig:
     #: an outcome the state's course decides (Grasp: a lift held for 5 steps) can be read
     #: where generated frames show it too faintly.
     outcome_history: int = 0
+    #: The terminated and success heads' flags fire above this probability. A head that
+    #: reads a rollout's drifting state spreads a success over the steps around it, so its
+    #: peak may stay below 0.5 (an inference setting too).
+    done_threshold: float = 0.5
     #: Above 0: a decoded frame adds back the tokenizer's error on the last real frame
     #: wherever it differs from that frame's decoding by less than this (pixels in
     #: [-0.5, 0.5]; fading to none at it), so what has not moved keeps its real pixels.
@@ -164,12 +168,13 @@ class Genie(WorldModel):
     stages = ("tokenizer", "latent_actions", "dynamics", "heads")
     action_modes = ("env", "latent")
     #: Generation passes per frame (with none, every token stays masked), the sampling
-    #: temperature (above zero: the logits are divided by it) and the residual tolerance
-    #: (0: frames exactly as their codes decode).
+    #: temperature (above zero: the logits are divided by it), the residual tolerance
+    #: (0: frames exactly as their codes decode) and the heads' done threshold.
     inference_settings = {
         "maskgit_steps": (1, 64),
         "temperature": (1e-3, 100.0),
         "residual_tolerance": (0.0, 1.0),
+        "done_threshold": (0.01, 0.99),
     }
 
     def __init__(self, spec: ModelSpec, config: GenieConfig) -> None:
@@ -236,9 +241,9 @@ class Genie(WorldModel):
             self.parts["dynamics"].append(self.motion_head)
             self.parts["heads"].append(self.motion_head)
         self.stage = self.stages[-1]
-        #: Generation schedule and decoding; envs and benchmarks may change these between steps.
+        #: Generation, decoding and outcomes; envs and benchmarks may change these between steps.
         self.maskgit_steps, self.temperature = c.maskgit_steps, c.temperature
-        self.residual_tolerance = c.residual_tolerance
+        self.residual_tolerance, self.done_threshold = c.residual_tolerance, c.done_threshold
 
     @property
     def feature_dim(self) -> int:
