@@ -191,6 +191,21 @@ def test_record_is_refused_on_the_validation_split(tiny_checkpoint, tmp_path):
         compare(config)
 
 
+def test_model_settings_reach_the_learned_env_and_are_never_recorded(tiny_checkpoint, tmp_path):
+    checkpoint = str(
+        checkpoint_with_seed_ranges(tiny_checkpoint, tmp_path / "checkpoint", [[0, 5]])
+    )
+    settings = "done_threshold=0.2"
+    recorded = CompareConfig(checkpoint=checkpoint, record=True, model_settings=settings)
+    with pytest.raises(ValueError, match="without --record"):
+        compare(recorded)
+    config = CompareConfig(checkpoint=checkpoint, episodes=1, model_settings=settings)
+    with pytest.raises(ValueError, match=r"\['done_threshold'\]: a rssm model has none"):
+        compare(config)  # the RSSM declares no inference settings
+    with pytest.raises(ValueError, match="--model-settings expects key=value"):
+        compare(CompareConfig(checkpoint=checkpoint, episodes=1, model_settings="done"))
+
+
 def test_mid_episode_start_is_just_before_the_object_moves():
     states = np.zeros((30, 24))
     states[12:, 7] = 0.02  # the object starts moving at step 12

@@ -7,13 +7,14 @@ import json
 from dataclasses import fields
 
 
-def parse_overrides(pairs: list[str]) -> dict:
-    """``["deter=256", "unimix=0.02"]`` -> ``{"deter": 256, "unimix": 0.02}`` (JSON values)."""
+def parse_overrides(pairs: list[str], option: str = "--set") -> dict:
+    """``["deter=256", "unimix=0.02"]`` -> ``{"deter": 256, "unimix": 0.02}`` (JSON values);
+    ``option`` is named in errors."""
     overrides = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep:
-            raise ValueError(f"--set expects key=value, got {pair!r}")
+            raise ValueError(f"{option} expects key=value, got {pair!r}")
         try:
             overrides[key] = json.loads(value)
         except json.JSONDecodeError:

@@ -48,6 +48,7 @@ import numpy as np
 import torch
 
 from wm_envs.checkpoint import read_card, shipped_checkpoint, write_model_card
+from wm_envs.config import parse_overrides
 from wm_envs.data.collect import SmoothRandomPolicy
 from wm_envs.eval.metrics import (
     chamfer_cm,
@@ -90,6 +91,9 @@ class CompareConfig:
     #: The learned env's success and termination: its heads, or the task's rule on the
     #: predicted state ("state"; ``WorldModelEnv``'s ``success_from``).
     success_from: str = "head"
+    #: Inference settings of the learned env (``model_settings``), comma-separated, e.g.
+    #: "done_threshold=0.2,maskgit_steps=8"; empty: the checkpoint's own.
+    model_settings: str = ""
 
     @property
     def seed(self) -> int:
@@ -432,6 +436,11 @@ def compare(config: CompareConfig) -> dict:
             "--record writes the card's headline, which reports the test split; run "
             f"--split {config.split} without --record (compare.json holds its numbers)"
         )
+    if config.record and config.model_settings:
+        raise ValueError(
+            "--record writes the card's headline, which reports the checkpoint's own "
+            f"settings; run --model-settings {config.model_settings!r} without --record"
+        )
     folder = Path(config.checkpoint) if config.checkpoint else None
     folder = folder or shipped_checkpoint(config.model, config.task)
     card = read_card(folder)
@@ -444,6 +453,9 @@ def compare(config: CompareConfig) -> dict:
         obs_mode=obs_mode,
         device=config.device,
         success_from=config.success_from,
+        model_settings=parse_overrides(
+            list(filter(None, config.model_settings.split(","))), "--model-settings"
+        ),
     )
     physics_mode = "rgbd" if obs_mode == "rgbd" else "dict"
     episodes = held_out_episodes(
