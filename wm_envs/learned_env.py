@@ -535,9 +535,8 @@ class WorldModelEnv(gym.Env):
     transitions with the reset seed instead of taking their mode), ``action_mode`` ("env":
     the twin's actions; "latent": ``Discrete(n)``, the model's own learned controls, for
     models that have them -- Genie's latent actions), ``model_settings`` (inference settings
-    the model declares, within its ``inference_settings`` bounds, e.g.
-    ``{"maskgit_steps": 8, "temperature": 0.8, "residual_tolerance": 0.0, "done_threshold": 0.5}``
-    for Genie;
+    the model declares, within its ``inference_settings`` bounds, e.g. ``{"maskgit_steps": 8,
+    "temperature": 0.8, "residual_tolerance": 0.0, "done_threshold": 0.5}`` for Genie;
     others raise ``ValueError``),
     ``resync_every`` (None, the default: never; N >= 1: re-anchor on the physics shadow every
     N steps; needs a model with a one-step filter, e.g. the RSSM, not Genie, and
