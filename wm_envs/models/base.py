@@ -233,6 +233,13 @@ def state_motion(batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
     return states - previous, valid
 
 
+def episode_starts(is_first: torch.Tensor) -> torch.Tensor:
+    """For each step of a window, the index of its episode's first step there: the last step
+    at or before it with ``is_first``, else the window's first. [B, T] -> [B, T]."""
+    steps = torch.arange(is_first.shape[1], device=is_first.device)
+    return torch.where(is_first.bool(), steps, 0).cummax(1).values
+
+
 def motion_scale(batch: Batch) -> torch.Tensor:
     """The std of the state's change per step [S]: the unit motion heads predict in, so that
     every dimension weighs alike in their loss."""

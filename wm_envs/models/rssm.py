@@ -54,6 +54,7 @@ from wm_envs.models.base import (
     ModelSpec,
     State,
     WorldModel,
+    episode_starts,
     float_to_images,
     images_to_float,
     motion_scale,
@@ -751,10 +752,7 @@ def anchor_frames(pixels: torch.Tensor, is_first: torch.Tensor) -> torch.Tensor:
     restart at or before t: the posterior of a frame never paints over that frame itself
     (except at the restart, where a rollout's decoded start frame is its anchor too), and it
     learns to paint what changed since the anchor, up to a window's length apart."""
-    time = pixels.shape[1]
-    steps = torch.arange(time, device=pixels.device).expand_as(is_first)  # [B, T]
-    restarts = is_first.bool() | (steps == 0)
-    source = torch.where(restarts, steps, 0).cummax(1).values  # [B, T]: the last restart
+    source = episode_starts(is_first)  # [B, T]: the last restart
     rows = torch.arange(len(pixels), device=pixels.device)[:, None]  # [B, 1]
     return pixels[rows, source]
 

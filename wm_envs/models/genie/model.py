@@ -38,6 +38,7 @@ from wm_envs.models.base import (
     ModelSpec,
     State,
     WorldModel,
+    episode_starts,
     float_to_images,
     images_to_float,
     motion_scale,
@@ -461,7 +462,7 @@ class Genie(WorldModel):
         is_first [B, T] -> [B, T, H, S]."""
         size, frames, dim = states.shape
         steps = torch.arange(frames, device=states.device)
-        first = torch.where(is_first.bool(), steps, 0).cummax(1).values  # [B, T]
+        first = episode_starts(is_first)  # [B, T]
         back = torch.arange(self.config.outcome_history - 1, -1, -1, device=states.device)
         index = torch.maximum(steps[:, None] - back, first[..., None])  # [B, T, H]
         gathered = states.gather(1, index.flatten(1)[..., None].expand(-1, -1, dim))
