@@ -310,6 +310,22 @@ def test_outcome_heads_read_the_state_history_within_the_episode():
         build_model("genie", SPEC, "tiny", {"outcome_history": 3, "integrate_state": False})
 
 
+def test_heads_stage_rollouts_start_after_a_drawn_number_of_real_frames():
+    torch.manual_seed(0)
+    genie = build_model("genie", SPEC, "tiny", {"outcome_history": 3, "rollout_context_min": 1})
+    batch = synthetic_batch(frames=6)  # memory 2: frames 0 and 1 real, or frame 1 alone
+    genie.prepare(batch)
+    genie.set_stage("heads")
+    batch["state"][:, 0] = float("nan")  # read only by a rollout shown both real frames
+    finite = []
+    for seed in range(8):
+        torch.manual_seed(seed)
+        finite.append(bool(torch.isfinite(genie.loss(batch)[0])))
+    assert any(finite) and not all(finite)
+    with pytest.raises(ValueError, match="rollout_context_min"):
+        build_model("genie", SPEC, "tiny", {"rollout_context_min": 3})
+
+
 def test_a_longer_outcome_history_continues_a_checkpoint_reading_as_before(model):
     longer = build_model("genie", SPEC, "tiny", {"outcome_history": 2}).eval()
     saved = longer.adapt_weights(model.state_dict(), SPEC, vars(model.config))

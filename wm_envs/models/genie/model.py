@@ -101,6 +101,10 @@ class GenieConfig:
     #: an outcome the state's course decides (Grasp: a lift held for 5 steps) can be read
     #: where generated frames show it too faintly.
     outcome_history: int = 0
+    #: Above 0: each heads-stage update starts its rollouts after a number of real frames
+    #: drawn uniformly from this to ``memory`` (1: as a rollout from an episode's first
+    #: frame), not always after ``memory``.
+    rollout_context_min: int = 0
     #: The terminated and success heads' flags fire above this probability. A head that
     #: reads a rollout's drifting state spreads a success over the steps around it, so its
     #: peak may stay below 0.5 (an inference setting too).
@@ -217,6 +221,11 @@ class Genie(WorldModel):
         )
         if c.outcome_history and not c.integrate_state:
             raise ValueError("outcome_history reads the integrated state: set integrate_state")
+        if not 0 <= c.rollout_context_min <= c.memory:
+            raise ValueError(
+                f"rollout_context_min must lie in [0, memory={c.memory}], "
+                f"got {c.rollout_context_min}"
+            )
         features = tokens * c.feature_channels
         outcome_inputs = features + c.outcome_history * spec.state_dim
         self.heads = nn.ModuleDict(
@@ -362,7 +371,9 @@ class Genie(WorldModel):
         state, reward and flags, until an episode starts in the window. The motion head
         reads the generated frame, the one generated before it and the task action; it is
         scored on one step from the real state before, and on the state it integrates over
-        the whole rollout from the last real one, as a rollout reports it."""
+        the whole rollout from the last real one, as a rollout reports it. The rollout
+        starts after ``memory`` real frames, or with ``rollout_context_min`` after the last
+        ``shown`` of them, drawn per update."""
         c = self.config
         context, frames = c.memory, batch["image"].shape[1]
         if frames <= context:
@@ -370,9 +381,14 @@ class Genie(WorldModel):
                 f"the heads stage generates frames after {context} real ones; train it on "
                 f"windows longer than that (--window {context + 1} or more), got {frames}"
             )
+        shown = context
+        if c.rollout_context_min:
+            shown = int(torch.randint(c.rollout_context_min, context + 1, ()))
+        is_first = batch["is_first"].clone()  # [B, T]: the first shown frame starts the course
+        is_first[:, context - shown] = True
         with torch.no_grad():
-            real = {key: batch[key][:, :context] for key in ("image", "state")}
-            state = self.init_state(real, batch["action"][:, :context])
+            real = {key: batch[key][:, context - shown : context] for key in ("image", "state")}
+            state = self.init_state(real, batch["action"][:, context - shown : context])
             before, after = [], []
             for t in range(context, frames):
                 before.append(state["features"])
@@ -411,8 +427,8 @@ class Genie(WorldModel):
                 errors.append(F.huber_loss(self.normalise_state(vector), truth, reduction="none"))
             integrated_loss = torch.stack(errors, 1)[valid].sum(-1).mean()  # [M, S] -> []
             if c.outcome_history:  # the context's real states, then the integrated ones
-                course = torch.cat([real["state"], torch.stack(vectors, 1).detach()], 1)
-                history = self.state_history(course, batch["is_first"])[:, context:][valid]
+                course = torch.cat([batch["state"][:, :context], torch.stack(vectors, 1)], 1)
+                history = self.state_history(course.detach(), is_first)[:, context:][valid]
         state_loss, reward_loss, done_loss, success = self._head_losses(
             targets, features[valid], history
         )  # history: [M, H, S]
