@@ -108,3 +108,18 @@ def test_transfer_runs_the_named_policies_on_both_envs(tiny_checkpoint, tmp_path
     )
     rows = json.loads((tmp_path / "transfer.json").read_text())["policies"]
     assert [row["policy"] for row in rows] == ["expert", "random"]
+
+
+def test_tuple_options_take_comma_separated_values_of_their_element_type():
+    import argparse
+
+    from wm_envs.config import add_config_arguments
+    from wm_envs.eval.compare import CompareConfig
+
+    parser = argparse.ArgumentParser()
+    add_config_arguments(parser, CompareConfig)
+    args = parser.parse_args(["--long-steps", "20,40", "--done-thresholds", "0.5,0.2"])
+    assert args.long_steps == (20, 40) and args.done_thresholds == (0.5, 0.2)
+    assert parser.parse_args([]).done_thresholds == ()
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--long-steps", "20,forty"])

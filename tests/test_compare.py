@@ -18,6 +18,7 @@ from wm_envs.eval.compare import (
     headline,
     mid_episode_start,
     split_seeds,
+    success_at_thresholds,
 )
 from wm_envs.eval.metrics import foreground_psnr, psnr, static_background
 from wm_envs.tasks import TASKS, tracked_errors
@@ -204,6 +205,40 @@ def test_model_settings_reach_the_learned_env_and_are_never_recorded(tiny_checkp
         compare(config)  # the RSSM declares no inference settings
     with pytest.raises(ValueError, match="--model-settings expects key=value"):
         compare(CompareConfig(checkpoint=checkpoint, episodes=1, model_settings="done"))
+
+
+def test_success_at_each_threshold_is_read_up_to_where_a_rollout_at_it_ends():
+    prediction = {
+        "success_probability": np.array([0.1, 0.3, 0.15, 0.6]),
+        "terminated_probability": np.array([0.0, 0.25, 0.0, 0.7]),
+    }
+    swept = success_at_thresholds(prediction, (0.5, 0.28, 0.2, 0.12))
+    # 0.5: success at the last step; 0.28: success at step 1 (not yet terminated); 0.2:
+    # terminated at step 1 with success 0.3 there; 0.12: terminated at step 1 after success
+    assert swept == {0.5: True, 0.28: True, 0.2: True, 0.12: True}
+    ended = {**prediction, "terminated_probability": np.array([0.0, 0.65, 0.0, 0.0])}
+    assert success_at_thresholds(ended, (0.5, 0.35)) == {0.5: False, 0.35: False}
+    assert success_at_thresholds(ended, (0.25,)) == {0.25: True}
+
+
+def test_a_threshold_sweep_is_refused_where_the_threshold_is_not_the_heads(
+    tiny_checkpoint, tmp_path
+):
+    checkpoint = str(
+        checkpoint_with_seed_ranges(tiny_checkpoint, tmp_path / "checkpoint", [[0, 5]])
+    )
+    sweep = {"checkpoint": checkpoint, "episodes": 1, "done_thresholds": (0.5, 0.2)}
+    for conflict in (
+        {"record": True},
+        {"success_from": "state"},
+        {"model_settings": "done_threshold=0.3"},
+    ):
+        with pytest.raises(ValueError, match="--done-thresholds"):
+            compare(CompareConfig(**sweep, **conflict))
+    with pytest.raises(ValueError, match=r"in \(0, 1\)"):
+        compare(CompareConfig(**{**sweep, "done_thresholds": (0.5, 1.5)}))
+    with pytest.raises(ValueError, match="a rssm model has none"):
+        compare(CompareConfig(**sweep))  # the RSSM declares no done_threshold setting
 
 
 def test_mid_episode_start_is_just_before_the_object_moves():

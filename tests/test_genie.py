@@ -525,8 +525,11 @@ def test_trainer_runs_and_resumes_every_stage(tiny_dataset, tmp_path):
             videos=0,
             out=str(tmp_path / "compare"),
             device="cpu",
+            done_thresholds=(0.5, 0.2),
         )
     )
     for start in ("first_frame", "mid_episode"):
+        row = compared["headline"][start]
+        assert {"success_agreement_at_0.5", "success_agreement_at_0.2"} <= set(row)
         metrics = compared["model_metrics"][start]
         assert {"delta_psnr", "token_usage", "action_usage"} <= set(metrics)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Callable
 from dataclasses import fields
+from typing import get_args, get_type_hints
 
 
 def parse_overrides(pairs: list[str], option: str = "--set") -> dict:
@@ -46,12 +48,26 @@ def parse_settings(config_class: type, text: str, spec: str):
     return config_class(**values)
 
 
+def comma_separated(kind: type) -> Callable[[str], tuple]:
+    """A parser of ``"1,2,3"`` into a tuple of ``kind``: the type of a tuple option."""
+
+    def parse(text: str) -> tuple:
+        return tuple(kind(item) for item in text.split(",") if item.strip())
+
+    parse.__name__ = f"comma-separated {kind.__name__}"  # argparse names it in its errors
+    return parse
+
+
 def add_config_arguments(parser: argparse.ArgumentParser, config_class: type) -> None:
-    """One ``--flag`` per dataclass field, typed like its default."""
+    """One ``--flag`` per dataclass field, typed like its default (a tuple field: comma-
+    separated values of its annotated element type)."""
+    hints = get_type_hints(config_class)
     for field in fields(config_class):
         flag = "--" + field.name.replace("_", "-")
         if isinstance(field.default, bool):
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=field.default)
             continue
         kind = str if field.default is None else type(field.default)
+        if isinstance(field.default, tuple):
+            kind = comma_separated(get_args(hints[field.name])[0])
         parser.add_argument(flag, type=kind, default=field.default)

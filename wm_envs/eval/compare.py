@@ -94,6 +94,11 @@ class CompareConfig:
     #: Inference settings of the learned env (``model_settings``), comma-separated, e.g.
     #: "done_threshold=0.2,maskgit_steps=8"; empty: the checkpoint's own.
     model_settings: str = ""
+    #: Also the success agreement the heads' flags reach at each of these done thresholds
+    #: (``done_threshold``, e.g. 0.5,0.3,0.2), from the same rollouts, run at the highest
+    #: (a rollout at a lower threshold is the same until it ends sooner): how a model's
+    #: threshold is chosen on the validation split.
+    done_thresholds: tuple[float, ...] = ()
 
     @property
     def seed(self) -> int:
@@ -221,11 +226,13 @@ def rollout_learned(
     starts: list[int],
     context: int,
     max_steps: int | None = None,
+    probabilities: bool = False,
 ) -> list[dict]:
     """Start the learned simulator from real frames up to each episode's ``start`` and replay
     the rest of its actions open loop (at most ``max_steps``), until the episode ends or the
     learned env terminates (its head, or the task's rule: ``success_from``). Rollouts with
-    the same number of context frames run as one batch."""
+    the same number of context frames run as one batch. With ``probabilities``, each also
+    keeps the heads' terminated and success probabilities [T]."""
     firsts = [max(0, start - context + 1) for start in starts]
     groups: dict[int, list[int]] = {}
     for i, (first, start) in enumerate(zip(firsts, starts, strict=True)):
@@ -256,21 +263,26 @@ def rollout_learned(
             obs = simulator.observe(state)  # a dict, or the state [N, S] of a state-only model
             obs = obs if isinstance(obs, dict) else {"state": obs}
             obs |= simulator.model.extra_info(state)  # DeepVerse: its camera pose
+            outcome = {"reward": reward.float(), "terminated": terminated, "success": success}
+            if probabilities:
+                with torch.inference_mode():
+                    _, ending, succeeding = simulator.model.outcome_scores(state)
+                outcome |= {
+                    "terminated_probability": ending.float(),
+                    "success_probability": succeeding.float(),
+                }
             steps.append(
                 {key: obs[key].cpu().numpy() for key in PREDICTED if key in obs}
-                | {
-                    "reward": reward.float().cpu().numpy(),
-                    "terminated": terminated.cpu().numpy(),
-                    "success": success.cpu().numpy(),
-                }
+                | {key: value.cpu().numpy() for key, value in outcome.items()}
             )
         rollout = {key: np.stack([step[key] for step in steps], 1) for key in steps[0]}  # [N, T]
         for j, i in enumerate(rows):
             ended = np.flatnonzero(rollout["terminated"][j, : len(rest[j])])
             length = int(ended[0]) + 1 if len(ended) else len(rest[j])
-            predictions[i] = {
-                key: rollout[key][j, :length] for key in (*PREDICTED, "reward") if key in rollout
-            } | {"success": bool(rollout["success"][j, :length].any())}
+            kept = (*PREDICTED, "reward", "terminated_probability", "success_probability")
+            predictions[i] = {key: rollout[key][j, :length] for key in kept if key in rollout} | {
+                "success": bool(rollout["success"][j, :length].any())
+            }
     return predictions
 
 
@@ -285,6 +297,18 @@ def baseline_states(states: np.ndarray, start: int, steps: int) -> dict[str, np.
     }
 
 
+def success_at_thresholds(prediction: dict, thresholds: tuple[float, ...]) -> dict[float, bool]:
+    """Whether a rollout's heads report success at each done threshold: its success
+    probability [T] above the threshold up to the first step its terminated probability [T]
+    is (where a rollout at that threshold ends)."""
+    successes = {}
+    for threshold in thresholds:
+        ended = np.flatnonzero(prediction["terminated_probability"] > threshold)
+        length = int(ended[0]) + 1 if len(ended) else len(prediction["success_probability"])
+        successes[threshold] = bool((prediction["success_probability"][:length] > threshold).any())
+    return successes
+
+
 def score(
     task: str,
     prediction: dict,
@@ -292,11 +316,12 @@ def score(
     start: int,
     horizon: int,
     background: torch.Tensor,
+    done_thresholds: tuple[float, ...] = (),
 ) -> dict:
     """Per-horizon errors of one rollout and of the baselines (repeat the start frame and
     its state; extrapolate its velocity), with foreground PSNR over pixels that differ from
-    ``background`` [H, W, 3]; whether it agrees with physics on success, and whether physics
-    succeeds."""
+    ``background`` [H, W, 3]; whether it agrees with physics on success (and at each of
+    ``done_thresholds``), and whether physics succeeds."""
     steps = min(horizon, len(prediction["state"]), len(episode["state"]) - 1 - start)
     truth_state = episode["state"][start + 1 : start + 1 + steps]
     true_success = bool(episode["success"][start:].any())
@@ -323,8 +348,10 @@ def score(
     for name, states in baseline_states(episode["state"], start, steps).items():
         errors = tracked_errors(task, states, truth_state)
         scores |= {f"{name}_{key}": value for key, value in errors.items()}
+    swept = success_at_thresholds(prediction, done_thresholds)
     return scores | {
         "success_agrees": bool(prediction["success"]) == true_success,
+        **{f"success_agrees_at_{t:g}": success == true_success for t, success in swept.items()},
         "true_success": true_success,
     }
 
@@ -441,6 +468,19 @@ def compare(config: CompareConfig) -> dict:
             "--record writes the card's headline, which reports the checkpoint's own "
             f"settings; run --model-settings {config.model_settings!r} without --record"
         )
+    settings = parse_overrides(
+        list(filter(None, config.model_settings.split(","))), "--model-settings"
+    )
+    if config.done_thresholds:
+        if config.record or config.success_from != "head" or "done_threshold" in settings:
+            raise ValueError(
+                "--done-thresholds sweeps the heads' done_threshold on one set of rollouts; "
+                "run it without --record, --success-from state or a done_threshold in "
+                "--model-settings"
+            )
+        if not all(0 < threshold < 1 for threshold in config.done_thresholds):
+            raise ValueError(f"--done-thresholds must lie in (0, 1), got {config.done_thresholds}")
+        settings["done_threshold"] = max(config.done_thresholds)
     folder = Path(config.checkpoint) if config.checkpoint else None
     folder = folder or shipped_checkpoint(config.model, config.task)
     card = read_card(folder)
@@ -453,9 +493,7 @@ def compare(config: CompareConfig) -> dict:
         obs_mode=obs_mode,
         device=config.device,
         success_from=config.success_from,
-        model_settings=parse_overrides(
-            list(filter(None, config.model_settings.split(","))), "--model-settings"
-        ),
+        model_settings=settings,
     )
     physics_mode = "rgbd" if obs_mode == "rgbd" else "dict"
     episodes = held_out_episodes(
@@ -470,9 +508,19 @@ def compare(config: CompareConfig) -> dict:
     }
     results, video_frames, long = {}, [], {}
     for name, rows in starts.items():
-        predictions = rollout_learned(simulator, episodes, rows, config.context)
+        predictions = rollout_learned(
+            simulator, episodes, rows, config.context, probabilities=bool(config.done_thresholds)
+        )
         results[name] = [
-            score(config.task, prediction, episode, start, config.horizon, background)
+            score(
+                config.task,
+                prediction,
+                episode,
+                start,
+                config.horizon,
+                background,
+                config.done_thresholds,
+            )
             for prediction, episode, start in zip(predictions, episodes, rows, strict=True)
         ]
         if name == "first_frame" and task.max_episode_steps > config.long_episodes:
@@ -587,6 +635,11 @@ def headline(summary: dict, horizon: int) -> dict:
             **tracked,
             "reward_error_mean": float(np.nanmean(curves["reward_error"])),
             "success_agreement": curves["success_agrees"],
+            **{
+                key.replace("agrees", "agreement"): value
+                for key, value in curves.items()
+                if key.startswith("success_agrees_at_")
+            },
             "constant_success_agreement": max(curves["true_success"], 1 - curves["true_success"]),
         }
     return rows
