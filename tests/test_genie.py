@@ -6,6 +6,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from gymnasium.utils.env_checker import check_env
 
 import wm_envs  # noqa: F401  (registers WM-Grasp-v0)
@@ -15,6 +16,7 @@ from wm_envs.models import ModelSpec, build_model
 from wm_envs.models.base import float_to_images
 from wm_envs.models.genie import PRESETS, Genie, GenieConfig, controllability
 from wm_envs.models.genie.fsq import FSQ
+from wm_envs.models.genie.model import windowed_flag_loss
 from wm_envs.models.genie.transformer import temporal_mask
 from wm_envs.train import TrainConfig, Trainer
 
@@ -324,6 +326,38 @@ def test_heads_stage_rollouts_start_after_a_drawn_number_of_real_frames():
     assert any(finite) and not all(finite)
     with pytest.raises(ValueError, match="rollout_context_min"):
         build_model("genie", SPEC, "tiny", {"rollout_context_min": 3})
+
+
+def test_a_windowed_flag_loss_scores_a_flag_fired_early_within_the_window():
+    flags = torch.tensor([[False, False, False, True, False]])
+    valid = torch.tensor([[True, True, True, True, False]])  # a new episode at step 4
+    on_time = torch.tensor([[-9.0, -9.0, -9.0, 9.0, 5.0]])
+    early = torch.tensor([[-9.0, -9.0, 9.0, -9.0, 5.0]])
+    plain = F.binary_cross_entropy_with_logits(on_time[valid], flags[valid].float())
+    torch.testing.assert_close(windowed_flag_loss(on_time, flags, valid, 1), plain)
+    assert windowed_flag_loss(early, flags, valid, 1) > 1  # one step early: wrong twice
+    # within a 2-step window the early flag is the positive and the step after is not scored
+    torch.testing.assert_close(
+        windowed_flag_loss(early, flags, valid, 2), windowed_flag_loss(on_time, flags, valid, 2)
+    )
+    assert windowed_flag_loss(early, flags, valid, 2) < 1e-3
+    too_early = torch.tensor([[9.0, -9.0, -9.0, -9.0, 5.0]])
+    assert windowed_flag_loss(too_early, flags, valid, 2) > 1
+
+
+def test_the_heads_stage_trains_windowed_flags():
+    torch.manual_seed(0)
+    genie = build_model("genie", SPEC, "tiny", {"flag_window": 2})
+    batch = synthetic_batch(frames=6)
+    batch["success"][1, 4] = batch["terminated"][1, 4] = True
+    genie.prepare(batch)
+    genie.set_stage("heads")
+    loss, metrics = genie.loss(batch)
+    loss.backward()
+    assert torch.isfinite(loss) and metrics["done"] > 0
+    assert genie.heads["success"][0].weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="flag_window"):
+        build_model("genie", SPEC, "tiny", {"flag_window": 0})
 
 
 def test_a_longer_outcome_history_continues_a_checkpoint_reading_as_before(model):

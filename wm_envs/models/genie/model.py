@@ -105,6 +105,11 @@ class GenieConfig:
     #: drawn uniformly from this to ``memory`` (1: as a rollout from an episode's first
     #: frame), not always after ``memory``.
     rollout_context_min: int = 0
+    #: In the heads stage, the terminated and success heads must fire on at least one of the
+    #: this many steps up to each step physics flags (the largest logit there is scored as
+    #: the positive; the steps before it in the window are not scored), not exactly on it:
+    #: a rollout that lags physics by a step or two still scores where it fires.
+    flag_window: int = 1
     #: The terminated and success heads' flags fire above this probability. A head that
     #: reads a rollout's drifting state spreads a success over the steps around it, so its
     #: peak may stay below 0.5 (an inference setting too).
@@ -165,6 +170,37 @@ PRESETS = {
 }
 
 
+def scatter_valid(values: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """Values [M] of the ``valid`` [B, T] steps back into the [B, T] grid, -inf elsewhere."""
+    grid = values.new_full(valid.shape, float("-inf"))
+    return grid.masked_scatter(valid, values)
+
+
+def windowed_flag_loss(
+    logits: torch.Tensor, flags: torch.Tensor, valid: torch.Tensor, window: int
+) -> torch.Tensor:
+    """Binary cross-entropy of a flag head that must fire on at least one of the ``window``
+    steps up to each flagged step (the largest logit there is the positive) and on no
+    ``valid`` step outside those windows: logits [B, T], flags and valid [B, T] bool -> []."""
+    steps = logits.shape[1]
+    late = [F.pad(logits[:, : steps - k], (k, 0), value=float("-inf")) for k in range(window)]
+    best = torch.stack(late).amax(0)  # [B, T]: the largest logit of the window ending at t
+    ahead = [F.pad(flags[:, k:], (0, k)) for k in range(window)]
+    near = torch.stack(ahead).any(0)  # [B, T]: a flag here or within window - 1 steps
+    positives, negatives = best[flags], logits[valid & ~near]
+    losses = torch.cat(
+        [
+            F.binary_cross_entropy_with_logits(
+                positives, torch.ones_like(positives), reduction="none"
+            ),
+            F.binary_cross_entropy_with_logits(
+                negatives, torch.zeros_like(negatives), reduction="none"
+            ),
+        ]
+    )
+    return losses.mean()
+
+
 class Genie(WorldModel):
     """Genie world model (see module docstring)."""
 
@@ -221,6 +257,8 @@ class Genie(WorldModel):
         )
         if c.outcome_history and not c.integrate_state:
             raise ValueError("outcome_history reads the integrated state: set integrate_state")
+        if c.flag_window < 1:
+            raise ValueError(f"flag_window must be at least 1, got {c.flag_window}")
         if not 0 <= c.rollout_context_min <= c.memory:
             raise ValueError(
                 f"rollout_context_min must lie in [0, memory={c.memory}], "
@@ -429,9 +467,20 @@ class Genie(WorldModel):
             if c.outcome_history:  # the context's real states, then the integrated ones
                 course = torch.cat([batch["state"][:, :context], torch.stack(vectors, 1)], 1)
                 history = self.state_history(course.detach(), is_first)[:, context:][valid]
-        state_loss, reward_loss, done_loss, success = self._head_losses(
+        state_loss, reward_loss, done_loss, flags = self._head_losses(
             targets, features[valid], history
         )  # history: [M, H, S]
+        success = flags["success"]
+        if c.flag_window > 1:
+            done_loss = sum(
+                windowed_flag_loss(
+                    scatter_valid(logits, valid),
+                    batch[key][:, context:].bool() & valid,
+                    valid,
+                    c.flag_window,
+                )
+                for key, logits in flags.items()
+            )
         total = (
             c.state_weight * state_loss
             + c.reward_weight * reward_loss
@@ -450,20 +499,20 @@ class Genie(WorldModel):
 
     def _head_losses(
         self, targets: Batch, features: torch.Tensor, history: torch.Tensor | None
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
         """``head_losses`` of the heads on features [..., F] and, with ``outcome_history``,
         the state history [..., H, S] against ``targets`` (state, reward and flags in the
-        features' layout), and the success logits [...]."""
+        features' layout), and the terminated and success logits [...]."""
         outcome = self.outcome_inputs(features, history)
-        success = self.heads["success"](outcome).squeeze(-1)
+        flags = {key: self.heads[key](outcome).squeeze(-1) for key in ("terminated", "success")}
         losses = self.head_losses(
             targets,
             self.heads["state"](features),
             self.heads["reward"](outcome).squeeze(-1),
-            self.heads["terminated"](outcome).squeeze(-1),
-            success,
+            flags["terminated"],
+            flags["success"],
         )
-        return *losses, success
+        return *losses, flags
 
     def outcome_inputs(self, features: torch.Tensor, history: torch.Tensor | None) -> torch.Tensor:
         """What the reward, terminated and success heads read: the features [..., F], with
