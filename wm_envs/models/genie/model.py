@@ -105,10 +105,10 @@ class GenieConfig:
     #: drawn uniformly from this to ``memory`` (1: as a rollout from an episode's first
     #: frame), not always after ``memory``.
     rollout_context_min: int = 0
-    #: In the heads stage, the terminated and success heads must fire on at least one of the
-    #: this many steps up to each step physics flags (the largest logit there is scored as
-    #: the positive; the steps before it in the window are not scored), not exactly on it:
-    #: a rollout that lags physics by a step or two still scores where it fires.
+    #: In the heads stage, the terminated and success heads must fire on at least one of
+    #: the last this many steps up to each step physics flags (the largest logit there is
+    #: scored as the positive; the other steps of the window are not scored), not exactly
+    #: on it: a rollout that lags physics by a step or two still scores where it fires.
     flag_window: int = 1
     #: The terminated and success heads' flags fire above this probability. A head that
     #: reads a rollout's drifting state spreads a success over the steps around it, so its
