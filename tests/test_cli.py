@@ -1,5 +1,6 @@
 """The `wm-envs` command: `play` with a chosen model and checkpoint, and `bench`."""
 
+import argparse
 import json
 import os
 import shutil
@@ -11,6 +12,8 @@ import pytest
 
 from wm_envs.checkpoint import shipped_checkpoint
 from wm_envs.cli import main
+from wm_envs.config import add_config_arguments
+from wm_envs.eval.compare import CompareConfig
 
 REPOSITORY = Path(__file__).resolve().parent.parent
 
@@ -111,11 +114,6 @@ def test_transfer_runs_the_named_policies_on_both_envs(tiny_checkpoint, tmp_path
 
 
 def test_tuple_options_take_comma_separated_values_of_their_element_type():
-    import argparse
-
-    from wm_envs.config import add_config_arguments
-    from wm_envs.eval.compare import CompareConfig
-
     parser = argparse.ArgumentParser()
     add_config_arguments(parser, CompareConfig)
     args = parser.parse_args(["--long-steps", "20,40", "--done-thresholds", "0.5,0.2"])

@@ -277,8 +277,7 @@ def rollout_learned(
             )
         rollout = {key: np.stack([step[key] for step in steps], 1) for key in steps[0]}  # [N, T]
         for j, i in enumerate(rows):
-            ended = np.flatnonzero(rollout["terminated"][j, : len(rest[j])])
-            length = int(ended[0]) + 1 if len(ended) else len(rest[j])
+            length = steps_until_end(rollout["terminated"][j, : len(rest[j])])
             kept = (*PREDICTED, "reward", "terminated_probability", "success_probability")
             predictions[i] = {key: rollout[key][j, :length] for key in kept if key in rollout} | {
                 "success": bool(rollout["success"][j, :length].any())
@@ -297,14 +296,20 @@ def baseline_states(states: np.ndarray, start: int, steps: int) -> dict[str, np.
     }
 
 
+def steps_until_end(terminated: np.ndarray) -> int:
+    """How many steps a rollout runs given its terminated flags [T]: up to and including
+    the first one set, else all of them."""
+    ended = np.flatnonzero(terminated)
+    return int(ended[0]) + 1 if len(ended) else len(terminated)
+
+
 def success_at_thresholds(prediction: dict, thresholds: tuple[float, ...]) -> dict[float, bool]:
     """Whether a rollout's heads report success at each done threshold: its success
     probability [T] above the threshold up to the first step its terminated probability [T]
     is (where a rollout at that threshold ends)."""
     successes = {}
     for threshold in thresholds:
-        ended = np.flatnonzero(prediction["terminated_probability"] > threshold)
-        length = int(ended[0]) + 1 if len(ended) else len(prediction["success_probability"])
+        length = steps_until_end(prediction["terminated_probability"] > threshold)
         successes[threshold] = bool((prediction["success_probability"][:length] > threshold).any())
     return successes
 
