@@ -409,7 +409,13 @@ def test_mask_ratios_follow_the_cosine_schedule_or_genies_uniform_range():
 @pytest.mark.parametrize("preset", sorted(PRESETS))
 def test_inference_settings_bound_every_preset_and_exclude_an_all_mask_frame(preset):
     bounds = Genie.inference_settings
-    assert set(bounds) == {"maskgit_steps", "temperature", "residual_tolerance", "done_threshold"}
+    assert set(bounds) == {
+        "maskgit_steps",
+        "temperature",
+        "residual_tolerance",
+        "done_threshold",
+        "action_guidance",
+    }
     assert all(low <= high for low, high in bounds.values())
     assert bounds["maskgit_steps"][0] >= 1 and bounds["temperature"][0] > 0
     assert bounds["residual_tolerance"][0] == 0  # 0: frames exactly as their codes decode
@@ -427,6 +433,32 @@ def test_the_done_threshold_sets_where_the_flags_fire(model, monkeypatch):
         _, terminated_flag, success_flag = model.outcomes(state)
         assert torch.equal(success_flag, success > threshold)
         assert torch.equal(terminated_flag, terminated > threshold)
+
+
+def test_action_guidance_of_one_is_the_plain_pass_and_zero_marginalises_the_action(model):
+    state = model.init_state({"image": synthetic_batch()["image"][:, :2]})
+    past = list(zip(state["keys"].unbind(1), state["values"].unbind(1), strict=True))
+    mask = F.pad(state["valid"], (0, 1), value=True)[:, None]  # [B, 1, K + 1]
+    time = state["time"][:, None] + 1  # [B, 1]
+    actions = torch.tensor([0, 3, model.n_latent_actions - 1])
+    tokens = torch.full((3, model.dynamics.tokens), model.dynamics.mask_token)
+    hidden, _ = model.dynamics(tokens[:, None], actions[:, None], mask, time, past)
+    plain = [logits.log_softmax(-1) for logits in model.dynamics.logits(hidden[:, 0])]
+    guided = model.dynamics.guided_logits(tokens, actions, mask, time, past, None, 1.0)
+    for expected, got in zip(plain, guided, strict=True):
+        assert torch.allclose(expected, got, atol=1e-5)  # each row read under its own action
+    try:
+        model.action_guidance = 0.0
+        frames = [
+            model.step_latent(state, torch.full((3,), a))["tokens"]
+            for a in (0, model.n_latent_actions - 1)
+        ]
+        assert torch.equal(*frames)
+        model.action_guidance = 3.0
+        sharpened = model.step_latent(state, actions)["tokens"]
+        assert (sharpened < model.tokenizer.fsq.size).all()
+    finally:
+        model.action_guidance = model.config.action_guidance
 
 
 def test_generation_at_the_lowest_bounds_works_and_below_them_is_refused(model):

@@ -175,6 +175,7 @@ class Dynamics(nn.Module):
         temperature: float,
         generator: torch.Generator | None,
         task_action: torch.Tensor | None = None,
+        guidance: float = 1.0,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Tokens [B, P] of the frame after the cached ``past`` under latent actions [B]
         (and task actions [B, A], or None), and their expected FSQ codes [B, P, d].
@@ -184,7 +185,8 @@ class Dynamics(nn.Module):
         without, each pass takes the most likely level (the mode, deterministic). The
         expected code of a token is each dimension's mean level under the pass that revealed
         it: where the model is unsure between neighbouring levels it lies between them, and
-        decodes to the patch between theirs rather than to one guess.
+        decodes to the patch between theirs rather than to one guess. With ``guidance``
+        other than 1, each pass draws from ``guided_logits``.
         """
         if steps < 1:
             raise ValueError(
@@ -196,9 +198,15 @@ class Dynamics(nn.Module):
         expected = torch.zeros(size, self.tokens, self.fsq.dim, device=actions.device)
         task = None if task_action is None else task_action[:, None]  # [B, 1, A]
         for step in range(steps):
-            hidden, _ = self(tokens[:, None], actions[:, None], mask, time, past, task)
+            if guidance == 1:
+                hidden, _ = self(tokens[:, None], actions[:, None], mask, time, past, task)
+                per_dimension = self.logits(hidden[:, 0])  # per FSQ dimension [B, P, L_i]
+            else:
+                per_dimension = self.guided_logits(
+                    tokens, actions, mask, time, past, task, guidance
+                )
             digits, means, confidence = [], [], 0.0
-            for logits in self.logits(hidden[:, 0]):  # per FSQ dimension [B, P, L_i]
+            for logits in per_dimension:
                 levels = torch.linspace(-1, 1, logits.shape[-1], device=logits.device)
                 means.append(logits.softmax(-1) @ levels)  # [B, P]
                 if generator is None:
@@ -219,3 +227,41 @@ class Dynamics(nn.Module):
             tokens = torch.where(reveal, chosen, tokens)
             expected = torch.where(reveal[..., None], torch.stack(means, -1), expected)
         return tokens, expected
+
+    def guided_logits(
+        self,
+        tokens: torch.Tensor,
+        actions: torch.Tensor,
+        mask: torch.Tensor,
+        time: torch.Tensor,
+        past: list[KeyValues],
+        task: torch.Tensor | None,
+        guidance: float,
+    ) -> list[torch.Tensor]:
+        """Per FSQ dimension, log-probabilities [B, P, L_i] of one generation pass over
+        tokens [B, P] under latent actions [B], guided by the action: log p(x | a) +
+        (guidance - 1) * (log p(x | a) - log mean_a' p(x | a')). The mean runs over every
+        latent action from the same context (classifier-free guidance whose unconditional
+        model is the action marginalised out), so each pass costs one batch per action."""
+        size, count = actions.shape[0], self.no_action
+        every = torch.arange(count, device=actions.device).repeat(size)  # [B * n]
+        wide_past = [
+            (k.repeat_interleave(count, 0), v.repeat_interleave(count, 0)) for k, v in past
+        ]
+        wide_task = None if task is None else task.repeat_interleave(count, 0)
+        hidden, _ = self(
+            tokens.repeat_interleave(count, 0)[:, None],
+            every[:, None],
+            mask.repeat_interleave(count, 0),
+            time.repeat_interleave(count, 0),
+            wide_past,
+            wide_task,
+        )  # [B * n, 1, P, E]
+        chosen = actions[:, None, None, None]  # [B, 1, 1, 1]
+        guided = []
+        for logits in self.logits(hidden[:, 0]):  # [B * n, P, L_i]
+            log_probs = logits.log_softmax(-1).unflatten(0, (size, count))  # [B, n, P, L_i]
+            under_action = log_probs.gather(1, chosen.expand(-1, 1, *log_probs.shape[2:]))[:, 0]
+            marginal = log_probs.logsumexp(1) - math.log(count)  # [B, P, L_i]
+            guided.append(under_action + (guidance - 1) * (under_action - marginal))
+        return guided

@@ -118,6 +118,12 @@ class GenieConfig:
     #: wherever it differs from that frame's decoding by less than this (pixels in
     #: [-0.5, 0.5]; fading to none at it), so what has not moved keeps its real pixels.
     residual_tolerance: float = 0.1
+    #: Generation's guidance by the latent action: each FSQ dimension's log-probabilities
+    #: under the action plus (this - 1) times their excess over the mean probability under
+    #: all latent actions (classifier-free guidance with the action marginalised out, so no
+    #: training is needed). 1: off; above 1 an action's effect is drawn more sharply; each
+    #: MaskGIT pass then runs every latent action (an inference setting too).
+    action_guidance: float = 1.0
 
 
 PRESETS = {
@@ -210,12 +216,14 @@ class Genie(WorldModel):
     action_modes = ("env", "latent")
     #: Generation passes per frame (with none, every token stays masked), the sampling
     #: temperature (above zero: the logits are divided by it), the residual tolerance
-    #: (0: frames exactly as their codes decode) and the heads' done threshold.
+    #: (0: frames exactly as their codes decode), the heads' done threshold and the latent
+    #: action's guidance (1: off; 0: the action is marginalised out).
     inference_settings = {
         "maskgit_steps": (1, 64),
         "temperature": (1e-3, 100.0),
         "residual_tolerance": (0.0, 1.0),
         "done_threshold": (0.01, 0.99),
+        "action_guidance": (0.0, 10.0),
     }
 
     def __init__(self, spec: ModelSpec, config: GenieConfig) -> None:
@@ -292,6 +300,7 @@ class Genie(WorldModel):
         #: Generation, decoding and outcomes; envs and benchmarks may change these between steps.
         self.maskgit_steps, self.temperature = c.maskgit_steps, c.temperature
         self.residual_tolerance, self.done_threshold = c.residual_tolerance, c.done_threshold
+        self.action_guidance = c.action_guidance
 
     @property
     def feature_dim(self) -> int:
@@ -700,7 +709,15 @@ class Genie(WorldModel):
         mask = valid[:, None]  # [B, 1, K+1]
         time = state["time"][:, None] + 1  # [B, 1]
         tokens, codes = self.dynamics.generate(
-            past, mask, time, actions, self.maskgit_steps, self.temperature, generator, task_action
+            past,
+            mask,
+            time,
+            actions,
+            self.maskgit_steps,
+            self.temperature,
+            generator,
+            task_action,
+            self.action_guidance,
         )  # [B, P], [B, P, d]
         task = None if task_action is None else task_action[:, None]  # [B, 1, A]
         hidden, cache = self.dynamics(tokens[:, None], actions[:, None], mask, time, past, task)
