@@ -255,9 +255,12 @@ def test_unknown_task_is_refused(tmp_path):
         compare(CompareConfig(task="juggle", out=str(tmp_path)))
 
 
-def test_rollouts_end_where_the_success_rule_says(tiny_checkpoint, lift_predictions):
-    """With ``success_from="state"`` a rollout ends on the task rule's success (Grasp: five
-    steps held), not on the learned heads."""
+def test_rollouts_succeed_where_the_rule_says_and_run_to_the_episode_end(
+    tiny_checkpoint, lift_predictions
+):
+    """With ``success_from="state"`` a rollout succeeds and terminates on the task rule
+    (Grasp: five steps held), not on the learned heads; it is stepped on to the physics
+    episode's end, so that it is scored on the same steps as the baselines."""
     from wm_envs.eval.compare import held_out_episodes, rollout_learned
     from wm_envs.learned_env import LearnedSimulator
 
@@ -267,7 +270,8 @@ def test_rollouts_end_where_the_success_rule_says(tiny_checkpoint, lift_predicti
     lift_predictions(simulator.model)
     episode = held_out_episodes("grasp", 90_000, 1, 0.3)
     (prediction,) = rollout_learned(simulator, episode, [0], context=1)
-    assert prediction["success"] and len(prediction["state"]) == 5
+    assert prediction["success"] and np.flatnonzero(prediction["terminated"])[0] == 4
+    assert len(prediction["state"]) == len(episode[0]["action"]) > 5
 
 
 def test_a_depth_model_without_a_pose_is_scored_with_the_camera_at_its_own_state():

@@ -6,7 +6,9 @@ For each seed of the split, ``Phys-<Task>-v0`` plays a whole episode under a noi
 episodes) or smooth random actions (odd episodes). ``WM-<Task>-v0`` then starts from real
 frames of that episode -- the first frame, and a mid-episode frame just before the tracked
 object first moves, where a still frame stops being a good guess -- and replays the same
-actions open-loop to the end of the episode. Reported against the horizon: image PSNR and
+actions open-loop to the end of the episode. Every rollout is scored on the same steps as the
+baselines, to the physics episode's end: a learned env that terminates earlier is stepped on,
+and its termination decides only its success. Reported against the horizon: image PSNR and
 SSIM, foreground PSNR, the errors the task declares it tracks (``TaskSpec.tracked``: the object's
 position for Grasp; the car's position and heading for Drive; the remaining height fraction and
 block positions for Collapse), reward error; per rollout: success agreement. Baselines on the
@@ -68,6 +70,8 @@ from wm_envs.tasks.experts import make_expert
 SPLITS = {"val": (90_000, 99_999), "test": (100_000, 199_999)}  # inclusive reset seeds
 #: What a rollout keeps of each learned step, where the model gives it.
 PREDICTED = ("image", "state", "depth", "camera_pose")
+#: What a rollout keeps per step: the predictions and the heads' outcomes.
+KEPT = (*PREDICTED, "reward", "terminated", "terminated_probability", "success_probability")
 
 
 @dataclass(frozen=True)
@@ -229,10 +233,12 @@ def rollout_learned(
     probabilities: bool = False,
 ) -> list[dict]:
     """Start the learned simulator from real frames up to each episode's ``start`` and replay
-    the rest of its actions open loop (at most ``max_steps``), until the episode ends or the
-    learned env terminates (its head, or the task's rule: ``success_from``). Rollouts with
-    the same number of context frames run as one batch. With ``probabilities``, each also
-    keeps the heads' terminated and success probabilities [T]."""
+    the rest of its actions open loop (at most ``max_steps``) to the episode's end. Its
+    ``success`` is whether it reports success up to the step it first terminates (its head,
+    or the task's rule: ``success_from``), where a user's episode would end; the steps after
+    that are still predicted, so that every model is scored on the same steps as physics and
+    the baselines. Rollouts with the same number of context frames run as one batch. With
+    ``probabilities``, each also keeps the heads' terminated and success probabilities [T]."""
     firsts = [max(0, start - context + 1) for start in starts]
     groups: dict[int, list[int]] = {}
     for i, (first, start) in enumerate(zip(firsts, starts, strict=True)):
@@ -277,11 +283,11 @@ def rollout_learned(
             )
         rollout = {key: np.stack([step[key] for step in steps], 1) for key in steps[0]}  # [N, T]
         for j, i in enumerate(rows):
-            length = steps_until_end(rollout["terminated"][j, : len(rest[j])])
-            kept = (*PREDICTED, "reward", "terminated_probability", "success_probability")
-            predictions[i] = {key: rollout[key][j, :length] for key in kept if key in rollout} | {
-                "success": bool(rollout["success"][j, :length].any())
-            }
+            steps_run = len(rest[j])
+            ended = steps_until_end(rollout["terminated"][j, :steps_run])
+            predictions[i] = {
+                key: rollout[key][j, :steps_run] for key in KEPT if key in rollout
+            } | {"success": bool(rollout["success"][j, :ended].any())}
     return predictions
 
 
@@ -406,7 +412,7 @@ def long_horizon(
     """Mean tracked errors at each of ``config.long_steps`` that the episodes reach: open loop
     from the first frame (``open_loop``: those rollouts), and re-anchored on the real frames
     every ``config.reanchor_every`` steps, each beside the copy of the last real state it
-    saw. Steps past a learned termination have no prediction and count in neither."""
+    saw."""
     every = config.reanchor_every
     steps = [step for step in config.long_steps if any(len(e["action"]) >= step for e in episodes)]
     if not steps:
@@ -431,8 +437,6 @@ def long_horizon(
                 "reanchored_copy": episode["state"][anchor : anchor + 1],
             }
             for name, state in predictions.items():
-                if len(state) == 0:  # the rollout ended before this step
-                    continue
                 for key, value in tracked_errors(task, state, truth).items():
                     errors.setdefault(f"{name}_{key}_{step}", []).append(float(value[0]))
     return {key: round(float(np.mean(values)), 4) for key, values in errors.items()}
