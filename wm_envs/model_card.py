@@ -82,8 +82,8 @@ def _usage(card: dict) -> str:
     )
     code = (
         "```python\nimport gymnasium as gym\nimport wm_envs\n\n"
-        f'env = gym.make("{env_id}", model="{card["model"]}", checkpoint="FOLDER"{mode})'
-        "  # this folder\n```"
+        "# FOLDER: this folder\n"
+        f'env = gym.make("{env_id}", model="{card["model"]}", checkpoint="FOLDER"{mode})\n```'
     )
     return _section("Use", code)
 
