@@ -65,6 +65,16 @@ def test_write_model_card_renders_every_part_of_the_card(card_folder):
     assert [p.name for p in card_folder.iterdir() if p.name.startswith(".")] == []
 
 
+def test_stage_updates_are_what_the_last_run_trained(card_folder):
+    """A continuation told ``--stage-steps dynamics=0,heads=400`` trains the heads alone: the
+    row lists that, not the ``--steps`` the stages it never ran would have taken."""
+    card = read_card(card_folder)
+    assert "stage updates" not in render_model_card(card)  # a single-stage model
+    card["recipe"]["train_config"] |= {"stage_steps": "dynamics=0,heads=400", "steps": 400}
+    card["recipe"]["updates_by_stage"] = {"heads": 400}
+    assert "| stage updates | heads 400 |" in render_model_card(card)
+
+
 def test_a_card_without_notes_or_compare_renders_without_those_sections(tiny_checkpoint):
     text = render_model_card(read_card(tiny_checkpoint))
     assert "## Recipe" in text and "Run 1 of 1" in text

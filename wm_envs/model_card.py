@@ -49,7 +49,7 @@ def _summary(card: dict, weights_bytes: int | None) -> str:
         ),
         ("spec", ", ".join(f"{k} {v}" for k, v in card.get("spec", {}).items())),
         ("parameters", _count(recipe.get("parameters"))),
-        ("stage updates", _stage_steps(recipe.get("train_config", {}))),
+        ("stage updates", _stage_updates(recipe)),
         ("weights", f"{weights_bytes / 1e6:.1f} MB (`model.safetensors`)" if weights_bytes else ""),
         (
             "training",
@@ -65,11 +65,13 @@ def _summary(card: dict, weights_bytes: int | None) -> str:
     return f"{title}\n\n{note}\n\n{table}"
 
 
-def _stage_steps(train_config: dict) -> str:
-    """A multi-stage run's per-stage update counts, as its last run was told them."""
-    if not train_config.get("stage_steps"):
+def _stage_updates(recipe: dict) -> str:
+    """A multi-stage model's updates per stage in its last run, as the trainer counted them
+    (a stage the run did not reach, or skipped, is not listed)."""
+    by_stage = recipe.get("updates_by_stage")
+    if not by_stage or not recipe.get("train_config", {}).get("stage_steps"):
         return ""
-    return f"`{train_config['stage_steps']}`, other stages {train_config.get('steps', '?')}"
+    return ", ".join(f"{stage} {count}" for stage, count in by_stage.items())
 
 
 def _usage(card: dict) -> str:
