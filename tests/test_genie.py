@@ -1,6 +1,7 @@
 """Genie: FSQ, shapes of the protocol calls, batching, the KV cache, stages and resume."""
 
 import math
+from dataclasses import replace
 
 import gymnasium as gym
 import numpy as np
@@ -581,6 +582,17 @@ def test_trainer_runs_and_resumes_every_stage(tiny_dataset, tmp_path):
     recipe = read_card(tmp_path / "genie")["recipe"]  # every stage counts, across resumes
     assert recipe["updates"] == recipe["total_updates"] == 8
     assert recipe["updates_by_stage"] == {stage: 2 for stage in stages}
+    # a continuation starts at the checkpoint's stage, or at an earlier one named with updates
+    for stage_steps, trained in (
+        ("dynamics=0,heads=1", {"heads": 1}),
+        ("dynamics=1,heads=1", {"dynamics": 1, "heads": 1}),
+    ):
+        out = tmp_path / f"continued-{len(trained)}"
+        continued = replace(
+            config, out=str(out), init_from=config.out, stage_steps=stage_steps, max_minutes=0.0
+        )
+        Trainer(continued).run()
+        assert read_card(out)["recipe"]["updates_by_stage"] == trained
     # compare reports Genie's controllability and codebook usage on the physics episodes
     compared = compare(
         CompareConfig(

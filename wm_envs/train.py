@@ -94,15 +94,20 @@ def named_parts(spec: str, names, option: str, lacks: str) -> set[str]:
     return parts
 
 
-def stage_updates(config: TrainConfig, stage: str) -> int:
-    """Updates for ``stage``: its entry in ``stage_steps`` if it has one, else ``steps``."""
+def named_stage_steps(config: TrainConfig) -> dict[str, int]:
+    """The per-stage update counts ``stage_steps`` names, e.g. {"dynamics": 0, "heads": 400}."""
     counts = {}
     for pair in filter(None, config.stage_steps.split(",")):
         name, sep, value = pair.partition("=")
         if not sep or not value.strip().isdigit():
             raise ValueError(f"--stage-steps expects stage=count pairs, got {pair!r}")
         counts[name.strip()] = int(value)
-    return counts.get(stage, config.steps)
+    return counts
+
+
+def stage_updates(config: TrainConfig, stage: str) -> int:
+    """Updates for ``stage``: its entry in ``stage_steps`` if it has one, else ``steps``."""
+    return named_stage_steps(config).get(stage, config.steps)
 
 
 def learning_rate(config: TrainConfig, step: int, steps: int) -> float:
@@ -200,10 +205,10 @@ class Trainer:
         self.model = build_model(
             config.model, self.spec, config.preset, overrides, task_of(self.train_data.env_spec.id)
         )
-        unknown = {p.partition("=")[0].strip() for p in config.stage_steps.split(",") if p}
-        if unknown - set(self.model.stages):
+        unknown = set(named_stage_steps(config)) - set(self.model.stages)
+        if unknown:
             raise ValueError(
-                f"--stage-steps names {sorted(unknown - set(self.model.stages))}; "
+                f"--stage-steps names {sorted(unknown)}; "
                 f"{config.model} trains the stages {self.model.stages}"
             )
         self.overrides = overrides
@@ -286,7 +291,11 @@ class Trainer:
             {key: recipe[key] for key in ("command", "stage", "updates", "wall_time_s")}
             | {"config": card["config"]}
         ]
-        self.stage = self.model.stages.index(recipe["stage"])
+        # A continuation starts at the checkpoint's stage, or at an earlier one that
+        # --stage-steps names with updates (a finished Genie's dynamics trained again).
+        named = [stage for stage, count in named_stage_steps(self.config).items() if count]
+        stages = self.model.stages
+        self.stage = min([stages.index(recipe["stage"]), *map(stages.index, named)])
         self.inherited_seed_ranges = card["dataset"].get("seed_ranges")
         if self.rank == 0:
             print(
