@@ -582,17 +582,27 @@ def test_trainer_runs_and_resumes_every_stage(tiny_dataset, tmp_path):
     recipe = read_card(tmp_path / "genie")["recipe"]  # every stage counts, across resumes
     assert recipe["updates"] == recipe["total_updates"] == 8
     assert recipe["updates_by_stage"] == {stage: 2 for stage in stages}
-    # a continuation starts at the checkpoint's stage, or at an earlier one named with updates
-    for stage_steps, trained in (
-        ("dynamics=0,heads=1", {"heads": 1}),
-        ("dynamics=1,heads=1", {"dynamics": 1, "heads": 1}),
+    # a continuation starts at the checkpoint's stage, or at an earlier one named with
+    # updates; a later stage given none is never entered (its parts may have nothing to train)
+    for run, (stage_steps, parts, trained) in enumerate(
+        (
+            ("dynamics=0,heads=1", "", {"heads": 1}),
+            ("dynamics=1,heads=1", "", {"dynamics": 1, "heads": 1}),
+            ("dynamics=1,heads=0", "dynamics", {"dynamics": 1}),
+        )
     ):
-        out = tmp_path / f"continued-{len(trained)}"
+        out = tmp_path / f"continued-{run}"
         continued = replace(
-            config, out=str(out), init_from=config.out, stage_steps=stage_steps, max_minutes=0.0
+            config,
+            out=str(out),
+            init_from=config.out,
+            stage_steps=stage_steps,
+            train_parts=parts,
+            max_minutes=0.0,
         )
         Trainer(continued).run()
-        assert read_card(out)["recipe"]["updates_by_stage"] == trained
+        recipe = read_card(out)["recipe"]
+        assert recipe["updates_by_stage"] == trained and recipe["stage"] == list(trained)[-1]
     # compare reports Genie's controllability and codebook usage on the physics episodes
     compared = compare(
         CompareConfig(

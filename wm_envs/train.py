@@ -534,12 +534,14 @@ class Trainer:
         c = self.config
         run_start, last_time = time.time(), time.time()
         for stage in range(self.stage, len(self.model.stages)):
+            steps = stage_updates(c, self.model.stages[stage])
             if stage != self.stage:
+                if not steps:  # never entered: the card records the last stage that trained
+                    continue
                 self.completed[self.model.stages[self.stage]] = self.step
                 self.stage, self.step = stage, 0
                 self.optimizer = self._optimizer()
             network = self._network()
-            steps = stage_updates(c, self.model.stages[stage])
             bar = tqdm(
                 total=steps,
                 initial=self.step,
