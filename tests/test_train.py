@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -413,3 +414,19 @@ def test_train_parts_train_those_parts_alone(tiny_checkpoint, tiny_dataset, tmp_
         )
     with pytest.raises(ValueError, match="no --init-from"):
         Trainer(config_for(tiny_dataset, tmp_path / "b", train_parts="decoder"))
+
+
+def test_init_from_keeps_the_checkpoints_overrides_and_set_changes_them(tiny_dataset, tmp_path):
+    """A continuation trains with the settings its checkpoint was trained with, unless its
+    own --set changes them, and resumes without the checkpoint's folder."""
+    parent = tmp_path / "parent"
+    Trainer(config_for(tiny_dataset, parent, steps=1), {"state_weight": 20.0}).run()
+    kept = Trainer(config_for(tiny_dataset, tmp_path / "kept", steps=1, init_from=str(parent)))
+    assert kept.model.config.state_weight == 20.0
+    changed = config_for(tiny_dataset, tmp_path / "changed", steps=1, init_from=str(parent))
+    Trainer(changed, {"state_weight": 3.0}).run()
+    card = json.loads((tmp_path / "changed" / "card.json").read_text())
+    assert card["config"]["state_weight"] == 3.0
+    shutil.rmtree(parent)
+    resumed = Trainer(replace(changed, steps=2), {"state_weight": 3.0})
+    assert resumed.model.config.state_weight == 3.0 and resumed.step == 1

@@ -200,8 +200,10 @@ class Trainer:
         self.spec = _spec_from(self.train_data)
         self.seed_ranges = seed_ranges(episode_seeds(config.data, config.dataset_id))
         torch.manual_seed(config.seed)
+        saved = read_trainer_state(self.out)
         settings = task_model_settings(self.train_data.env_spec.id, config.model)
-        overrides = {**settings, **(overrides or {})}
+        self.inherited_overrides = self._inherited_overrides(saved)
+        overrides = {**settings, **self.inherited_overrides, **(overrides or {})}
         self.model = build_model(
             config.model, self.spec, config.preset, overrides, task_of(self.train_data.env_spec.id)
         )
@@ -232,7 +234,6 @@ class Trainer:
             "--train-parts",
             f"{config.model} has no parameters in",
         )
-        saved = read_trainer_state(self.out)
         if saved is not None:
             self._resume(saved)
         else:
@@ -253,19 +254,31 @@ class Trainer:
         return torch.optim.AdamW(params, self.config.lr, weight_decay=self.config.weight_decay)
 
     # -- resume -----------------------------------------------------------------------------
+    def _inherited_overrides(self, saved: dict | None) -> dict:
+        """The model overrides a continuation keeps from the checkpoint it continues, below
+        its own ``--set``: read from ``init_from``'s card, or on resume from the trainer
+        state, so that a resumed run does not need that folder any more."""
+        if not self.config.init_from:
+            return {}
+        if saved is not None:
+            return saved.get("inherited_overrides", {})  # absent: saved before they carried
+        card = read_card(self.config.init_from)
+        if card["model"] != self.config.model:
+            raise ValueError(
+                f"{self.config.init_from} holds a {card['model']} for {card['spec']}, not a "
+                f"{self.config.model} for {asdict(self.spec)}"
+            )
+        return card["recipe"].get("model_overrides", {})
+
     def _init_from(self, folder: Path) -> None:
         """Start from a checkpoint's weights with a fresh optimizer: how training continues
         across working sessions once the run folder is gone (the shipped checkpoint keeps no
-        optimizer state, to stay small). Loss weights and other settings may change; the
-        architecture must fit, except that parts the checkpoint lacks (a head added since)
-        and parts named in ``fresh`` (a head whose inputs changed) start fresh and are listed.
-        The card's history adds up updates and wall time."""
+        optimizer state, to stay small). The checkpoint's model overrides carry over, and
+        ``--set`` may change loss weights and other settings; the architecture must fit,
+        except that parts the checkpoint lacks (a head added since) and parts named in
+        ``fresh`` (a head whose inputs changed) start fresh and are listed. The card's
+        history adds up updates and wall time."""
         card = read_card(folder)
-        if card["model"] != self.config.model:
-            raise ValueError(
-                f"{folder} holds a {card['model']} for {card['spec']}, not a "
-                f"{self.config.model} for {asdict(self.spec)}"
-            )
         weights, _ = read_weights(folder)
         try:
             weights = self.model.adapt_weights(weights, ModelSpec(**card["spec"]), card["config"])
@@ -398,6 +411,7 @@ class Trainer:
             trainer_state = {
                 "config": asdict(self.config),
                 "overrides": self.overrides,
+                "inherited_overrides": self.inherited_overrides,
                 "stage": self.stage,
                 "step": self.step,
                 "elapsed": self.elapsed,
