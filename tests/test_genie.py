@@ -197,6 +197,40 @@ def test_task_action_input_starts_neutral_trains_and_steers_the_next_frame():
     )  # no task action is a zero one
 
 
+def test_the_task_route_steps_on_the_task_action_alone_which_training_taught(monkeypatch):
+    for overrides, problem in (
+        ({"env_action_route": "sideways"}, "'adapter' or 'task'"),
+        ({"env_action_route": "task", "task_action_input": True}, "latent_action_dropout"),
+    ):
+        with pytest.raises(ValueError, match=problem):
+            build_model("genie", SPEC, "tiny", overrides)
+    torch.manual_seed(0)
+    route = {"task_action_input": True, "latent_action_dropout": 1.0, "env_action_route": "task"}
+    genie = build_model("genie", SPEC, "tiny", route)
+    genie.prepare(synthetic_batch())
+    genie.set_stage("dynamics")
+    given, real_loss = [], genie.dynamics.loss
+
+    def recording_loss(tokens: torch.Tensor, actions: torch.Tensor, *rest):
+        given.append(actions)
+        return real_loss(tokens, actions, *rest)
+
+    monkeypatch.setattr(genie.dynamics, "loss", recording_loss)
+    genie.loss(synthetic_batch())
+    assert (given[0] == genie.n_latent_actions).all()  # every latent action hidden
+    genie.eval()
+    state = genie.init_state({"image": synthetic_batch()["image"][:, :2]})
+    left, right = torch.full((3, 4), -1.0), torch.full((3, 4), 1.0)
+    assert (genie.latent_action(state, left) == genie.n_latent_actions).all()
+    with torch.no_grad():
+        genie.dynamics.task_action_embed.weight.normal_()
+    moved = [genie.step(state, action)["features"] for action in (left, right)]
+    assert not torch.allclose(moved[0], moved[1])  # the task action alone steers the frame
+    genie.action_guidance = 2.0
+    with pytest.raises(ValueError, match="needs a latent action"):
+        genie.step(state, left)
+
+
 def test_generated_frames_decode_from_expected_codes_that_are_the_tokens_when_certain(
     model, monkeypatch
 ):

@@ -244,6 +244,11 @@ class Dynamics(nn.Module):
         latent action from the same context (classifier-free guidance whose unconditional
         model is the action marginalised out), so each pass costs one batch per action."""
         size, count = actions.shape[0], self.no_action
+        if (actions == self.no_action).any():
+            raise ValueError(
+                "guidance by the latent action needs a latent action to guide by; this "
+                "model steps without one (env_action_route='task'): set action_guidance=1"
+            )
         every = torch.arange(count, device=actions.device).repeat(size)  # [B * n]
         wide_past = [
             (k.repeat_interleave(count, 0), v.repeat_interleave(count, 0)) for k, v in past

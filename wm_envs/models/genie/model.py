@@ -84,6 +84,16 @@ class GenieConfig:
     #: that read it (the dynamics with ``task_action_input``, the motion head), so that they
     #: still work without one (``action_mode="latent"``, the LAM's inferred actions).
     task_action_dropout: float = 0.5
+    #: The share of transitions on which training hides the latent action from the dynamics
+    #: (the index "none"), so that with ``task_action_input`` it also learns to generate the
+    #: next frame from the task action alone (``env_action_route="task"``).
+    latent_action_dropout: float = 0.0
+    #: What ``action_mode="env"`` steps on: "adapter" (the latent action the adapter maps the
+    #: task action to, and with ``task_action_input`` the task action too) or "task" (the task
+    #: action alone, the latent action "none"; needs ``task_action_input`` and
+    #: ``latent_action_dropout``), which skips the adapter's guess of a latent action where
+    #: one task action moves the gripper differently in contact and in free space.
+    env_action_route: str = "adapter"
     #: Loss weight of the dynamics' target tokens that differ from the frame before, against
     #: 1 for the others (see ``Dynamics``).
     changed_token_weight: float = 1.0
@@ -263,6 +273,17 @@ class Genie(WorldModel):
             c.changed_token_weight,
             c.mask_ratio_min,
         )
+        if c.env_action_route not in ("adapter", "task"):
+            raise ValueError(
+                f"env_action_route must be 'adapter' or 'task', got {c.env_action_route!r}"
+            )
+        if c.env_action_route == "task" and not (
+            c.task_action_input and c.latent_action_dropout > 0
+        ):
+            raise ValueError(
+                "env_action_route='task' steps on the task action alone: it needs "
+                "task_action_input and a latent_action_dropout above 0 to have learned that"
+            )
         if c.outcome_history and not c.integrate_state:
             raise ValueError("outcome_history reads the integrated state: set integrate_state")
         if c.flag_window < 1:
@@ -372,8 +393,14 @@ class Genie(WorldModel):
         if c.task_action_input or c.integrate_state:
             task = self.shown_actions(batch["action"]) * labelled[..., None]
         dynamics_task = task if c.task_action_input else None
+        dynamics_actions = actions  # [B, T]: with latent_action_dropout, some hidden ("none")
+        if c.latent_action_dropout > 0:
+            hidden_latent = torch.rand(actions.shape, device=actions.device)
+            dynamics_actions = actions.masked_fill(
+                hidden_latent < c.latent_action_dropout, self.n_latent_actions
+            )
         token_loss, hidden, metrics = self.dynamics.loss(
-            tokens, actions, is_first.cumsum(1), dynamics_task
+            tokens, dynamics_actions, is_first.cumsum(1), dynamics_task
         )
         features = self.dynamics.features(hidden)  # [B, T, F]
         history = self.state_history(batch["state"], is_first) if c.outcome_history else None
@@ -601,8 +628,9 @@ class Genie(WorldModel):
         self, state: State, action: torch.Tensor, generator: torch.Generator | None = None
     ) -> torch.Tensor:
         """What ``step`` was given in ``state`` -> latent action indices [B], per
-        ``action_mode``: the adapter's choice for task actions [B, A] (the mode, or a sample
-        with ``generator``), or the indices [B] themselves."""
+        ``action_mode``: for task actions [B, A] the adapter's choice (the mode, or a sample
+        with ``generator``) or with ``env_action_route="task"`` "none", or the indices [B]
+        themselves."""
         if self.action_mode == "latent":
             if action.dim() != 1 or action.dtype.is_floating_point or action.dtype == torch.bool:
                 raise ValueError(
@@ -623,6 +651,8 @@ class Genie(WorldModel):
             raise ValueError(
                 f"actions must be [B, {self.spec.action_dim}], got {tuple(action.shape)}"
             )
+        if self.config.env_action_route == "task":
+            return action.new_full(action.shape[:1], self.n_latent_actions, dtype=torch.long)
         logits = self.adapter(self.adapter_inputs(state["features"], action))  # [B, n]
         if generator is None:
             return logits.argmax(-1)
