@@ -226,9 +226,11 @@ def test_the_task_route_steps_on_the_task_action_alone_which_training_taught(mon
         genie.dynamics.task_action_embed.weight.normal_()
     moved = [genie.step(state, action)["features"] for action in (left, right)]
     assert not torch.allclose(moved[0], moved[1])  # the task action alone steers the frame
-    genie.action_guidance = 2.0
-    with pytest.raises(ValueError, match="needs a latent action"):
-        genie.step(state, left)
+    genie.action_guidance = 2.0  # guides latent actions; a step on the task action is plain
+    torch.testing.assert_close(genie.step(state, right)["features"], moved[1])
+    mixed = torch.tensor([0, 1, genie.n_latent_actions])  # guided rows beside a plain one
+    with pytest.raises(ValueError, match="latent action in every row"):
+        genie.step_latent(state, mixed)
 
 
 def test_generated_frames_decode_from_expected_codes_that_are_the_tokens_when_certain(

@@ -186,7 +186,8 @@ class Dynamics(nn.Module):
         expected code of a token is each dimension's mean level under the pass that revealed
         it: where the model is unsure between neighbouring levels it lies between them, and
         decodes to the patch between theirs rather than to one guess. With ``guidance``
-        other than 1, each pass draws from ``guided_logits``.
+        other than 1, each pass draws from ``guided_logits``, unless no frame has a latent
+        action to guide by (every action "none": a step on the task action alone).
         """
         if steps < 1:
             raise ValueError(
@@ -197,8 +198,9 @@ class Dynamics(nn.Module):
         tokens = actions.new_full((size, self.tokens), self.mask_token)  # [B, P]
         expected = torch.zeros(size, self.tokens, self.fsq.dim, device=actions.device)
         task = None if task_action is None else task_action[:, None]  # [B, 1, A]
+        guided = guidance != 1 and not (actions == self.no_action).all()
         for step in range(steps):
-            if guidance == 1:
+            if not guided:
                 hidden, _ = self(tokens[:, None], actions[:, None], mask, time, past, task)
                 per_dimension = self.logits(hidden[:, 0])  # per FSQ dimension [B, P, L_i]
             else:
@@ -246,8 +248,8 @@ class Dynamics(nn.Module):
         size, count = actions.shape[0], self.no_action
         if (actions == self.no_action).any():
             raise ValueError(
-                "guidance by the latent action needs a latent action to guide by; this "
-                "model steps without one (env_action_route='task'): set action_guidance=1"
+                "guidance by the latent action needs a latent action in every row; steps "
+                "with and without one (the index 'none') cannot share a guided batch"
             )
         every = torch.arange(count, device=actions.device).repeat(size)  # [B * n]
         wide_past = [

@@ -132,7 +132,8 @@ class GenieConfig:
     #: under the action plus (this - 1) times their excess over the mean probability under
     #: all latent actions (classifier-free guidance with the action marginalised out, so no
     #: training is needed). 1: off; above 1 an action's effect is drawn more sharply; each
-    #: MaskGIT pass then runs every latent action (an inference setting too).
+    #: MaskGIT pass then runs every latent action (an inference setting too). A step on the
+    #: task action alone (``env_action_route="task"``) has no latent action to guide by.
     action_guidance: float = 1.0
 
 
