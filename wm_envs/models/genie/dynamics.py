@@ -198,7 +198,13 @@ class Dynamics(nn.Module):
         tokens = actions.new_full((size, self.tokens), self.mask_token)  # [B, P]
         expected = torch.zeros(size, self.tokens, self.fsq.dim, device=actions.device)
         task = None if task_action is None else task_action[:, None]  # [B, 1, A]
-        guided = guidance != 1 and not (actions == self.no_action).all()
+        none = actions == self.no_action  # [B]: steps on the task action alone
+        guided = guidance != 1 and not none.all()
+        if guided and none.any():
+            raise ValueError(
+                "guidance by the latent action needs a latent action in every row; steps "
+                "with and without one (the index 'none') cannot share a guided batch"
+            )
         for step in range(steps):
             if not guided:
                 hidden, _ = self(tokens[:, None], actions[:, None], mask, time, past, task)
@@ -246,11 +252,6 @@ class Dynamics(nn.Module):
         latent action from the same context (classifier-free guidance whose unconditional
         model is the action marginalised out), so each pass costs one batch per action."""
         size, count = actions.shape[0], self.no_action
-        if (actions == self.no_action).any():
-            raise ValueError(
-                "guidance by the latent action needs a latent action in every row; steps "
-                "with and without one (the index 'none') cannot share a guided batch"
-            )
         every = torch.arange(count, device=actions.device).repeat(size)  # [B * n]
         wide_past = [
             (k.repeat_interleave(count, 0), v.repeat_interleave(count, 0)) for k, v in past
